@@ -1,0 +1,1 @@
+"""dispenser: controller for automated pharmacy dispensing machines."""

@@ -1,0 +1,1 @@
+"""Device drivers: the only code that knows a wire protocol."""

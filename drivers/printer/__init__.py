@@ -1,0 +1,1 @@
+"""Driver for the label printer (ZPL II over a serial line)."""

@@ -1,0 +1,1 @@
+"""Driver for the picking robot (Modbus TCP/RTU)."""

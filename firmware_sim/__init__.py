@@ -1,0 +1,1 @@
+"""Simulator of the picking robot and label printer, over real transports."""
