@@ -1,0 +1,247 @@
+"""The daemon's configuration: one TOML file, validated in full before anything starts.
+
+``load_config(path)`` reads the file with :mod:`tomllib` and validates it against the
+pydantic models below. Every table refuses unknown keys, so a typo is an error rather than a
+silently ignored setting. All problems are reported **at once**, each with its key path
+(``api.tokens[0].hash``), in a :class:`ConfigError`.
+
+Every setting has a default that suits a demo on one machine: files under ``var/`` relative
+to the working directory, the API on a Unix socket only, the robot and printer on loopback
+where ``dispenser-sim`` listens. Production installs use absolute paths
+(``config/dispenser.toml`` is the documented example).
+
+Sections: ``journal``, ``api`` (with ``[[api.tokens]]`` and ``[api.peer_uids]``), ``robot``,
+``printer``, ``formulary``, ``stock``, ``policy`` (:class:`dispenser.policy.Policy`),
+``log``, ``simulate``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from dispenser.policy import Policy
+
+__all__ = [
+    "ROLES",
+    "ApiConfig",
+    "Config",
+    "ConfigError",
+    "FormularyConfig",
+    "JournalConfig",
+    "LogConfig",
+    "PrinterConfig",
+    "RobotConfig",
+    "Role",
+    "SimulateConfig",
+    "StockConfig",
+    "TokenConfig",
+    "load_config",
+    "parse_config",
+]
+
+Role = Literal["order_system", "staff", "technician"]
+ROLES: tuple[Role, ...] = ("order_system", "staff", "technician")
+
+_TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable. ``errors`` lists every ``(key path, message)``."""
+
+    def __init__(self, errors: Sequence[tuple[str, str]], source: str | None = None) -> None:
+        self.errors = list(errors)
+        self.source = source
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.source or "configuration"
+        count = len(self.errors)
+        head = f"{where}: {count} problem{'s' if count != 1 else ''}, fix and start again:"
+        return "\n".join([head, *(f"  {path}: {message}" for path, message in self.errors)])
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JournalConfig(_Section):
+    # The append-only journal (orders, shipments, stock, audit).
+    path: Path = Path("var/journal")
+
+
+class TokenConfig(_Section):
+    role: Role
+    # "sha256:<64 hex digits>", from `dispenserctl hash-token`; never the token itself.
+    hash: str
+
+    @field_validator("hash")
+    @classmethod
+    def _hash_form(cls, value: str) -> str:
+        if not _TOKEN_HASH.match(value):
+            raise ValueError(
+                "must be 'sha256:' followed by 64 lowercase hex digits "
+                "(produce it with `dispenserctl hash-token`), never the token itself"
+            )
+        return value
+
+
+class ApiConfig(_Section):
+    socket: Path = Path("var/dispenser.sock")
+    # File mode of the Unix socket: an octal TOML integer (0o660) or a string ("0660").
+    socket_mode: int = Field(default=0o660, ge=0, le=0o777)
+    tcp_enabled: bool = False
+    tcp_host: str = "127.0.0.1"
+    tcp_port: int = Field(default=7460, ge=1, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = Field(default=None, validate_default=True)
+    # Longest accepted request line, newline excluded.
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    tokens: tuple[TokenConfig, ...] = ()
+    # Unix peer uid -> role: such connections are authenticated when they connect.
+    peer_uids: dict[int, Role] = Field(default_factory=dict)
+
+    @field_validator("socket_mode", mode="before")
+    @classmethod
+    def _octal_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return int(value, 8)
+            except ValueError:
+                raise ValueError('must be an octal file mode such as "0660"') from None
+        return value
+
+    # A field validator, not a model validator, so that this is reported together with
+    # every other error (pydantic skips model validators once a field has failed).
+    @field_validator("tls_key")
+    @classmethod
+    def _tls_pair(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        cert = info.data.get("tls_cert")
+        if (cert is None) != (value is None):
+            raise ValueError("tls_cert and tls_key must be given together")
+        return value
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
+
+
+class RobotConfig(_Section):
+    transport: Literal["tcp", "rtu"] = "tcp"
+    host: str = "127.0.0.1"
+    port: int = Field(default=1502, ge=1, le=65535)
+    device: str = "/dev/ttyUSB0"
+    baudrate: int = Field(default=115200, gt=0)
+    parity: Literal["N", "E", "O"] = "N"
+    device_id: int = Field(default=1, ge=1, le=247)
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    # The robot stops on its own when the controller is silent this long.
+    watchdog_ms: int = Field(default=2000, ge=100, le=60000)
+    # Number of output points (totes) the machine has, numbered 1..outputs.
+    outputs: int = Field(default=4, ge=1, le=64)
+    retry_backoff_s: float = Field(default=0.5, gt=0, le=60)
+    # A link down this long becomes a machine fault a person must look at.
+    link_fault_after_s: float = Field(default=10.0, gt=0, le=3600)
+
+
+class PrinterConfig(_Section):
+    # A device path (/dev/ttyUSB1) or any pyserial URL (socket://127.0.0.1:9100, loop://).
+    url: str = "socket://127.0.0.1:9100"
+    baudrate: int = Field(default=9600, gt=0)
+    timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+
+class FormularyConfig(_Section):
+    path: Path = Path("config/formulary.csv")
+
+
+class StockConfig(_Section):
+    # Storage geometry: sides x levels x columns slots of slot_capacity packs each.
+    sides: int = Field(default=2, ge=1, le=16)
+    levels: int = Field(default=10, ge=1, le=1000)
+    columns: int = Field(default=50, ge=1, le=10000)
+    slot_capacity: int = Field(default=20, ge=1, le=10000)
+    # A drug with this many packs or fewer is reported as low stock.
+    low_stock_packs: int = Field(default=5, ge=0)
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    # auto: JSON when stdout is not a terminal, console otherwise.
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class SimulateConfig(_Section):
+    # Run robot and printer simulators inside the daemon (demos only).
+    enabled: bool = False
+    # Simulated motion runs this many times faster than the real machine.
+    speed: float = Field(default=1.0, gt=0, le=1000)
+    # Every motion completes immediately (tests).
+    instant: bool = False
+
+
+class Config(_Section):
+    journal: JournalConfig = JournalConfig()
+    api: ApiConfig = ApiConfig()
+    robot: RobotConfig = RobotConfig()
+    printer: PrinterConfig = PrinterConfig()
+    formulary: FormularyConfig = FormularyConfig()
+    stock: StockConfig = StockConfig()
+    policy: Policy = Policy()
+    log: LogConfig = LogConfig()
+    simulate: SimulateConfig = SimulateConfig()
+
+
+def _key_path(loc: Sequence[int | str]) -> str:
+    path = ""
+    for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad dict key, e.g. a non-numeric uid
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += ("." if path else "") + part
+    return path or "(top level)"
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key (check the spelling; see config/dispenser.toml)"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if "[key]" in error["loc"]:
+        return f"this key is invalid: {message}"
+    return message
+
+
+def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
+    """Validate already-parsed TOML data; raises :class:`ConfigError` listing every problem."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        errors = []
+        for error in exc.errors():
+            loc = [p for p in error["loc"] if isinstance(p, int | str)]
+            errors.append((_key_path(loc), _message(error)))
+        raise ConfigError(errors, source) from None
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read and validate a TOML file; ``None`` gives the demo defaults."""
+    if path is None:
+        return Config()
+    source = str(path)
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError([("(file)", "no such file")], source) from None
+    except OSError as exc:
+        raise ConfigError([("(file)", f"cannot be read: {exc.strerror}")], source) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("(syntax)", f"not valid TOML: {exc}")], source) from None
+    return parse_config(data, source)
