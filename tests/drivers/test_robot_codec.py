@@ -156,7 +156,7 @@ def test_command_codec_round_trips(cmds: list[Command]) -> None:
 def test_ring_reads_cover_exactly_the_asked_completions(after: int, n: int) -> None:
     numbers = []
     for address, count, first in ring_reads(after, after + n):
-        assert 2000 <= address and address + count <= 2512 and count <= 120
+        assert address >= 2000 and address + count <= 2512 and count <= 120
         entries = count // 8
         for k in range(entries):
             assert (address - 2000) // 8 + k == (first + k - 1) % 64
