@@ -1,0 +1,118 @@
+"""The formulary: every drug the dispensary may dispense, keyed by its GTIN-14.
+
+Loaded from ``config/formulary.csv`` (columns: drug_code, name, strength, form, pack_size,
+price, reimbursement_rate, fridge, manual, manufacturer). Drugs with ``fridge`` or
+``manual`` set are never stored in the robot: they go on a shipment's manual pick list.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+COLUMNS = ("drug_code", "name", "strength", "form", "pack_size", "price",
+           "reimbursement_rate", "fridge", "manual", "manufacturer")
+
+
+class FormularyError(ValueError):
+    """The formulary file is malformed; the message names the line and the field."""
+
+
+def gtin_check_digit(body: str) -> str:
+    """GS1 mod-10 check digit for the digits of ``body`` (a GTIN without its last digit)."""
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        total += int(ch) * (3 if i % 2 == 0 else 1)
+    return str((10 - total % 10) % 10)
+
+
+def is_valid_gtin14(code: str) -> bool:
+    return len(code) == 14 and code.isdigit() and gtin_check_digit(code[:13]) == code[13]
+
+
+@dataclass(frozen=True, slots=True)
+class Drug:
+    drug_code: str
+    name: str
+    strength: str
+    form: str
+    pack_size: int
+    price: Decimal
+    reimbursement_rate: Decimal
+    fridge: bool
+    manual: bool
+    manufacturer: str = ""
+
+    @property
+    def robot(self) -> bool:
+        """True when packs of this drug are stored in and picked by the robot."""
+        return not (self.fridge or self.manual)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.strength} {self.form} x{self.pack_size}"
+
+
+def _bool(value: str, where: str) -> bool:
+    v = value.strip().lower()
+    if v in ("true", "1", "yes"):
+        return True
+    if v in ("false", "0", "no", ""):
+        return False
+    raise FormularyError(f"{where}: expected true/false, got {value!r}")
+
+
+class Formulary(Mapping[str, Drug]):
+    """Read-only mapping drug_code -> Drug."""
+
+    def __init__(self, drugs: Iterable[Drug]) -> None:
+        self._drugs: dict[str, Drug] = {}
+        for d in drugs:
+            if d.drug_code in self._drugs:
+                raise FormularyError(f"drug_code {d.drug_code} appears twice")
+            self._drugs[d.drug_code] = d
+
+    def __getitem__(self, code: str) -> Drug:
+        return self._drugs[code]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._drugs)
+
+    def __len__(self) -> int:
+        return len(self._drugs)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Formulary:
+        with open(path, newline="", encoding="utf-8") as fh:
+            return cls.from_rows(csv.DictReader(fh), source=str(path))
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, str]], source: str = "formulary") -> Formulary:
+        drugs = []
+        for n, row in enumerate(rows, start=2):
+            where = f"{source} line {n}"
+            missing = [c for c in COLUMNS[:8] if c not in row or row[c] is None]
+            if missing:
+                raise FormularyError(f"{where}: missing column(s) {', '.join(missing)}")
+            code = row["drug_code"].strip()
+            if not is_valid_gtin14(code):
+                raise FormularyError(f"{where}: drug_code {code!r} is not a valid GTIN-14")
+            try:
+                price = Decimal(row["price"])
+                rate = Decimal(row["reimbursement_rate"])
+                pack_size = int(row["pack_size"])
+            except (InvalidOperation, ValueError) as exc:
+                raise FormularyError(f"{where}: bad number ({exc})") from None
+            if price < 0 or not (0 <= rate <= 1) or pack_size < 1:
+                raise FormularyError(f"{where}: price, reimbursement_rate or pack_size out "
+                                     "of range")
+            drugs.append(Drug(
+                drug_code=code, name=row["name"].strip(), strength=row["strength"].strip(),
+                form=row["form"].strip(), pack_size=pack_size, price=price,
+                reimbursement_rate=rate, fridge=_bool(row["fridge"], where),
+                manual=_bool(row.get("manual") or "", where),
+                manufacturer=(row.get("manufacturer") or "").strip()))
+        return cls(drugs)

@@ -1,0 +1,129 @@
+"""Numbered schema migrations.
+
+Each component numbers its own migrations from 1 (``Migration(component, number, name,
+sql)``); the ``schema_migrations`` table records which were applied, and ``PRAGMA
+user_version`` holds how many. Another component (the daemon) passes its own list to
+``Journal(path, extra_migrations=[...])``; they run after the core ones, in number order,
+each in the same transaction as its record. Never edit an applied migration: add one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    component: str
+    number: int
+    name: str
+    sql: str
+
+
+CORE_MIGRATIONS: tuple[Migration, ...] = (
+    Migration("core", 1, "audit, orders, shipments, packs, history", """
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT NOT NULL,
+    action TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    before TEXT,
+    after TEXT,
+    prev_hash TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+
+CREATE TABLE orders (
+    seq INTEGER PRIMARY KEY,
+    order_id TEXT NOT NULL UNIQUE,
+    content_hash TEXT NOT NULL,
+    body TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    prescription_id TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    state TEXT NOT NULL,
+    holds TEXT NOT NULL DEFAULT '[]',
+    shipment_id TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX orders_state ON orders(state, seq);
+
+CREATE TABLE shipments (
+    seq INTEGER PRIMARY KEY,
+    shipment_id TEXT NOT NULL UNIQUE,
+    patient_id TEXT NOT NULL,
+    address_key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX shipments_state ON shipments(state, seq);
+
+CREATE TABLE packs (
+    pack_id INTEGER PRIMARY KEY,
+    gtin TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    expiry TEXT NOT NULL,
+    serial TEXT,
+    slot INTEGER,
+    store_seq INTEGER,
+    state TEXT NOT NULL,
+    shipment_id TEXT,
+    order_id TEXT,
+    loaded_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX packs_serial ON packs(gtin, serial);
+CREATE INDEX packs_state ON packs(state);
+CREATE INDEX packs_batch ON packs(gtin, batch);
+
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY,
+    patient_id TEXT NOT NULL,
+    drug_code TEXT NOT NULL,
+    prescription_id TEXT NOT NULL,
+    order_id TEXT NOT NULL REFERENCES orders(order_id),
+    shipment_id TEXT NOT NULL REFERENCES shipments(shipment_id),
+    quantity INTEGER NOT NULL,
+    days_supply INTEGER NOT NULL,
+    dispensed_on TEXT NOT NULL,
+    supply_end TEXT NOT NULL
+);
+CREATE INDEX history_patient_drug ON history(patient_id, drug_code);
+CREATE INDEX history_prescription ON history(patient_id, prescription_id, drug_code);
+
+CREATE TABLE quarantined_batches (
+    gtin TEXT NOT NULL,
+    batch TEXT NOT NULL,
+    time TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (gtin, batch)
+);
+
+CREATE TABLE blocked_slots (
+    slot INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+
+CREATE TABLE discrepancies (
+    id INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    expected INTEGER NOT NULL,
+    counted INTEGER NOT NULL,
+    shipment_id TEXT,
+    actor TEXT NOT NULL
+);
+"""),
+)

@@ -1,0 +1,93 @@
+"""Shipments: orders of one patient to one address that share a tote, a label and a
+packing slip. In-memory form plus its JSON image in the journal (``shipments.data``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from dispenser.checks import Hold
+from dispenser.states import ShipmentState
+
+
+@dataclass(slots=True)
+class Line:
+    """One order item inside a shipment."""
+
+    order_id: str
+    drug_code: str
+    quantity: int
+    days_supply: int
+    robot: bool
+    reserved: list[list[int]] = field(default_factory=list)  # [[slot, count]] not yet picked
+    packs: list[int] = field(default_factory=list)  # picked or confirmed pack ids
+    owed: int = 0  # needed but not reserved (stock went missing during picking)
+    short: int = 0  # not sent at all (partial dispensing)
+
+    @property
+    def item(self) -> str:
+        return f"{self.order_id}/{self.drug_code}"
+
+    @property
+    def to_send(self) -> int:
+        return self.quantity - self.short
+
+    @property
+    def done(self) -> bool:
+        return len(self.packs) >= self.to_send
+
+    def as_json(self) -> list[Any]:
+        return [self.order_id, self.drug_code, self.quantity, self.days_supply, self.robot,
+                self.reserved, self.packs, self.owed, self.short]
+
+    @classmethod
+    def from_json(cls, v: list[Any]) -> Line:
+        return cls(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8])
+
+
+@dataclass(slots=True)
+class Shipment:
+    shipment_id: str
+    seq: int
+    patient_id: str
+    address_key: str
+    state: ShipmentState
+    created_at: datetime
+    close_at: datetime  # when the merge window ends
+    window_start: datetime
+    priority_rank: int
+    arrival: int  # lowest order seq: first come, first served
+    order_ids: list[str] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
+
+    @property
+    def urgent(self) -> bool:
+        return self.priority_rank == 0
+
+    def schedule_key(self) -> tuple[datetime, int, int]:
+        """Delivery window start, then priority, then arrival."""
+        return self.window_start, self.priority_rank, self.arrival
+
+    def data_json(self) -> str:
+        return json.dumps({
+            "close_at": self.close_at.isoformat(), "window_start": self.window_start.isoformat(),
+            "priority_rank": self.priority_rank, "arrival": self.arrival,
+            "order_ids": self.order_ids, "lines": [ln.as_json() for ln in self.lines],
+            "holds": [[h.code, h.detail, h.drug_code] for h in self.holds],
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_row(cls, shipment_id: str, seq: int, patient_id: str, address_key: str,
+                 state: str, created_at: str, data: str) -> Shipment:
+        d = json.loads(data)
+        return cls(shipment_id, seq, patient_id, address_key, ShipmentState(state),
+                   datetime.fromisoformat(created_at), datetime.fromisoformat(d["close_at"]),
+                   datetime.fromisoformat(d["window_start"]), d["priority_rank"], d["arrival"],
+                   d["order_ids"], [Line.from_json(v) for v in d["lines"]],
+                   [Hold(*h) for h in d["holds"]])
+
+    def slots_reserved(self) -> set[int]:
+        return {s for ln in self.lines for s, _ in ln.reserved}
