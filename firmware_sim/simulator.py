@@ -287,6 +287,7 @@ class Simulator:
             if mode not in ("alternate", "tid", "length"):
                 raise SimulatorError("corrupt_frame: mode is alternate, tid or length")
             self.link_faults.corrupt = int(number("count", 1, 1))
+            self.link_faults.corrupted = 0
             self.link_faults.corrupt_mode = mode
         elif fault in _PRINTER_CONDITION:
             self.printer.set_condition(_PRINTER_CONDITION[fault], True)
@@ -312,6 +313,8 @@ class Simulator:
                 r.close_door()
             elif name == "link_down":
                 self.link_faults.down_until = 0.0
+                if self.tcp is not None:
+                    self.tcp.link_up()
             elif name == "delay":
                 self.link_faults.delay = 0.0
             elif name == "corrupt_frame":

@@ -139,7 +139,8 @@ class TcpServer:
         self.counters = LinkCounters()
         self.connections: set[_TcpConnection] = set()
         self._server: asyncio.Server | None = None
-        self._reopen: asyncio.TimerHandle | None = None
+        self._reopen: asyncio.Handle | None = None
+        self._relisten_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -164,17 +165,38 @@ class TcpServer:
         if self._reopen is not None:
             self._reopen.cancel()
         loop = asyncio.get_running_loop()
-        self._reopen = loop.call_later(seconds, lambda: loop.create_task(self._relisten()))
+        self._reopen = loop.call_later(seconds, self._schedule_relisten)
+
+    def link_up(self) -> None:
+        """End a link_down early: listen again now."""
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
+        if self._server is None:
+            self._reopen = asyncio.get_running_loop().call_soon(self._schedule_relisten)
+
+    def _schedule_relisten(self) -> None:
+        self._reopen = None
+        self._relisten_task = asyncio.get_running_loop().create_task(self._relisten())
 
     async def _relisten(self) -> None:
-        self._reopen = None
         if self._server is None:
-            await self.start()
+            try:
+                await self.start()
+            except OSError as exc:
+                # Someone took the port meanwhile: retry rather than stay down for good.
+                print(f"dispenser-sim: cannot listen again on {self.host}:{self.port}: {exc}")
+                self._reopen = asyncio.get_running_loop().call_later(0.5, self._schedule_relisten)
 
     async def stop(self) -> None:
         if self._reopen is not None:
             self._reopen.cancel()
             self._reopen = None
+        if self._relisten_task is not None:
+            self._relisten_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relisten_task
+            self._relisten_task = None
         if self._server is not None:
             self._server.close()
             self._drop_connections()

@@ -294,3 +294,17 @@ async def test_corrupt_frames_on_tcp(sim: Simulator) -> None:
         assert (tid, length) == (9, 5)  # count used up: back to normal
     finally:
         writer.close()
+
+
+async def test_clearing_link_down_listens_again_at_once(sim: Simulator) -> None:
+    port = sim.tcp_port or 0
+    sim.inject("link_down", seconds=30)
+    with pytest.raises(OSError):
+        await TcpClient().connect(port)
+    sim.clear("link_down")
+    await asyncio.sleep(0.05)
+    client = await TcpClient().connect(port)
+    try:
+        assert (await client.status())["protocol_version"] == 1
+    finally:
+        await client.close()
