@@ -79,6 +79,9 @@ class TokenConfig(_Section):
     role: Role
     # "sha256:<64 hex digits>", from `dispenserctl hash-token`; never the token itself.
     hash: str
+    # Who holds the token ("order-system-prod", "ward-3 workstation"): shown in the audit
+    # trail instead of a bare role, so a call can be traced to a holder.
+    label: str | None = Field(default=None, min_length=1, max_length=64)
 
     @field_validator("hash")
     @classmethod
@@ -97,7 +100,8 @@ class ApiConfig(_Section):
     socket_mode: int = Field(default=0o660, ge=0, le=0o777)
     tcp_enabled: bool = False
     tcp_host: str = "127.0.0.1"
-    tcp_port: int = Field(default=7460, ge=1, le=65535)
+    # 0 picks any free port (tests); the server reports the bound address.
+    tcp_port: int = Field(default=7460, ge=0, le=65535)
     tls_cert: Path | None = None
     tls_key: Path | None = Field(default=None, validate_default=True)
     # Longest accepted request line, newline excluded.

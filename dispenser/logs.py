@@ -146,9 +146,22 @@ def configure_logging(
 
 
 def get_logger(name: str | None = None) -> Any:
-    """A structlog logger; ``name`` is bound as ``logger`` when given."""
-    log = structlog.get_logger()
-    return log.bind(logger=name) if name else log
+    """A structlog logger; ``name`` is bound as ``logger`` when given.
+
+    Lazy: safe at module level, it follows a later ``configure_logging``.
+    """
+    return _NamedLogger(name) if name else structlog.get_logger()
+
+
+class _NamedLogger:
+    """Resolves the logger on each use, so one made at import time follows a later
+    ``configure_logging`` (structlog's own ``bind`` would freeze the configuration)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(structlog.get_logger().bind(logger=self._name), attr)
 
 
 @contextmanager

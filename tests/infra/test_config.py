@@ -99,5 +99,5 @@ def test_syntax_error_and_missing_file(tmp_path: Path) -> None:
 def test_tls_needs_both_files() -> None:
     assert parse_config({"api": {"tls_cert": "/a.crt", "tls_key": "/a.key"}}).api.tls_enabled
     assert not parse_config({}).api.tls_enabled
-    with pytest.raises(ConfigError, match="api.tls_key"):
+    with pytest.raises(ConfigError, match=r"api\.tls_key"):
         parse_config({"api": {"tls_key": "/a.key"}})
