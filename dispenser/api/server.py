@@ -99,6 +99,7 @@ EVENT_TOPICS = frozenset({"order", "shipment", "machine", "fault", "stock"})
 DEFAULT_WRITE_BUFFER_LIMIT = 16 * 1024 * 1024
 _SD_LISTEN_FDS_START = 3
 _FLUSH_ON_CLOSE_S = 2.0
+_TLS_HANDSHAKE_S = 10.0
 
 Transport = Literal["unix", "tcp"]
 
@@ -438,6 +439,9 @@ class ApiServer:
         inherited = self._inherited if self._inherited is not None else systemd_listen_sockets()
         tls = self._tls_context()
         limit = self.config.max_message_bytes
+        tcp_options: dict[str, Any] = {"limit": limit}
+        if tls is not None:
+            tcp_options.update(ssl=tls, ssl_handshake_timeout=_TLS_HANDSHAKE_S)
         unix_cb = functools.partial(self._serve, "unix")
         tcp_cb = functools.partial(self._serve, "tcp")
         try:
@@ -448,9 +452,7 @@ class ApiServer:
                     server = await asyncio.start_unix_server(unix_cb, sock=sock, limit=limit)
                 else:
                     have_inet = True
-                    server = await asyncio.start_server(
-                        tcp_cb, sock=sock, limit=limit, ssl=tls, ssl_handshake_timeout=10
-                    )
+                    server = await asyncio.start_server(tcp_cb, sock=sock, **tcp_options)
                 self._servers.append(server)
             if not have_unix:
                 sock = self._bind_unix(self.config.socket, self.config.socket_mode)
@@ -465,10 +467,8 @@ class ApiServer:
                         tcp_cb,
                         self.config.tcp_host,
                         self.config.tcp_port,
-                        limit=limit,
-                        ssl=tls,
-                        ssl_handshake_timeout=10,
                         reuse_address=True,
+                        **tcp_options,
                     )
                 except OSError as exc:
                     raise ApiStartError(
