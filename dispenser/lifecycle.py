@@ -51,6 +51,7 @@ than checking one.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -74,6 +75,9 @@ __all__ = [
 ]
 
 S = TypeVar("S", bound=enum.Enum)
+
+# transitions logs every state entry at INFO; the daemon logs the changes that matter itself.
+logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
 class InvalidTransition(Exception):

@@ -1,0 +1,1 @@
+"""dispenserd: the daemon that runs the dispensing machine (composition root in ``app``)."""

@@ -1,0 +1,308 @@
+"""The composition root of dispenserd: builds every part and runs them until stopped.
+
+Start order: journal (with the daemon's migrations) -> dispensary -> robot and printer
+clients -> controller machine -> scheduler and print desk -> API server (READY is sent to
+systemd once it listens) -> working loops. Stop order (SIGTERM, SIGINT): STOPPING ->
+no new commands, the robot's queue is aborted and the motion in progress finishes,
+every completion is applied -> printing stops -> API closed -> links closed -> journal
+closed. Each step of the shutdown runs on its own so one failure hides no other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from dispenser import sdnotify
+from dispenser.api.protocol import ApiError
+from dispenser.api.server import ApiServer, Caller, MethodRegistry, Outcome
+from dispenser.config import Config
+from dispenser.core import Dispensary
+from dispenser.daemon import labels
+from dispenser.daemon.commit import GroupCommit
+from dispenser.daemon.methods import audit_summary, outcome_dict, register_methods
+from dispenser.daemon.printdesk import PrintDesk, reason_names
+from dispenser.daemon.robotlog import DAEMON_MIGRATIONS, RobotLog
+from dispenser.daemon.scheduler import Scheduler
+from dispenser.formulary import Formulary
+from dispenser.journal import Journal
+from dispenser.lifecycle import ControllerMachine, ControllerState
+from dispenser.logs import get_logger
+from dispenser.stock import SlotGeometry
+from dispenser.views import OrderView
+from drivers.printer.client import Printer
+from drivers.robot.client import RobotClient
+
+log = get_logger(__name__)
+
+VERSION = "0.1.0"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Daemon:
+    """dispenserd. ``simulator`` is an already started in-process simulator (``--simulate``)
+    whose robot and printer the configuration points at."""
+
+    def __init__(self, config: Config, *, simulator: Any = None,
+                 extra_tasks: list[Callable[[Daemon], Coroutine[Any, Any, None]]] | None = None,
+                 clock: Callable[[], datetime] = utc_now) -> None:
+        self.config = config
+        self.simulator = simulator
+        self.extra_tasks = extra_tasks or []
+        self.clock = clock
+        self.started = time.monotonic()
+        self._audited: set[int] = set()
+        self._stop = asyncio.Event()
+        self.exit_code = 0
+
+        path = Path(config.journal.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.journal = Journal(path, extra_migrations=DAEMON_MIGRATIONS)
+        self.formulary = Formulary.load(config.formulary.path)
+        s = config.stock
+        self.geometry = SlotGeometry(s.sides, s.levels, s.columns, s.slot_capacity)
+        self.dispensary = Dispensary(self.journal, self.formulary, config.policy,
+                                     self.geometry, clock)
+        self.robotlog = RobotLog(self.journal)
+        r = config.robot
+        backoff = (r.retry_backoff_s, max(r.retry_backoff_s, 5.0))
+        if r.transport == "tcp":
+            self.robot = RobotClient.tcp(r.host, r.port, device_id=r.device_id,
+                                         timeout_s=r.timeout_s, backoff_s=backoff)
+        else:
+            self.robot = RobotClient.rtu(r.device, baudrate=r.baudrate, parity=r.parity,
+                                         device_id=r.device_id, timeout_s=r.timeout_s,
+                                         backoff_s=backoff)
+        p = config.printer
+        self.printer = Printer.serial(p.url, baudrate=p.baudrate, timeout_s=p.timeout_s)
+        self.machine = ControllerMachine(
+            on_listener_error=lambda exc: log.error("machine listener failed", error=str(exc)))
+        self.machine.add_listener(self._on_machine_change)
+        self.registry = MethodRegistry()
+        self.server = ApiServer(config.api, self.registry, on_mutating_call=self._audit_hook)
+        self.desk = PrintDesk(self.printer, self.formulary, self.dispensary.get_shipment,
+                              on_printed=self._on_printed, on_waiting=self._on_print_waiting)
+        self.scheduler = Scheduler(
+            robot=self.robot, dispensary=self.dispensary, robotlog=self.robotlog,
+            machine=self.machine, desk=self.desk, config=config.robot, publish=self.publish,
+            clock=clock, low_stock_packs=config.stock.low_stock_packs)
+        self.commit = GroupCommit(self.dispensary)
+        register_methods(self.registry, self)
+
+    # ------------------------------------------------------------------ events & audit
+    def publish(self, event: dict[str, Any]) -> None:
+        self.server.publish(event)
+
+    def order_event(self, view: OrderView) -> None:
+        self.publish({"topic": "order", "order_id": view.order_id, "state": view.state.value,
+                      "shipment_id": view.shipment_id, "at": self.clock().isoformat()})
+
+    def _on_machine_change(self, before: ControllerState, after: ControllerState,
+                           trigger: str) -> None:
+        if before is after:
+            return
+        log.info("machine state", state=after.value, previous=before.value, trigger=trigger)
+        sdnotify.status(f"machine {after.value}")
+        self.publish({"topic": "machine", "state": after.value, "previous": before.value,
+                      "at": self.clock().isoformat()})
+
+    def _on_printed(self, shipment_id: str) -> None:
+        self.scheduler.on_printed(shipment_id)
+
+    def _on_print_waiting(self, shipment_id: str, reasons: list[str]) -> None:
+        self.publish({"topic": "shipment", "shipment_id": shipment_id, "state": "labelling",
+                      "waiting_for": "printer", "reasons": reasons,
+                      "at": self.clock().isoformat()})
+
+    def mark_audited(self, caller: Caller) -> None:
+        self._audited.add(id(caller))
+
+    def write_api_audit(self, caller: Caller, method: str, params: dict[str, Any], ok: bool,
+                        error: ApiError | None) -> None:
+        subject, safe = audit_summary(method, params)
+        self.journal.audit(self.clock().isoformat(),
+                           caller.principal or f"connection:{caller.connection_id}",
+                           caller.role or "none", "api." + method, subject, None,
+                           {"params": safe, "outcome": outcome_dict(ok, error)})
+
+    async def _audit_hook(self, caller: Caller, method: str, params: dict[str, Any],
+                          outcome: Outcome) -> None:
+        if id(caller) in self._audited:
+            self._audited.discard(id(caller))
+            if outcome.ok or outcome.error is None or int(outcome.error.code) not in (
+                    -32005, -32007, -32602):
+                return
+        await self.commit.run(lambda: self.write_api_audit(caller, method, params, outcome.ok,
+                                                           outcome.error))
+
+    # ------------------------------------------------------------------ queries for the API
+    def order_body(self, order_id: str) -> dict[str, Any] | None:
+        row = self.journal.query_one("SELECT body FROM orders WHERE order_id=?", (order_id,))
+        if row is None:
+            return None
+        body: dict[str, Any] = json.loads(row[0])
+        return body
+
+    def info(self) -> dict[str, Any]:
+        st = self.scheduler.status
+        g = self.geometry
+        return {
+            "version": VERSION, "robot_protocol": st.protocol_version if st else None,
+            "robot_firmware": (f"{st.firmware_version >> 8}.{st.firmware_version & 0xFF}"
+                               if st else None),
+            "outputs": self.scheduler.outputs, "slots": g.slots, "slot_capacity": g.capacity,
+            "tote_capacity": st.tote_capacity if st else None,
+            "simulated": self.simulator is not None,
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "machine_state": self.machine.state.value,
+        }
+
+    async def printer_status(self) -> dict[str, Any]:
+        status = await self.printer.status()
+        return {"ready": status.ready, "reasons": reason_names(status.reasons),
+                "formats_in_buffer": status.formats_in_buffer}
+
+    async def print_test_label(self) -> tuple[bool, list[str]]:
+        outcome = await self.printer.print_label(labels.test_label())
+        return outcome.printed, reason_names(outcome.reasons)
+
+    async def machine_status(self) -> dict[str, Any]:
+        sched = self.scheduler
+        st = sched.status
+        robot: dict[str, Any] = {"link": "up" if sched.link_up else "down"}
+        if st is not None:
+            robot.update({
+                "machine_state": st.machine_state.name, "fault_code": st.fault_code.name,
+                "homed": st.homed, "door_open": st.door_open,
+                "queue_depth": st.queue_depth, "queue_capacity": st.queue_capacity,
+                "last_accepted_seq": st.last_accepted_seq,
+                "last_completed_seq": st.last_completed_seq,
+                "completion_count": st.completion_count,
+                "output_full": sorted(st.output_full), "input_count": st.input_count,
+            })
+        counts: dict[str, dict[str, int]] = {"shipments": {}, "orders": {}}
+        for table, key in (("shipments", "shipments"), ("orders", "orders")):
+            for state, n in self.journal.query(
+                    f"SELECT state, count(*) FROM {table} GROUP BY state"):
+                counts[key][state] = int(n)
+        active = self.robotlog.faults(active=True, limit=10)
+        busy = {t.output: t.shipment_id for t in sched.totes.values()
+                if t.output and not t.released}
+        return {
+            "state": self.machine.state.value,
+            "fault": active[0].as_dict() if active else None,
+            "active_faults": [f.fault_id for f in active],
+            "robot": robot,
+            "printer": {"waiting": self.desk.pending, "reasons": self.desk.waiting_reasons},
+            "outputs": [{"output": k, "shipment_id": busy.get(k)}
+                        for k in range(1, sched.outputs + 1)],
+            "loads_waiting": len(sched.loads),
+            **counts,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        s = self.robot.stats.snapshot()
+        p50, p99 = s.get("latency_p50_s"), s.get("latency_p99_s")
+        c = self.scheduler.counters
+        return {
+            "transactions": s["transactions"], "errors": s["errors"],
+            "reconnects": s["reconnects"],
+            "latency_ms": {"p50": None if p50 is None else round(p50 * 1000, 3),
+                           "p99": None if p99 is None else round(p99 * 1000, 3),
+                           "samples": s.get("latency_samples")},
+            "commands_sent": c.commands_sent, "writes": c.writes,
+            "completions_applied": c.completions_applied, "results": c.results,
+            "packs_picked": c.packs_picked, "packs_stored": c.packs_stored,
+            "shipments_completed": c.shipments_completed, "link_downs": c.link_downs,
+            "group_commit": {"batches": self.commit.batches, "calls": self.commit.calls,
+                             "largest": self.commit.largest},
+        }
+
+    # ------------------------------------------------------------------ running
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stopping: finishing the motion in progress")
+            sdnotify.stopping()
+            self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.server.start()
+        sdnotify.ready()
+        sdnotify.status(f"machine {self.machine.state.value}")
+        log.info("dispenserd ready", api=self.server.addresses, robot=self.robot.peer,
+                 simulated=self.simulator is not None)
+        tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
+                 asyncio.create_task(self.desk.run(), name="printdesk")]
+        extra = [asyncio.create_task(fn(self), name="extra") for fn in self.extra_tasks]
+        stop_wait = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not stop_wait and t.exception() is not None:
+                log.error("a working loop failed; stopping", task=t.get_name(),
+                          error=repr(t.exception()))
+                self.exit_code = 1
+        await self.shutdown(tasks, extra, stop_wait)
+        return self.exit_code
+
+    async def shutdown(self, tasks: list[asyncio.Task[None]], extra: list[asyncio.Task[None]],
+                       stop_wait: asyncio.Task[Any]) -> None:
+        if self.machine.may("stop"):
+            self.machine.fire("stop")
+        for t in extra:
+            t.cancel()
+        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("scheduler", lambda: self._stop_scheduler(tasks[0])),
+            ("printdesk", lambda: self._stop_desk(tasks[1])),
+            ("api", self.server.stop),
+            ("robot", self.robot.close),
+            ("printer", self.printer.close),
+        ]
+        if self.simulator is not None:
+            steps.append(("simulator", self.simulator.stop))
+        for name, step in steps:
+            try:
+                async with asyncio.timeout(40):
+                    await step()
+            except Exception as exc:
+                log.error("shutdown step failed", step=name, error=repr(exc))
+        stop_wait.cancel()
+        for t in extra:
+            with contextlib.suppress(BaseException):
+                await t
+        self.journal.close()
+        log.info("dispenserd stopped")
+
+    async def _stop_scheduler(self, task: asyncio.Task[None]) -> None:
+        self.scheduler.stop()
+        if not task.done():
+            await task
+
+    async def _stop_desk(self, task: asyncio.Task[None]) -> None:
+        self.desk.stop()
+        if not task.done():
+            try:
+                async with asyncio.timeout(10):
+                    await task
+            except TimeoutError:
+                task.cancel()
+
+
+def temp_journal_dir() -> str:
+    return tempfile.mkdtemp(prefix="dispenser-demo-")
+
+
+__all__ = ["Daemon", "temp_journal_dir", "utc_now"]

@@ -1,0 +1,185 @@
+"""Demo stock and demo orders for ``dispenserd --simulate``.
+
+Demo stock is put at the simulated robot's input point, as staff would, and loaded through
+the normal path (scan check, input scanner check, STORE, confirmation), so the journal and
+the simulator's ledger agree pack by pack. Demo orders are generated deterministically:
+a few patients order more than once (their orders merge into one shipment), some orders
+carry a fridge item (a manual line, confirmed by a simulated packing desk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from collections import Counter
+from collections.abc import Callable, Coroutine
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from dispenser.errors import DispenserError
+from dispenser.formulary import Drug, Formulary
+from dispenser.gs1 import compose_scan
+from dispenser.logs import get_logger
+from dispenser.states import ShipmentState
+from dispenser.views import Actor
+
+if TYPE_CHECKING:
+    from dispenser.daemon.app import Daemon
+
+log = get_logger(__name__)
+
+LOADER = Actor("demo-loader", "staff")
+ORDER_SYSTEM = Actor("demo-order-system", "order_system")
+PACKER = Actor("demo-packing-desk", "staff")
+
+_FIRST = ("Li", "Wang", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang", "Zhou", "Wu")
+_GIVEN = ("Wei", "Fang", "Min", "Jing", "Lei", "Yan", "Qiang", "Hua", "Ping", "Jun")
+_STREETS = ("Nanjing Road", "Heping Road", "Binjiang Avenue", "Weijin Road", "Dagu Road")
+
+
+def pick_drugs(formulary: Formulary, robot: int, fridge: int,
+               rng: random.Random) -> tuple[list[Drug], list[Drug]]:
+    robots = [d for d in formulary.values() if d.robot]
+    fridges = [d for d in formulary.values() if d.fridge and not d.manual]
+    return rng.sample(robots, min(robot, len(robots))), rng.sample(fridges,
+                                                                   min(fridge, len(fridges)))
+
+
+def demo_orders(n: int, formulary: Formulary, today: date, seed: int = 7) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    robot, fridge = pick_drugs(formulary, 10, 2, rng)
+    orders: list[dict[str, Any]] = []
+    patients = max(1, int(n * 0.8))
+    start = datetime.combine(today + timedelta(days=1), datetime.min.time(), UTC)
+    for i in range(n):
+        p = i if i < patients else rng.randrange(patients)  # some patients order twice
+        used = {o["items"][0]["drug_code"] for o in orders if o["patient"]["id"] == f"P{p:05d}"}
+        choices = [d for d in robot if d.drug_code not in used] or robot
+        items = [{"drug_code": d.drug_code, "quantity": rng.choice((1, 1, 2)),
+                  "days_supply": 30} for d in rng.sample(choices, rng.choice((1, 1, 2)))]
+        if fridge and rng.random() < 0.1:
+            items.append({"drug_code": rng.choice(fridge).drug_code, "quantity": 1,
+                          "days_supply": 30})
+        hour = 9 + (p % 8)
+        orders.append({
+            "order_id": f"DEMO-{today:%Y%m%d}-{i + 1:04d}",
+            "patient": {"id": f"P{p:05d}",
+                        "name": f"{_FIRST[p % 10]} {_GIVEN[(p // 10) % 10]}",
+                        "phone": f"+86 22 {5550000 + p:07d}"},
+            "prescription": {"id": f"RX{p:05d}-{today:%y%m}", "issued_on":
+                             (today - timedelta(days=10)).isoformat(),
+                             "institution": "Demo Diabetes Clinic", "prescriber": "Dr Demo",
+                             "diagnoses": ["E11.9"]},
+            "items": items,
+            "delivery": {"address": f"{(p * 7) % 300 + 1} {_STREETS[p % 5]}, Tianjin",
+                         "window_start": (start + timedelta(hours=hour)).isoformat(),
+                         "window_end": (start + timedelta(hours=hour + 3)).isoformat()},
+        })
+    return orders
+
+
+def demo_packs(orders: list[dict[str, Any]], formulary: Formulary, today: date,
+               extra: int = 2) -> list[dict[str, str]]:
+    """Packs covering the orders' robot items: for each drug an older batch (picked first,
+    FEFO) and a newer one."""
+    need: Counter[str] = Counter()
+    for o in orders:
+        for it in o["items"]:
+            if formulary[it["drug_code"]].robot:
+                need[it["drug_code"]] += it["quantity"]
+    packs: list[dict[str, str]] = []
+    serial = 1
+    for n, (code, qty) in enumerate(sorted(need.items())):
+        total = qty + extra
+        first = (total + 1) // 2
+        for k in range(total):
+            older = k < first
+            expiry = today + timedelta(days=(200 if older else 420) + n)
+            packs.append({"gtin": code, "batch": f"{'A' if older else 'B'}{n:02d}{today:%m}",
+                          "expiry": expiry.isoformat(), "serial": f"DS{serial:08d}"})
+            serial += 1
+    return packs
+
+
+def scan_of(pack: dict[str, str]) -> str:
+    y, m, d = pack["expiry"].split("-")
+    return compose_scan(pack["gtin"], f"{y[2:]}{m}{d}", pack["batch"], pack["serial"])
+
+
+async def load_stock(daemon: Daemon, packs: list[dict[str, str]]) -> int:
+    """Put the packs at the simulator's input point and load them the normal way."""
+    sim = daemon.simulator
+    sim.put_input(packs)
+    loaded = 0
+    for pack in packs:
+        try:
+            await daemon.scheduler.request_load(scan_of(pack), LOADER, wait=True)
+            loaded += 1
+        except Exception as exc:
+            log.warning("demo pack not loaded", gtin=pack["gtin"], error=str(exc))
+    return loaded
+
+
+async def wait_ready(daemon: Daemon, timeout_s: float = 60.0) -> None:
+    from dispenser.lifecycle import ControllerState
+
+    async with asyncio.timeout(timeout_s):
+        while daemon.machine.state is not ControllerState.READY:
+            await asyncio.sleep(0.05)
+
+
+async def packing_desk(daemon: Daemon, interval_s: float = 0.5) -> None:
+    """Confirm fridge/manual lines of labelled shipments, as the packing desk would."""
+    d = daemon.dispensary
+    serial = 1
+    while True:
+        await asyncio.sleep(interval_s)
+        for view in d.list_shipments(ShipmentState.LABELLING, limit=50):
+            for line in view.manual_picks:
+                for _ in range(line.quantity - len(line.confirmed)):
+                    expiry = daemon.clock().date() + timedelta(days=180)
+                    scan = compose_scan(line.drug_code, f"{expiry:%y%m%d}", "F01",
+                                        f"MP{serial:08d}")
+                    serial += 1
+                    try:
+                        await daemon.commit.run(functools.partial(
+                            d.confirm_manual, view.shipment_id, scan, PACKER))
+                    except DispenserError as exc:
+                        log.warning("demo manual pick refused", shipment_id=view.shipment_id,
+                                    error=exc.message)
+                        continue
+            daemon.scheduler.maybe_complete(view.shipment_id)
+
+
+def demo_task(orders_n: int) -> Callable[[Daemon], Coroutine[Any, Any, None]]:
+    async def run(daemon: Daemon) -> None:
+        today = daemon.clock().date()
+        orders = demo_orders(orders_n, daemon.formulary, today)
+        packs = demo_packs(orders, daemon.formulary, today)
+        desk = asyncio.create_task(packing_desk(daemon))
+        try:
+            await wait_ready(daemon)
+            log.info("demo: loading stock", packs=len(packs))
+            loaded = await load_stock(daemon, packs)
+            log.info("demo: stock loaded", packs=loaded)
+            for k in range(0, len(orders), 5):
+                chunk = orders[k:k + 5]
+                results = await daemon.commit.run(functools.partial(
+                    daemon.dispensary.submit_many, chunk, ORDER_SYSTEM))
+                for r in results:
+                    if isinstance(r, DispenserError):
+                        log.warning("demo order refused", error=r.message)
+                    else:
+                        daemon.order_event(r)
+                        log.info("order received", order_id=r.order_id, state=r.state.value,
+                                 items=len(r.items))
+                await asyncio.sleep(0.5)
+            await desk
+        finally:
+            desk.cancel()
+
+    return run
+
+
+__all__ = ["demo_orders", "demo_packs", "demo_task", "load_stock", "packing_desk", "scan_of"]

@@ -1,0 +1,141 @@
+"""The print desk: prints each shipment's label and packing slip while the robot picks.
+
+Shipments are printed one at a time in the order they reached labelling. When the printer is
+not ready (paper out, head open, paused, unplugged) the shipment waits in labelling and the
+desk asks again every ``retry_s``; nothing is lost and nothing prints twice on purpose (the
+driver cancels a label it could not confirm). Once both are printed ``on_printed`` is called
+(the scheduler journals it and queues RELEASE_TOTE).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from dispenser.daemon import labels
+from dispenser.formulary import Drug
+from dispenser.logs import get_logger
+from dispenser.views import ShipmentView
+
+log = get_logger(__name__)
+
+
+class Outcome(Protocol):
+    printed: bool
+
+    @property
+    def reasons(self) -> list[object]: ...
+
+
+class PrinterLike(Protocol):
+    async def status(self) -> object: ...
+
+    async def print_label(self, zpl: bytes) -> object: ...
+
+
+def reason_names(reasons: object) -> list[str]:
+    out = []
+    for r in reasons if isinstance(reasons, list) else []:
+        out.append(str(getattr(r, "value", r)))
+    return out
+
+
+class PrintDesk:
+    def __init__(self, printer: PrinterLike, drugs: Mapping[str, Drug],
+                 get_shipment: Callable[[str], ShipmentView],
+                 on_printed: Callable[[str], None],
+                 on_waiting: Callable[[str, list[str]], None] | None = None,
+                 retry_s: float = 1.0) -> None:
+        self.printer = printer
+        self.drugs = drugs
+        self._get = get_shipment
+        self._on_printed = on_printed
+        self._on_waiting = on_waiting
+        self.retry_s = retry_s
+        self._queue: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._progress: dict[str, int] = {}
+        self._wake = asyncio.Event()
+        self.waiting_reasons: list[str] = []
+        self.printed_count = 0
+        self._stopping = False
+        self.busy = False
+
+    def submit(self, shipment_id: str) -> None:
+        if shipment_id in self._queued:
+            return
+        self._queued.add(shipment_id)
+        self._queue.append(shipment_id)
+        self._wake.set()
+
+    @property
+    def pending(self) -> list[str]:
+        return list(self._queue)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            shipment_id = self._queue[0]
+            self.busy = True
+            try:
+                done = await self._print_one(shipment_id)
+            finally:
+                self.busy = False
+            if done:
+                self._queue.popleft()
+                self._queued.discard(shipment_id)
+                self.waiting_reasons = []
+                self.printed_count += 1
+                self._on_printed(shipment_id)
+            elif not self._stopping:
+                try:
+                    async with asyncio.timeout(self.retry_s):
+                        self._wake.clear()
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+
+    async def _print_one(self, shipment_id: str) -> bool:
+        view = self._get(shipment_id)
+        docs = (("label", labels.shipping_label(view)),
+                ("slip", labels.packing_slip(view, self.drugs)))
+        # A label already printed for this shipment is not printed again when only the
+        # slip has to be retried.
+        first = self._progress.get(shipment_id, 0)
+        for index, (what, zpl) in enumerate(docs):
+            if index < first:
+                continue
+            outcome = await self.printer.print_label(zpl)
+            if not getattr(outcome, "printed", False):
+                reasons = reason_names(getattr(outcome, "reasons", []))
+                if reasons != self.waiting_reasons:
+                    log.warning("printer not ready, shipment waits in labelling",
+                                shipment_id=shipment_id, document=what, reasons=reasons)
+                    if self._on_waiting is not None:
+                        self._on_waiting(shipment_id, reasons)
+                self.waiting_reasons = reasons
+                return False
+            self._progress[shipment_id] = index + 1
+        self._progress.pop(shipment_id, None)
+        return True
+
+    async def reprint(self, view: ShipmentView, what: str) -> tuple[bool, list[str]]:
+        docs = []
+        if what in ("label", "both"):
+            docs.append(labels.shipping_label(view))
+        if what in ("slip", "both"):
+            docs.append(labels.packing_slip(view, self.drugs))
+        for zpl in docs:
+            outcome = await self.printer.print_label(zpl)
+            if not getattr(outcome, "printed", False):
+                return False, reason_names(getattr(outcome, "reasons", []))
+        return True, []
