@@ -114,24 +114,29 @@ class Printer:
 
     def _data(self, chunk: bytes) -> None:
         stream = self._stream
+        # Search only the new bytes (plus two, for a command split across chunks), so a
+        # large format arriving in small pieces costs linear time.
+        searched = max(len(stream) - 2, 0)
         stream += chunk
         while True:
-            upper = stream.upper()
             if not self._in_format:
-                start = upper.find(b"^XA")
+                start = stream.upper().find(b"^XA")
                 if start < 0:
                     del stream[: max(len(stream) - 2, 0)]  # keep a possible "^X"
                     return
                 del stream[:start]
                 self._in_format = True
+                searched = 3
                 continue
-            end = upper.find(b"^XZ", 3)
+            end = stream[searched:].upper().find(b"^XZ")
             if end < 0:
                 return
+            end += searched
             body = bytes(stream[: end + 3])
             del stream[: end + 3]
             self._in_format = False
             self._format(body)
+            searched = 0
 
     def _format(self, body: bytes) -> None:
         label: dict[str, Any] = {

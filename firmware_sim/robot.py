@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -78,6 +79,13 @@ def output_position(output: int) -> tuple[float, float]:
 
 
 INPUT_POSITION = (0.0, 0.0)
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    """A robot task must never end on its own: say so loudly instead of going quiet."""
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        print(f"dispenser-sim: {task.get_name()} crashed: {exc!r}", file=sys.stderr, flush=True)
 
 
 def _finish_motion(future: asyncio.Future[bool]) -> None:
@@ -155,6 +163,8 @@ class Robot:
             asyncio.create_task(self._executor(), name="robot-executor"),
             asyncio.create_task(self._watchdog(), name="robot-watchdog"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(_report_crash)
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from firmware_sim.codes import Fault
 from firmware_sim.packs import Pack
 from firmware_sim.printer import Printer, PrinterPort
 from firmware_sim.registers import RobotRegisters
@@ -27,8 +28,10 @@ from firmware_sim.robot import SLOT_COUNT, Robot
 from firmware_sim.transport import LinkFaults, RtuServer, TcpServer
 
 STATE_VERSION = 1
-# Saves after completed batches are at most this often; the rest is saved on stop.
+# Saves after completed batches come at most every SAVE_INTERVAL seconds, and never take
+# more than about a tenth of the time (a full storage is a few megabytes of JSON).
 SAVE_INTERVAL = 0.2
+SAVE_SHARE = 10
 
 ROBOT_FAULTS = ("jam", "slot_short", "slot_empty", "dropped", "estop", "door_open")
 LINK_FAULTS = ("link_down", "delay", "corrupt_frame")
@@ -81,7 +84,7 @@ class Simulator:
         self.rtu: RtuServer | None = None
         self.printer_port: PrinterPort | None = None
         self.control: Any = None
-        self._last_save = 0.0
+        self._next_save = 0.0
         self._save_timer: asyncio.TimerHandle | None = None
         self._started = False
 
@@ -91,6 +94,8 @@ class Simulator:
         o = self.options
         if o.state_file and os.path.exists(o.state_file):
             self._load_file(o.state_file)
+            # The power-up completions (ABORTED) must not be given a second time.
+            self.save(o.state_file)
         self.robot.start()
         if o.state_file:
             self.robot.on_batch_done = self._batch_done
@@ -198,7 +203,7 @@ class Simulator:
         return {
             "robot": {
                 "state": r.machine_state.name,
-                "fault": self.robot.ledger()["robot"]["fault"],
+                "fault": Fault(r.fault_code).name,
                 "homed": r.homed,
                 "queue_depth": len(r.queue),
                 "last_accepted_seq": r.last_accepted_seq,
@@ -338,6 +343,7 @@ class Simulator:
 
     def save(self, path: str) -> None:
         """Write the state atomically (temp file in the same directory, then rename)."""
+        began = time.monotonic()
         data = json.dumps(self.to_state(), separators=(",", ":"))
         directory = os.path.dirname(os.path.abspath(path))
         fd, tmp = tempfile.mkstemp(prefix=".sim-state-", dir=directory)
@@ -351,7 +357,8 @@ class Simulator:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self._last_save = time.monotonic()
+        now = time.monotonic()
+        self._next_save = now + max(SAVE_INTERVAL, SAVE_SHARE * (now - began))
 
     async def load(self, path: str) -> None:
         """Power-cycle the robot into a saved state (not homed; queued commands ABORTED)."""
@@ -380,7 +387,7 @@ class Simulator:
     def _batch_done(self) -> None:
         if self._save_timer is not None or not self.options.state_file:
             return
-        wait = self._last_save + SAVE_INTERVAL - time.monotonic()
+        wait = self._next_save - time.monotonic()
         if wait <= 0:
             self.save(self.options.state_file)
         else:

@@ -125,3 +125,18 @@ async def test_printer_on_its_pty_in_each_state(sim: Simulator) -> None:
     assert len(ledger["labels"]) == 4 and all(label["printed"] for label in ledger["labels"])
     assert ledger["labels"][0]["zpl"] == LABEL.decode()
     assert ledger["printer"]["ready"]
+
+
+def test_byte_by_byte_stream_gives_the_same_labels() -> None:
+    data = b"x^xa^FDa^FS^xz junk ^XA^FDb~HS^FS^XZ^XA^FD^XZ"
+    whole = Printer()
+    whole.feed(data)
+    pieces = Printer()
+    replies = b"".join(pieces.feed(data[i : i + 1]) for i in range(len(data)))
+    assert [label["zpl"] for label in pieces.labels] == [label["zpl"] for label in whole.labels]
+    assert [label["zpl"] for label in whole.labels] == [
+        "^xa^FDa^FS^xz",
+        "^XA^FDb^FS^XZ",
+        "^XA^FD^XZ",
+    ]
+    assert host_status(replies)["partial"] == "1"
