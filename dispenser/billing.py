@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 
 from dispenser.formulary import Drug
 
@@ -22,11 +23,19 @@ class BillingLine:
     self_pay: Decimal
 
 
-def bill_item(order_id: str, drug: Drug, quantity: int) -> BillingLine:
+@lru_cache(maxsize=8192)
+def _amounts(drug: Drug, quantity: int) -> tuple[Decimal, Decimal, Decimal]:
     amount = (drug.price * quantity).quantize(CENT, ROUND_HALF_UP)
     covered = (amount * drug.reimbursement_rate).quantize(CENT, ROUND_HALF_UP)
+    return amount, covered, amount - covered
+
+
+def bill_item(order_id: str, drug: Drug, quantity: int) -> BillingLine:
+    """Amount = price x quantity; covered = amount x reimbursement_rate (both rounded half
+    up to the cent); self-pay = amount - covered."""
+    amount, covered, self_pay = _amounts(drug, quantity)
     return BillingLine(order_id, drug.drug_code, drug.label, quantity, drug.price, amount,
-                       covered, amount - covered)
+                       covered, self_pay)
 
 
 def totals(lines: list[BillingLine]) -> tuple[Decimal, Decimal, Decimal]:

@@ -49,13 +49,19 @@ class CheckResult:
                 "holds": [h.as_dict() for h in self.holds]}
 
 
-class History(Protocol):
-    def supply_end(self, patient_id: str, drug_code: str) -> date | None:
-        """Latest dispensed date + days_supply for this patient and drug, if any."""
+@dataclass
+class PatientHistory:
+    """What the duplicate checks need to know about one patient."""
 
-    def prescription_used(self, patient_id: str, prescription_id: str, drug_code: str,
-                          order_id: str) -> bool:
-        """True if another live or dispensed order filled this prescription for the drug."""
+    # drug_code -> the day the supply already dispensed or on order runs out
+    supply_end: dict[str, date]
+    # drug codes this prescription was already filled (or is on order) for
+    prescription_drugs: set[str]
+
+
+class History(Protocol):
+    def patient_history(self, order: Order) -> PatientHistory:
+        """The patient's dispensed and open supply, excluding ``order`` itself."""
 
 
 def run_checks(order: Order, policy: Policy, today: date, history: History) -> list[CheckResult]:
@@ -90,21 +96,21 @@ def run_checks(order: Order, policy: Policy, today: date, history: History) -> l
                                   f"{policy.min_days_supply}-{policy.max_days_supply}",
                                   item.drug_code))
         add(QUANTITY_LIMIT, policy.quantity_limit, holds)
+    if policy.duplicate_dispensing != "off" or policy.duplicate_prescription != "off":
+        past = history.patient_history(order)
     if policy.duplicate_dispensing != "off":
         holds = []
         grace = timedelta(days=policy.refill_grace_days)
         for item in order.items:
-            end = history.supply_end(order.patient.id, item.drug_code)
+            end = past.supply_end.get(item.drug_code)
             if end is not None and today < end - grace:
-                holds.append(Hold(DUPLICATE_DISPENSING, f"supply dispensed earlier lasts "
+                holds.append(Hold(DUPLICATE_DISPENSING, "supply dispensed or on order lasts "
                                   f"until {end.isoformat()}", item.drug_code))
         add(DUPLICATE_DISPENSING, policy.duplicate_dispensing, holds)
     if policy.duplicate_prescription != "off":
         holds = [Hold(DUPLICATE_PRESCRIPTION, f"prescription {rx.id} already filled for this "
                       "drug", item.drug_code)
-                 for item in order.items
-                 if history.prescription_used(order.patient.id, rx.id, item.drug_code,
-                                              order.order_id)]
+                 for item in order.items if item.drug_code in past.prescription_drugs]
         add(DUPLICATE_PRESCRIPTION, policy.duplicate_prescription, holds)
     return results
 

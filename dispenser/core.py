@@ -13,6 +13,7 @@ State changes go through one function per entity: ``_set_order_state``,
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -22,7 +23,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from dispenser.billing import BillingLine, bill_item, totals
-from dispenser.checks import STOCK_SHORT, Hold, outcome, run_checks
+from dispenser.checks import STOCK_SHORT, Hold, PatientHistory, outcome, run_checks
 from dispenser.errors import (
     Conflict,
     DispenserError,
@@ -34,7 +35,7 @@ from dispenser.errors import (
 from dispenser.formulary import Drug, Formulary
 from dispenser.gs1 import parse_scan
 from dispenser.journal import Journal, VerifyResult
-from dispenser.orders import Priority, address_key, parse_order
+from dispenser.orders import Order, Priority, parse_order
 from dispenser.policy import Policy
 from dispenser.shipments import Line, Shipment
 from dispenser.states import (
@@ -63,6 +64,7 @@ from dispenser.views import (
 __all__ = ["Actor", "Dispensary"]
 
 _RANK_NAME = {p.rank: p.value for p in Priority}
+_RANK = {p.value: p.rank for p in Priority}
 _LIVE_ORDER = tuple(s.value for s in OrderState if s not in ORDER_FINAL)
 _LIVE_SHIPMENT = tuple(s.value for s in ShipmentState if s not in SHIPMENT_FINAL)
 _LIVE_PACK = (PackState.LOADING.value, PackState.IN_STOCK.value, PackState.PICKED.value,
@@ -83,7 +85,6 @@ class _Order:
     seq: int
     order_id: str
     content_hash: str
-    body: str
     patient_id: str
     prescription_id: str
     address_key: str
@@ -96,11 +97,44 @@ class _Order:
     shipment_id: str | None
 
 
+_UPDATE_ORDER = ("UPDATE orders SET state=?, holds=?, shipment_id=?, updated_at=? "
+                 "WHERE order_id=?")
+
+
 def _holds_json(holds: Sequence[Hold]) -> str:
+    if not holds:
+        return "[]"
     return json.dumps([h.as_dict() for h in holds], ensure_ascii=False, separators=(",", ":"))
 
 
+def _items_text(items: list[tuple[str, int, int]]) -> str:
+    return ",".join(f"{c}*{q}*{d}" for c, q, d in items)
+
+
+def _items_from(text: str) -> list[tuple[str, int, int]]:
+    out = []
+    for part in text.split(","):
+        c, q, d = part.split("*")
+        out.append((c, int(q), int(d)))
+    return out
+
+
+@contextmanager
+def _bulk() -> Iterator[None]:
+    """Pause the cyclic garbage collector during bulk work: it only finds cycles, and its
+    full passes over hundreds of thousands of young objects cost more than the work."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def _holds_from(text: str) -> list[Hold]:
+    if text == "[]":
+        return []
     return [Hold(h["code"], h["detail"], h.get("drug_code")) for h in json.loads(text)]
 
 
@@ -114,15 +148,18 @@ class Dispensary:
         self.policy = policy
         self.geometry = geometry
         self.clock = clock
-        self._load()
+        # While forming many shipments, order row updates are collected here and written
+        # with one executemany at the end of the transaction.
+        self._pending_orders: list[tuple[str, str, str | None, str, str]] | None = None
+        with _bulk():
+            self._load()
 
     # ================================================================== state & journal
     def _load(self) -> None:
         """(Re)build the working state from the journal."""
         j = self.journal
         self._orders: dict[str, _Order] = {}
-        self._by_patient_drug: dict[tuple[str, str], set[str]] = {}
-        self._by_prescription: dict[tuple[str, str, str], set[str]] = {}
+        self._by_patient: dict[str, list[str]] = {}  # live order ids per patient
         self._shipments: dict[str, Shipment] = {}
         self._forming: dict[tuple[str, str], str] = {}
         self._waiting: dict[str, set[str]] = {}
@@ -133,21 +170,17 @@ class Dispensary:
         self._quarantined = {(g, b) for g, b in j.query(
             "SELECT gtin, batch FROM quarantined_batches")}
         marks = ",".join("?" * len(_LIVE_ORDER))
-        for row in j.query(
-                "SELECT seq, order_id, content_hash, body, patient_id, prescription_id, "
-                "received_at, state, holds, shipment_id FROM orders WHERE state IN "
-                f"({marks}) ORDER BY seq", _LIVE_ORDER):
-            body = json.loads(row[3])
-            o = _Order(row[0], row[1], row[2], row[3], row[4], row[5],
-                       address_key(body["delivery"]["address"]),
-                       Priority(body["priority"]).rank,
-                       datetime.fromisoformat(body["delivery"]["window_start"]),
-                       [(i["drug_code"], i["quantity"], i["days_supply"]) for i in body["items"]],
-                       datetime.fromisoformat(row[6]), OrderState(row[7]), _holds_from(row[8]),
-                       row[9])
+        for row in j.iterate(
+                "SELECT seq, order_id, content_hash, patient_id, prescription_id, address_key, "
+                "priority, window_start, items, received_at, state, holds, shipment_id "
+                f"FROM orders WHERE state IN ({marks}) ORDER BY seq", _LIVE_ORDER):
+            o = _Order(row[0], row[1], row[2], row[3], row[4], row[5], _RANK[row[6]],
+                       datetime.fromisoformat(row[7]), _items_from(row[8]),
+                       datetime.fromisoformat(row[9]), OrderState(row[10]),
+                       _holds_from(row[11]), row[12])
             self._index_order(o)
         marks = ",".join("?" * len(_LIVE_SHIPMENT))
-        for srow in j.query(
+        for srow in j.iterate(
                 "SELECT shipment_id, seq, patient_id, address_key, state, created_at, data "
                 f"FROM shipments WHERE state IN ({marks}) ORDER BY seq", _LIVE_SHIPMENT):
             sh = Shipment.from_row(*srow)
@@ -155,7 +188,7 @@ class Dispensary:
             if sh.state is ShipmentState.FORMING:
                 self._forming[(sh.patient_id, sh.address_key)] = sh.shipment_id
         marks = ",".join("?" * len(_LIVE_PACK))
-        for prow in j.query(
+        for prow in j.iterate(
                 "SELECT pack_id, gtin, batch, expiry, serial, slot, store_seq, state, "
                 f"shipment_id, order_id FROM packs WHERE state IN ({marks}) "
                 "ORDER BY store_seq IS NULL, store_seq, pack_id", _LIVE_PACK):
@@ -193,17 +226,15 @@ class Dispensary:
 
     def _index_order(self, o: _Order) -> None:
         self._orders[o.order_id] = o
-        for code, _, _ in o.items:
-            self._by_patient_drug.setdefault((o.patient_id, code), set()).add(o.order_id)
-            self._by_prescription.setdefault((o.patient_id, o.prescription_id, code),
-                                             set()).add(o.order_id)
+        self._by_patient.setdefault(o.patient_id, []).append(o.order_id)
 
     def _unindex_order(self, o: _Order) -> None:
         self._orders.pop(o.order_id, None)
-        for code, _, _ in o.items:
-            self._by_patient_drug.get((o.patient_id, code), set()).discard(o.order_id)
-            self._by_prescription.get((o.patient_id, o.prescription_id, code),
-                                      set()).discard(o.order_id)
+        ids = self._by_patient.get(o.patient_id)
+        if ids is not None and o.order_id in ids:
+            ids.remove(o.order_id)
+            if not ids:
+                del self._by_patient[o.patient_id]
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
@@ -213,7 +244,8 @@ class Dispensary:
                 yield
         except BaseException:
             if self.journal.writes != mark:
-                self._load()  # the rolled-back writes may have touched memory
+                with _bulk():
+                    self._load()  # the rolled-back writes may have touched memory
             raise
 
     @contextmanager
@@ -234,27 +266,28 @@ class Dispensary:
                            before, after)
 
     # ================================================================== history (checks)
-    def supply_end(self, patient_id: str, drug_code: str) -> date | None:
-        row = self.journal.query_one("SELECT max(supply_end) FROM history WHERE patient_id=? "
-                                     "AND drug_code=?", (patient_id, drug_code))
-        end = date.fromisoformat(row[0]) if row[0] else None
-        for oid in self._by_patient_drug.get((patient_id, drug_code), ()):
+    def patient_history(self, order: Order) -> PatientHistory:
+        """Dispensed supply (journal) plus supply on order (live orders), one query."""
+        pid, rx = order.patient.id, order.prescription.id
+        ends: dict[str, date] = {}
+        rx_drugs: set[str] = set()
+        for code, end, used in self.journal.iterate(
+                "SELECT drug_code, max(supply_end), max(prescription_id = ?) FROM history "
+                "WHERE patient_id=? GROUP BY drug_code", (rx, pid)):
+            ends[code] = date.fromisoformat(end)
+            if used:
+                rx_drugs.add(code)
+        for oid in self._by_patient.get(pid, ()):
+            if oid == order.order_id:
+                continue
             o = self._orders[oid]
             for code, _, days in o.items:
-                if code == drug_code:
-                    e = o.received_at.date() + timedelta(days=days)
-                    end = e if end is None or e > end else end
-        return end
-
-    def prescription_used(self, patient_id: str, prescription_id: str, drug_code: str,
-                          order_id: str) -> bool:
-        live = self._by_prescription.get((patient_id, prescription_id, drug_code), set())
-        if live - {order_id}:
-            return True
-        row = self.journal.query_one(
-            "SELECT 1 FROM history WHERE patient_id=? AND prescription_id=? AND drug_code=? "
-            "LIMIT 1", (patient_id, prescription_id, drug_code))
-        return row is not None
+                e = o.received_at.date() + timedelta(days=days)
+                if code not in ends or e > ends[code]:
+                    ends[code] = e
+                if o.prescription_id == rx:
+                    rx_drugs.add(code)
+        return PatientHistory(ends, rx_drugs)
 
     # ================================================================== orders
     def submit(self, raw: Mapping[str, object], actor: Actor) -> OrderView:
@@ -268,7 +301,7 @@ class Dispensary:
         """Submit many orders in one transaction; each result is a view or the error that
         refused that order (the others are unaffected)."""
         results: list[OrderView | DispenserError] = []
-        with self._tx():
+        with _bulk(), self._tx():
             for raw in raws:
                 try:
                     with self._tx():
@@ -300,7 +333,7 @@ class Dispensary:
         verdict, holds = outcome(results)
         state = {"ok": OrderState.RECEIVED, "hold": OrderState.HELD,
                  "reject": OrderState.REJECTED}[verdict]
-        o = _Order(self._next_order_seq, order.order_id, digest, canon, order.patient.id,
+        o = _Order(self._next_order_seq, order.order_id, digest, order.patient.id,
                    order.prescription.id, order.address_key(), order.priority.rank,
                    order.delivery.window_start,
                    [(i.drug_code, i.quantity, i.days_supply) for i in order.items],
@@ -312,11 +345,11 @@ class Dispensary:
             self._join_forming(o, now, write_order=False)
         self.journal.write(
             "INSERT INTO orders (seq, order_id, content_hash, body, patient_id, "
-            "prescription_id, priority, received_at, state, holds, shipment_id, updated_at) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (o.seq, o.order_id, digest, canon, o.patient_id, o.prescription_id,
-             order.priority.value, stamp, state.value, _holds_json(holds), o.shipment_id,
-             stamp))
+            "prescription_id, address_key, window_start, items, priority, received_at, state, "
+            "holds, shipment_id, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (o.seq, o.order_id, digest, canon, o.patient_id, o.prescription_id, o.address_key,
+             o.window_start.isoformat(), _items_text(o.items), order.priority.value, stamp,
+             state.value, _holds_json(holds), o.shipment_id, stamp))
         self._audit(actor, "order.received", o.order_id, None, {
             "state": state.value, "patient_id": o.patient_id, "prescription": o.prescription_id,
             "priority": order.priority.value, "items": o.items, "shipment_id": o.shipment_id,
@@ -359,16 +392,21 @@ class Dispensary:
 
     def _set_order_state(self, o: _Order, new: OrderState, actor: Actor, action: str,
                          holds: list[Hold] | None = None, reason: str | None = None,
-                         log: bool = True, extra: dict[str, Any] | None = None) -> None:
-        """The one place an order changes state (journal row, audit, indexes)."""
-        before = {"state": o.state.value, "holds": [h.code for h in o.holds]}
+                         log: bool = True, extra: dict[str, Any] | None = None,
+                         pending: list[tuple[str, str, str | None, str, str]] | None = None
+                         ) -> None:
+        """The one place an order changes state (journal row, audit, indexes). With
+        ``pending`` the row update is appended there for the caller to write in bulk."""
+        before = {"state": o.state.value, "holds": [h.code for h in o.holds]} if log else None
         o.state = new
         if holds is not None:
             o.holds = holds
-        stamp = self.clock().isoformat()
-        self.journal.write("UPDATE orders SET state=?, holds=?, shipment_id=?, updated_at=? "
-                           "WHERE order_id=?", (new.value, _holds_json(o.holds), o.shipment_id,
-                                                stamp, o.order_id))
+        row = (new.value, _holds_json(o.holds), o.shipment_id, self.clock().isoformat(),
+               o.order_id)
+        if pending is not None:
+            pending.append(row)
+        else:
+            self.journal.write(_UPDATE_ORDER, row)
         if log:
             after: dict[str, Any] = {"state": new.value, "holds": [h.as_dict() for h in o.holds]}
             if reason is not None:
@@ -512,6 +550,7 @@ class Dispensary:
             after.update(extra)
         self._audit(actor, action, sh.shipment_id, before, after)
         order_state = _ORDER_FOR_SHIPMENT[new]
+        pending = self._pending_orders if self._pending_orders is not None else []
         for oid in sh.order_ids:
             o = self._orders[oid]
             order_holds: list[Hold] = []
@@ -520,7 +559,10 @@ class Dispensary:
                 order_holds = [h for h in sh.holds if h.drug_code in codes] or [
                     Hold(STOCK_SHORT, f"waits with shipment {sh.shipment_id} for stock")]
             # The shipment's audit row names its orders; no second row per order.
-            self._set_order_state(o, order_state, actor, action, holds=order_holds, log=False)
+            self._set_order_state(o, order_state, actor, action, holds=order_holds, log=False,
+                                  pending=pending)
+        if pending is not self._pending_orders:
+            self.journal.write_many(_UPDATE_ORDER, pending)
         if new in SHIPMENT_FINAL:
             self._shipments.pop(sh.shipment_id, None)
         if new is not ShipmentState.HELD and not any(ln.owed for ln in sh.lines):
@@ -536,14 +578,20 @@ class Dispensary:
         if not due:
             return []
         due.sort(key=Shipment.schedule_key)
-        with self._tx():
-            for sh in due:
-                del self._forming[(sh.patient_id, sh.address_key)]
-                for oid in sh.order_ids:
-                    o = self._orders[oid]
-                    for code, qty, days in o.items:
-                        sh.lines.append(Line(oid, code, qty, days, self.formulary[code].robot))
-                self._try_allocate(sh)
+        with _bulk(), self._tx():
+            self._pending_orders = []
+            try:
+                for sh in due:
+                    del self._forming[(sh.patient_id, sh.address_key)]
+                    for oid in sh.order_ids:
+                        o = self._orders[oid]
+                        for code, qty, days in o.items:
+                            sh.lines.append(Line(oid, code, qty, days,
+                                                 self.formulary[code].robot))
+                    self._try_allocate(sh)
+                self.journal.write_many(_UPDATE_ORDER, self._pending_orders)
+            finally:
+                self._pending_orders = None
         return [self._shipment_view(sh) for sh in due]
 
     def _add_reservations(self, sh: Shipment, ln: Line, picks: list[tuple[int, int]]) -> None:
@@ -805,9 +853,8 @@ class Dispensary:
         return out
 
     def _order_body(self, order_id: str) -> dict[str, Any]:
-        o = self._orders.get(order_id)
-        text = o.body if o else self.journal.query_one(
-            "SELECT body FROM orders WHERE order_id=?", (order_id,))[0]
+        # Order bodies (with patient data) stay in the journal, not in memory.
+        text = self.journal.query_one("SELECT body FROM orders WHERE order_id=?", (order_id,))[0]
         body: dict[str, Any] = json.loads(text)
         return body
 
@@ -821,8 +868,9 @@ class Dispensary:
                     lines.append(Line(oid, i["drug_code"], i["quantity"], i["days_supply"],
                                       self.formulary[i["drug_code"]].robot))
         drugs: dict[str, Drug] = {ln.drug_code: self.formulary[ln.drug_code] for ln in lines}
-        robot = sorted((PickLine(ln.item, ln.drug_code, s, n) for ln in lines
-                        for s, n in ln.reserved), key=lambda p: self.geometry.travel_key(p.slot))
+        robot = [PickLine(ln.item, ln.drug_code, s, n) for ln in lines for s, n in ln.reserved]
+        if len(robot) > 1:
+            robot.sort(key=lambda p: self.stock.travel[p.slot])
         manual = [ManualLine(ln.item, ln.drug_code, drugs[ln.drug_code].label, ln.to_send,
                              [self._pack_view(p) for p in ln.packs], drugs[ln.drug_code].fridge)
                   for ln in lines if not ln.robot]

@@ -93,7 +93,8 @@ class StockIndex:
         self.slots: dict[int, Slot] = {}
         self.by_drug: dict[str, list[tuple[tuple[date, int], int]]] = {}
         self.by_batch: dict[tuple[str, str], set[int]] = {}
-        keys = [(geometry.travel_key(n), n) for n in range(geometry.slots)]
+        self.travel = [geometry.travel_key(n) for n in range(geometry.slots)]
+        keys = [(k, n) for n, k in enumerate(self.travel)]
         heapq.heapify(keys)
         self._free = keys
 
@@ -110,7 +111,7 @@ class StockIndex:
         del self.slots[slot.number]
         self.by_drug[slot.gtin].remove((slot.fefo_key(), slot.number))
         self.by_batch[(slot.gtin, slot.batch)].discard(slot.number)
-        heapq.heappush(self._free, (self.geometry.travel_key(slot.number), slot.number))
+        heapq.heappush(self._free, (self.travel[slot.number], slot.number))
 
     def choose_slot(self, gtin: str, batch: str, expiry: date) -> int:
         """A slot of the same drug and batch with room, else the free slot nearest x=0."""

@@ -114,6 +114,10 @@ class Journal:
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         return self.conn.execute(sql, params).fetchall()
 
+    def iterate(self, sql: str, params: Sequence[Any] = ()) -> Iterator[Any]:
+        """Rows one at a time (no list of the whole result in memory)."""
+        return iter(self.conn.execute(sql, params))
+
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> Any:
         return self.conn.execute(sql, params).fetchone()
 

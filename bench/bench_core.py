@@ -1,0 +1,164 @@
+#!/usr/bin/env python3
+"""Benchmark of the dispensing core; prints figures, asserts nothing.
+
+    .venv/bin/python bench/bench_core.py [--orders 20000] [--packs 20000]
+
+Loads packs into a fresh journal (synchronous=FULL, WAL), accepts orders through
+``submit_many`` in batches, forms shipments (merge + FEFO allocation), reopens the journal
+and reports peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dispenser.checks import run_checks  # noqa: E402
+from dispenser.core import Dispensary  # noqa: E402
+from dispenser.formulary import Formulary  # noqa: E402
+from dispenser.gs1 import compose_scan  # noqa: E402
+from dispenser.journal import Journal  # noqa: E402
+from dispenser.orders import parse_order  # noqa: E402
+from dispenser.policy import Policy  # noqa: E402
+from dispenser.states import ShipmentState  # noqa: E402
+from dispenser.stock import SlotGeometry  # noqa: E402
+from dispenser.views import Actor  # noqa: E402
+
+CST = timezone(timedelta(hours=8))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 23, 8, 0, tzinfo=CST)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def orders(n: int, codes: list[str], rng: random.Random) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    patients = max(1, int(n * 0.6))
+    for i in range(n):
+        p = rng.randrange(patients)
+        k = rng.choice((1, 2, 3, 4))  # mean 2.5 items
+        start = datetime(2026, 11, 24, 9, tzinfo=CST) + timedelta(hours=3 * rng.randrange(4))
+        out.append({
+            "order_id": f"SO-20261123-{i:06d}",
+            "patient": {"id": f"P{p:06d}", "name": "王建国", "phone": "13800000000"},
+            "prescription": {"id": f"RX-{i:06d}", "issued_on": "2026-11-01",
+                             "institution": "Tianjin Medical University General Hospital",
+                             "prescriber": "Dr. Li", "diagnoses": ["E11.9", "I10"]},
+            "items": [{"drug_code": c, "quantity": 1, "days_supply": 30}
+                      for c in rng.sample(codes, k)],
+            "delivery": {"address": f"{p} Anshan Road, Heping District, Tianjin",
+                         "window_start": start.isoformat(),
+                         "window_end": (start + timedelta(hours=3)).isoformat()},
+            "priority": rng.choice(("normal", "normal", "normal", "high", "low", "urgent")),
+        })
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--orders", type=int, default=20000)
+    ap.add_argument("--packs", type=int, default=20000)
+    ap.add_argument("--batch", type=int, default=1000, help="orders per submit_many call")
+    ap.add_argument("--phase", default="all", choices=("all", "form"))
+    ap.add_argument("--journal", type=Path)
+    args = ap.parse_args()
+    if args.phase == "form":
+        return form_phase(args.journal)
+    rng = random.Random(7)
+    formulary = Formulary.load(ROOT / "config" / "formulary.csv")
+    robot = [d.drug_code for d in formulary.values() if d.robot]
+    actor = Actor("bench", "api")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(os.environ.get("BENCH_JOURNAL") or Path(tmp) / "journal.db")
+        clock = Clock()
+        d = Dispensary(Journal(path), formulary, Policy(), SlotGeometry(), clock)
+
+        t = time.perf_counter()
+        with d.batch():
+            for i in range(args.packs):
+                code = robot[i % len(robot)]
+                batch = rng.randrange(3)  # a batch has one expiry date
+                exp = f"{27 + batch}{(i % len(robot)) % 12 + 1:02d}00"
+                p = d.begin_load(compose_scan(code, exp, f"L{batch}", f"S{i:08d}"), actor)
+                d.confirm_stored(p.pack_id)
+        t_load = time.perf_counter() - t
+
+        raws = orders(args.orders, list(formulary), rng)
+        parsed = [parse_order(r) for r in raws]
+        t = time.perf_counter()
+        for o in parsed:
+            run_checks(o, d.policy, clock().date(), d)
+        t_checks = time.perf_counter() - t
+
+        t = time.perf_counter()
+        refused = 0
+        for i in range(0, len(raws), args.batch):
+            res = d.submit_many(raws[i:i + args.batch], actor)
+            refused += sum(1 for r in res if isinstance(r, Exception))
+        t_submit = time.perf_counter() - t
+
+        d.journal.close()
+        # Forming, reopening and memory are measured in a fresh process, as the service
+        # would run: it holds the 20,000 live orders, not the generated test data.
+        out = subprocess.run([sys.executable, __file__, "--phase", "form", "--journal",
+                              str(path)], check=True, capture_output=True, text=True).stdout
+        n = args.orders
+        print(f"load {args.packs} packs (one transaction): {t_load:.2f} s "
+              f"({args.packs / t_load:,.0f} packs/s)")
+        print(f"safety checks alone, {n} orders: {t_checks:.3f} s")
+        print(f"accept {n} orders via submit_many({args.batch}) incl. checks, durable "
+              f"commits: {t_submit:.2f} s ({n / t_submit:,.0f} orders/s), refused {refused}")
+        print(out, end="")
+        print(f"check + merge + allocate: {t_checks:.3f} s + form shipments (see above)")
+    return 0
+
+
+def form_phase(path: Path) -> int:
+    formulary = Formulary.load(ROOT / "config" / "formulary.csv")
+    clock = Clock()
+    clock.now += timedelta(seconds=301)
+    t = time.perf_counter()
+    d = Dispensary(Journal(path), formulary, Policy(), SlotGeometry(), clock)
+    t_open = time.perf_counter() - t
+    live = len(d._orders)
+    rss_open = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.perf_counter()
+    formed = d.form_shipments()
+    t_form = time.perf_counter() - t
+    queued = sum(1 for s in formed if s.state is ShipmentState.QUEUED)
+    held = sum(1 for s in formed if s.state is ShipmentState.HELD)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    d.journal.close()
+    t = time.perf_counter()
+    d = Dispensary(Journal(path), formulary, Policy(), SlotGeometry(), clock)
+    t_reopen = time.perf_counter() - t
+    t = time.perf_counter()
+    ok = d.audit_verify()
+    t_verify = time.perf_counter() - t
+    print(f"open with {live} live orders: {t_open:.3f} s (peak RSS {rss_open:.0f} MB)")
+    print(f"form shipments (merge + FEFO allocation + journal + views): {t_form:.3f} s for "
+          f"{len(formed)} shipments ({queued} queued, {held} held stock_short)")
+    print(f"reopen after forming: {t_reopen:.3f} s")
+    print(f"audit verify ({ok.rows} rows, ok={ok.ok}): {t_verify:.2f} s")
+    print(f"peak RSS of the service process with {live} live orders, after forming: "
+          f"{rss:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
