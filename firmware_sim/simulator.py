@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -129,7 +130,10 @@ class Simulator:
             try:
                 await part.stop()
             except Exception as exc:  # keep closing the others
-                print(f"dispenser-sim: error while closing {type(part).__name__}: {exc}")
+                print(
+                    f"dispenser-sim: error while closing {type(part).__name__}: {exc}",
+                    file=sys.stderr,
+                )
         self.control = self.tcp = self.rtu = self.printer_port = None
         await self.robot.stop()
         if self._save_timer is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sys
 import time
 import tty
 from collections.abc import Callable
@@ -185,7 +186,10 @@ class TcpServer:
                 await self.start()
             except OSError as exc:
                 # Someone took the port meanwhile: retry rather than stay down for good.
-                print(f"dispenser-sim: cannot listen again on {self.host}:{self.port}: {exc}")
+                print(
+                    f"dispenser-sim: cannot listen again on {self.host}:{self.port}: {exc}",
+                    file=sys.stderr,
+                )
                 self._reopen = asyncio.get_running_loop().call_later(0.5, self._schedule_relisten)
 
     async def stop(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +41,16 @@ async def sim(short_dir: Path) -> AsyncIterator[Simulator]:
     await s.start()
     yield s
     await s.stop()
+    assert_no_leaks(short_dir)
+
+
+def assert_no_leaks(short_dir: Path) -> None:
+    """After stop(): no task of the simulator left running, no pty link left behind."""
+    current = asyncio.current_task()
+    left = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    assert not left, f"tasks left running after stop(): {left}"
+    assert not (short_dir / "rtu").exists() and not (short_dir / "printer").exists()
+    assert not (short_dir / "control.sock").exists()
 
 
 @pytest.fixture
