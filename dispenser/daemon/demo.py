@@ -161,8 +161,10 @@ def demo_task(orders_n: int) -> Callable[[Daemon], Coroutine[Any, Any, None]]:
         try:
             await wait_ready(daemon)
             log.info("demo: loading stock", packs=len(packs))
-            loaded = await load_stock(daemon, packs)
-            log.info("demo: stock loaded", packs=loaded)
+            loading = asyncio.create_task(load_stock(daemon, packs))
+            # Orders arrive while stock is still being loaded: a shipment whose drugs are
+            # not in yet waits (held, stock_short) and goes as soon as they are.
+            await asyncio.sleep(1.0)
             for k in range(0, len(orders), 5):
                 chunk = orders[k:k + 5]
                 results = await daemon.commit.run(functools.partial(
@@ -175,6 +177,8 @@ def demo_task(orders_n: int) -> Callable[[Daemon], Coroutine[Any, Any, None]]:
                         log.info("order received", order_id=r.order_id, state=r.state.value,
                                  items=len(r.items))
                 await asyncio.sleep(0.5)
+            loaded = await loading
+            log.info("demo: stock loaded", packs=loaded)
             await desk
         finally:
             desk.cancel()
