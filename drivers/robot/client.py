@@ -328,6 +328,10 @@ class RobotClient:
                 self.stats.errors["link_down"] += 1
                 self._link_lost()
                 raise RobotLinkDown(f"link to the robot at {self.peer} lost: {exc}") from exc
+            except asyncio.CancelledError:
+                if self._serial_line:  # the answer may still come: keep it from the next call
+                    self._quiet_until = time.monotonic() + self.timeout_s
+                raise
             self.stats.transactions += 1
             self.stats.record_latency(time.perf_counter() - started)
             registers = self._check_reply(reply, fc, address, count, values)

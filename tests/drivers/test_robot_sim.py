@@ -376,3 +376,17 @@ async def test_link_down_then_reconnect(sim: Any, robot: RobotClient, transport:
     assert status is not None and status.protocol_version == 1
     if transport == "tcp":
         assert robot.stats.reconnects == 1
+
+
+async def test_foreign_device_id(sim: Any, transport: str) -> None:
+    # TCP: the robot answers a foreign unit id with exception 04; RTU: it stays silent
+    if transport == "tcp":
+        client = RobotClient.tcp("127.0.0.1", sim.tcp_port, device_id=7, timeout_s=0.3)
+        with pytest.raises(ModbusExceptionReply) as err:
+            await client.read_status()
+        assert err.value.exception_code == 4
+    else:
+        client = RobotClient.rtu(sim.rtu_link, device_id=7, timeout_s=0.3)
+        with pytest.raises(RobotTimeout):
+            await client.read_status()
+    await client.close()
