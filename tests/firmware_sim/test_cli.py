@@ -17,10 +17,16 @@ import pytest
 from tests.conftest import require_tool
 
 
+def sim_command() -> list[str]:
+    """The installed console script next to this interpreter (as pyproject declares it)."""
+    script = Path(sys.executable).parent / "dispenser-sim"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "firmware_sim.main"]
+
+
 class SimProcess:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware_sim.main", *args],
+            [*sim_command(), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -128,7 +134,7 @@ def test_sigterm_saves_the_state(process: SimProcess, short_dir: Path) -> None:
 
 def test_bad_options_are_refused() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "firmware_sim.main", "--speed", "0"],
+        [*sim_command(), "--speed", "0"],
         capture_output=True, text=True, timeout=20,
     )  # fmt: skip
     assert out.returncode == 2 and "--speed" in out.stderr
