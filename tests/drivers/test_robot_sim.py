@@ -390,3 +390,44 @@ async def test_foreign_device_id(sim: Any, transport: str) -> None:
         with pytest.raises(RobotTimeout):
             await client.read_status()
     await client.close()
+
+
+async def test_output_full(sim: Any, robot: RobotClient) -> None:
+    d = Driver(robot)
+    await d.start()
+    sim.put_input([p | {"batch": f"B{i // 10}"} for i, p in enumerate(packs(41))])
+    slots = [(Opcode.STORE, 100 + i // 10, 0, 1) for i in range(41)]
+    await d.run(HOME, *slots[:15])
+    await d.run(*slots[15:30])
+    await d.run(*slots[30:])
+    done = await d.run(*[pick(10, slot=100 + k) for k in range(4)], pick(1, slot=104))
+    assert [(c.result, c.detail) for c in done] == [(Result.OK, 10)] * 4 + [(Result.OUTPUT_FULL, 0)]
+    s = await robot.read_status()
+    assert s.output_full == frozenset({1}) and s.machine_state is MachineState.IDLE
+    done = await d.run((Opcode.RELEASE_TOTE, 0, 1, 0), pick(1, slot=104))
+    assert [c.result for c in done] == [Result.OK, Result.OK]
+    assert (await robot.read_status()).output_full == frozenset()
+
+
+async def test_estop_during_a_motion_completes_estop(tmp_path: Path) -> None:
+    # at speed 50 a HOME takes 0.1 s: long enough to press the button while it moves
+    s = simulator.Simulator(simulator.SimulatorOptions(tcp_port=0, speed=50))
+    await s.start()
+    client = RobotClient.tcp("127.0.0.1", s.tcp_port, timeout_s=0.5)
+    try:
+        d = Driver(client)
+        await d.start()
+        seq = await d.next_seq()
+        await client.queue([Command(seq, Opcode.HOME), Command(seq + 1, Opcode.HOME)])
+        for _ in range(100):
+            if (await client.read_status()).executing_seq == seq:
+                break
+            await asyncio.sleep(0.005)
+        s.inject("estop")
+        done = await d.wait_for(seq + 1)
+        assert [(c.result, c.detail) for c in done] == [(Result.ESTOP, 0), (Result.ABORTED, 0)]
+        status = await client.read_status()
+        assert status.machine_state is MachineState.ESTOP and not status.homed
+    finally:
+        await client.close()
+        await s.stop()
