@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
+import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -12,17 +14,31 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from dispenser.api.auth import hash_token
 from dispenser.api.protocol import ApiError, ErrorCode
 from dispenser.api.server import ApiServer, Caller, MethodRegistry, Outcome
 from dispenser.config import ApiConfig, TokenConfig
+from dispenser.logs import configure_logging
 
 TOKENS = {
     "order_system": "order-system-token-0123456789",
     "staff": "staff-token-0123456789",
     "technician": "technician-token-0123456789",
 }
+
+
+@pytest.fixture
+def captured_log() -> Iterator[io.StringIO]:
+    """Everything logged during the test, as JSON lines; logging is reset afterwards."""
+    out = io.StringIO()
+    configure_logging("debug", "json", out)
+    yield out
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import os
+import random
 import socket
 import stat
 import time
@@ -13,12 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
 from dispenser.api.client import ApiClient
 from dispenser.api.protocol import ApiError, ErrorCode
 from dispenser.api.server import ApiServer, ApiStartError
-from dispenser.logs import configure_logging
 
 from .conftest import TOKENS, Audit, Raw, ServerFactory, api_config, build_registry, ping
 
@@ -217,29 +216,24 @@ async def test_peer_uid_is_authenticated_at_connect(
 
 
 async def test_handler_crash_is_internal_error_without_leak(
-    server: ApiServer, sock_dir: Path
+    server: ApiServer, sock_dir: Path, captured_log: io.StringIO
 ) -> None:
-    out = io.StringIO()
-    configure_logging("info", "json", out)
-    try:
-        secret = "Zq" + os.urandom(8).hex()
-        async with await ApiClient.connect(sock_dir / "api.sock", token=TOKENS["staff"]) as c:
-            with pytest.raises(ApiError) as crash:
-                await c.call("test.boom", {"who": secret})
-            assert crash.value.code == ErrorCode.INTERNAL_ERROR
-            assert "Traceback" not in crash.value.message
-            assert "handler bug" not in crash.value.message
-            incident = crash.value.data["incident"]
-            with pytest.raises(ApiError) as unjsonable:
-                await c.call("test.unjsonable")
-            assert unjsonable.value.code == ErrorCode.INTERNAL_ERROR
-            assert (await c.call("system.ping"))["pong"]  # connection survives
-        logged = out.getvalue()
-        assert incident in logged
-        assert "handler bug" in logged  # the traceback is in the log...
-        assert secret not in logged  # ...without the frame's locals
-    finally:
-        structlog.reset_defaults()
+    secret = "Zq" + os.urandom(8).hex()
+    async with await ApiClient.connect(sock_dir / "api.sock", token=TOKENS["staff"]) as c:
+        with pytest.raises(ApiError) as crash:
+            await c.call("test.boom", {"who": secret})
+        assert crash.value.code == ErrorCode.INTERNAL_ERROR
+        assert "Traceback" not in crash.value.message
+        assert "handler bug" not in crash.value.message
+        incident = crash.value.data["incident"]
+        with pytest.raises(ApiError) as unjsonable:
+            await c.call("test.unjsonable")
+        assert unjsonable.value.code == ErrorCode.INTERNAL_ERROR
+        assert (await c.call("system.ping"))["pong"]  # connection survives
+    logged = captured_log.getvalue()
+    assert incident in logged
+    assert "handler bug" in logged  # the traceback is in the log...
+    assert secret not in logged  # ...without the frame's locals
 
 
 async def test_audit_hook_sees_every_mutating_call(
@@ -419,3 +413,40 @@ async def test_stop_closes_connections(make_server: ServerFactory, sock_dir: Pat
         await client.call("system.ping", timeout=5)
     await client.close()
     assert not (sock_dir / "api.sock").exists()
+
+
+# ---------------------------------------------------------------- robustness and privacy
+
+
+async def test_random_lines_never_break_the_connection(raw: Raw) -> None:
+    rng = random.Random(20261128)
+    samples = [b'{"jsonrpc":"2.0","id":', b'{"jsonrpc":"2.0","method":"system.ping"', b"\xc3"]
+    for i in range(200):
+        junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 80)))
+        line = rng.choice(samples) + junk if i % 2 else junk
+        await raw.send(line.replace(b"\n", b" ") + b"\n")
+        await raw.send(ping(100_000 + i))
+        while True:  # junk may or may not be answered; the ping always is
+            reply = await raw.recv()
+            if reply.get("id") == 100_000 + i:
+                assert reply["result"]["pong"]
+                break
+            assert reply["error"]["code"] in {-32700, -32600, -32601, -32602, -32007}
+
+
+async def test_no_patient_data_or_token_in_the_log(
+    server: ApiServer, sock_dir: Path, captured_log: io.StringIO
+) -> None:
+    secret = "Zq" + os.urandom(8).hex()
+    async with await ApiClient.connect(sock_dir / "api.sock") as client:
+        with pytest.raises(ApiError):
+            await client.login("wrong-" + secret)
+        await client.login(TOKENS["order_system"])
+        await client.call(
+            "order.submit",
+            {"order_id": "O-7", "patient_name": secret, "address": secret, "phone": secret},
+        )
+    logged = captured_log.getvalue()
+    assert "api login refused" in logged and "api login" in logged
+    assert secret not in logged
+    assert TOKENS["order_system"] not in logged
