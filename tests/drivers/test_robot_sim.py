@@ -431,3 +431,32 @@ async def test_estop_during_a_motion_completes_estop(tmp_path: Path) -> None:
     finally:
         await client.close()
         await s.stop()
+
+
+async def test_rtu_line_gone_and_back(tmp_path: Path) -> None:
+    link = str(tmp_path / "robot")
+    first = simulator.Simulator(simulator.SimulatorOptions(tcp_port=None, rtu_link=link))
+    await first.start()
+    client = RobotClient.rtu(link, timeout_s=0.3, backoff_s=(0.05, 0.2))
+    try:
+        assert (await client.read_status()).protocol_version == 1
+        await first.stop()  # the serial line goes away (pty closed, link removed)
+        with pytest.raises((RobotLinkDown, RobotTimeout)):
+            await client.read_status()
+        second = simulator.Simulator(simulator.SimulatorOptions(tcp_port=None, rtu_link=link))
+        await second.start()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 3.0
+            status = None
+            while status is None and loop.time() < deadline:
+                try:
+                    status = await client.read_status()
+                except (RobotLinkDown, RobotTimeout):
+                    await asyncio.sleep(0.02)
+            assert status is not None and status.protocol_version == 1
+            assert client.stats.reconnects == 1
+        finally:
+            await second.stop()
+    finally:
+        await client.close()
