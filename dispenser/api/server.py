@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import itertools
 import os
 import secrets
@@ -57,13 +56,12 @@ import socket
 import ssl
 import stat
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from dispenser.api.auth import Authenticator, Identity, peer_uid
+from dispenser.api.auth import Authenticator, peer_uid
 from dispenser.api.protocol import (
     ApiError,
     ErrorCode,
@@ -75,7 +73,16 @@ from dispenser.api.protocol import (
     parse_request,
     result_response,
 )
-from dispenser.config import ROLES, ApiConfig, Role
+from dispenser.api.registry import (
+    AuditHook,
+    Caller,
+    Handler,
+    Method,
+    MethodRegistry,
+    Outcome,
+    Transport,
+)
+from dispenser.config import ApiConfig
 from dispenser.logs import get_logger
 
 __all__ = [
@@ -101,126 +108,9 @@ _SD_LISTEN_FDS_START = 3
 _FLUSH_ON_CLOSE_S = 2.0
 _TLS_HANDSHAKE_S = 10.0
 
-Transport = Literal["unix", "tcp"]
-
 
 class ApiStartError(RuntimeError):
     """The API cannot listen (socket in use, bad TLS files, path too long ...)."""
-
-
-# --------------------------------------------------------------------------- registry
-
-
-class Caller:
-    """The connection a call arrived on, as a handler sees it.
-
-    ``role`` and ``principal`` are None until the connection authenticates.
-    ``notify(method, params)`` queues a notification to this connection only (never
-    blocks; False if the connection is gone).
-    """
-
-    def __init__(
-        self, connection: _Connection, connection_id: int, transport: Transport, uid: int | None
-    ) -> None:
-        self._connection = connection
-        self.connection_id = connection_id
-        self.transport: Transport = transport
-        self.peer_uid = uid
-        self.role: Role | None = None
-        self.principal: str | None = None
-
-    def notify(self, method: str, params: dict[str, Any]) -> bool:
-        return self._connection.send(notification(method, params))
-
-    def _authenticate(self, identity: Identity) -> None:
-        self.role = identity.role
-        self.principal = identity.principal
-
-    def __repr__(self) -> str:
-        return (
-            f"Caller(connection_id={self.connection_id}, role={self.role!r}, "
-            f"principal={self.principal!r}, transport={self.transport!r}, "
-            f"peer_uid={self.peer_uid!r})"
-        )
-
-
-Handler = Callable[[dict[str, Any], Caller], Awaitable[Any]]
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    handler: Handler
-    roles: frozenset[Role] | None  # None: any authenticated caller
-    mutating: bool
-
-
-class MethodRegistry:
-    """Every API method, declared once: name, handler, allowed roles, whether it mutates."""
-
-    def __init__(self) -> None:
-        self._methods: dict[str, Method] = {}
-
-    def method(
-        self, name: str, *, roles: Iterable[str] | None = None, mutating: bool = False
-    ) -> Callable[[Handler], Handler]:
-        """Decorator form of :meth:`add`."""
-
-        def register(handler: Handler) -> Handler:
-            self.add(name, handler, roles=roles, mutating=mutating)
-            return handler
-
-        return register
-
-    def add(
-        self,
-        name: str,
-        handler: Handler,
-        *,
-        roles: Iterable[str] | None = None,
-        mutating: bool = False,
-    ) -> None:
-        if name in self._methods:
-            raise ValueError(f"API method {name!r} is already registered")
-        if not inspect.iscoroutinefunction(handler):
-            raise TypeError(f"handler of {name!r} must be an async function")
-        allowed: frozenset[Role] | None = None
-        if roles is not None:
-            wanted = frozenset(roles)
-            unknown = wanted - set(ROLES)
-            if unknown or not wanted:
-                raise ValueError(
-                    f"API method {name!r}: roles must be a non-empty subset of {ROLES}, "
-                    f"got {sorted(wanted)}"
-                )
-            allowed = frozenset(r for r in ROLES if r in wanted)
-        self._methods[name] = Method(name, handler, allowed, mutating)
-
-    def get(self, name: str) -> Method | None:
-        return self._methods.get(name)
-
-    def names(self) -> list[str]:
-        return sorted(self._methods)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._methods
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a call ended in: ``result`` when ``ok``, else the ``error`` that was replied."""
-
-    ok: bool
-    result: Any = None
-    error: ApiError | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        if self.ok or self.error is None:
-            return {"ok": True}
-        return {"ok": False, "error": {"code": int(self.error.code), "message": self.error.message}}
-
-
-AuditHook = Callable[[Caller, str, dict[str, Any], Outcome], Awaitable[None] | None]
 
 
 # --------------------------------------------------------------------------- connection
@@ -240,7 +130,7 @@ class _Connection:
         self.writer = writer
         self.id = connection_id
         uid = peer_uid(writer.get_extra_info("socket")) if transport == "unix" else None
-        self.caller = Caller(self, connection_id, transport, uid)
+        self.caller = Caller(connection_id, transport, uid, self.send)
         self.topics: frozenset[str] | None = None
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
@@ -426,7 +316,7 @@ class ApiServer:
         self._auth = Authenticator(config.tokens, config.peer_uids)
         self._ids = itertools.count(1)
         self._servers: list[asyncio.Server] = []
-        self._connections: set[_Connection] = set()
+        self._connections: dict[int, _Connection] = {}
         self._subscribers: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._own_socket: tuple[Path, int] | None = None  # path and inode we created
@@ -485,7 +375,7 @@ class ApiServer:
         """Stop listening, close every connection, remove the socket file we created."""
         for server in self._servers:
             server.close()
-        for connection in list(self._connections):
+        for connection in list(self._connections.values()):
             connection.reader.feed_eof()  # ends idle connections the normal way
         await asyncio.sleep(0)
         for task in list(self._tasks):
@@ -599,8 +489,8 @@ class ApiServer:
         connection = _Connection(self, reader, writer, transport, next(self._ids))
         identity = self._auth.check_uid(connection.caller.peer_uid)
         if identity is not None:
-            connection.caller._authenticate(identity)
-        self._connections.add(connection)
+            connection.caller.authenticate(identity)
+        self._connections[connection.id] = connection
         if task is not None:
             self._tasks.add(task)
         try:
@@ -610,7 +500,7 @@ class ApiServer:
             # done-callback would report a cancelled one as an unhandled error.
             pass
         finally:
-            self._connections.discard(connection)
+            self._connections.pop(connection.id, None)
             if task is not None:
                 self._tasks.discard(task)
 
@@ -691,7 +581,7 @@ class ApiServer:
         if identity is None:
             log.warning("api login refused", connection=caller.connection_id)
             raise ApiError(ErrorCode.UNAUTHENTICATED, "token not accepted")
-        caller._authenticate(identity)
+        caller.authenticate(identity)
         log.info(
             "api login",
             connection=caller.connection_id,
@@ -718,11 +608,11 @@ class ApiServer:
                 f'"topics" must be a non-empty list of: {", ".join(sorted(EVENT_TOPICS))}',
                 {"topics": sorted(EVENT_TOPICS)},
             )
-        connection = caller._connection
+        connection = self._connections[caller.connection_id]
         connection.topics = chosen
         self._subscribers.add(connection)
         return {"topics": sorted(chosen if chosen is not None else EVENT_TOPICS)}
 
     async def _unsubscribe(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        self._subscribers.discard(caller._connection)
+        self._subscribers.discard(self._connections[caller.connection_id])
         return {"topics": []}
