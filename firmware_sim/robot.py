@@ -279,9 +279,7 @@ class Robot:
     def open_door(self) -> None:
         """The motion in progress finishes; nothing further moves until closed + RESET."""
         self.door_open = True
-        if self.fault != Fault.ESTOP:
-            self.fault = Fault.DOOR_OPEN
-        self.abort_queue()
+        self._raise_fault(Fault.DOOR_OPEN)
 
     def close_door(self) -> None:
         self.door_open = False
@@ -295,7 +293,9 @@ class Robot:
         self.drop_next = False
 
     def _raise_fault(self, fault: Fault) -> None:
-        if self.fault != Fault.ESTOP:
+        """Latch a fault. The first one stays in fault_code (only an emergency stop, which
+        press_estop sets, overrides it); RESET checks every cause anyway."""
+        if self.fault == Fault.NONE:
             self.fault = fault
         self.abort_queue()
 

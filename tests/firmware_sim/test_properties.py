@@ -147,3 +147,58 @@ def test_printer_output_does_not_depend_on_read_boundaries(
         (x["zpl"], x["printed"], x["cancelled"]) for x in whole.labels
     ]
     assert reply_pieces == reply_whole
+
+
+# --- machine state against an oracle -----------------------------------------------------
+
+EVENTS = ["estop", "release", "door", "close", "reset", "home"]
+
+
+async def machine_scenario(events: list[str]) -> None:
+    sim = Simulator(SimulatorOptions(tcp_port=None, instant=True))
+    await sim.start()
+    regs = sim.registers
+    # Oracle, straight from the tables of protocol §3.1/§3.2 and the RESET rule of §2.2.
+    pressed = door = homed = False
+    fault = 0
+    seq = 0
+    try:
+        for event in events:
+            if event == "estop":
+                sim.inject("estop")
+                pressed, homed, fault = True, False, 3
+            elif event == "release":
+                sim.clear("estop")
+                pressed = False
+            elif event == "door":
+                sim.inject("door_open")
+                door = True
+                fault = fault or 4
+            elif event == "close":
+                sim.clear("door_open")
+                door = False
+            elif event == "reset":
+                try:
+                    regs.write(102, [1])
+                    assert not (pressed or door)
+                    fault = 0
+                except ModbusException as exc:
+                    assert exc.code == 4 and (pressed or door)
+            elif event == "home" and fault == 0:
+                seq += 1
+                regs.write(1000, command(seq, 1))
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                homed = True
+            status = regs.status_block()
+            expected_state = {3: 4, 4: 3}.get(fault, 0 if homed else 6)
+            assert (status[2], status[3]) == (expected_state, fault), event
+            assert (status[7], status[8] & 1, bool(status[8] & 8)) == (int(door), homed, pressed)
+    finally:
+        await sim.stop()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(EVENTS), max_size=30))
+def test_machine_state_follows_the_tables(events: list[str]) -> None:
+    asyncio.run(machine_scenario(events))
