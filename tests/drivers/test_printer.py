@@ -206,3 +206,17 @@ async def test_garbage_answer_is_malformed_status() -> None:
 async def test_refuses_bytes_that_are_not_one_label(printer: Printer) -> None:
     with pytest.raises(ValueError):
         await printer.print_label(b"~JA")
+
+
+def test_serial_transport_moves_exact_bytes_over_a_loop() -> None:
+    line = SerialTransport("loop://", timeout_s=0.2)
+    try:
+        line.write(b"\x02abc\x03\r\n\x02def\x03\r\n")
+        assert line.read_until(b"\x03\r\n", count=2) == b"\x02abc\x03\r\n\x02def\x03\r\n"
+        line.write(b"partial")
+        assert line.read_until(b"\x03\r\n", timeout_s=0.1) == b"partial"  # timed out
+        line.write(b"stale")
+        line.discard_input()
+        assert line.read_until(b"\n", timeout_s=0.05) == b""
+    finally:
+        line.close()
