@@ -8,7 +8,8 @@ is a no-op that returns ``False``, so callers never need to check.
 Callers may rely on:
 
 - ``ready()`` once the API socket accepts connections;
-- ``watchdog()`` from the loop that does the real work, every ``watchdog_interval() / 2``;
+- ``watchdog()`` from the loop that does the real work, every ``watchdog_interval()``
+  seconds (already half of ``WatchdogSec=``, so one late ping is not fatal);
 - ``status(text)`` for a one-line human status (``systemctl status`` shows it);
 - ``stopping()`` when a clean shutdown begins.
 
@@ -66,10 +67,11 @@ def stopping() -> bool:
 
 
 def watchdog_interval() -> float | None:
-    """The watchdog timeout in seconds, or ``None`` when no watchdog applies to us.
+    """Seconds between watchdog pings, or ``None`` when no watchdog applies to us.
 
-    ``WATCHDOG_USEC`` is the full timeout; ping at half of it. When ``WATCHDOG_PID`` is set
-    and is not our pid, the watchdog belongs to another process (e.g. a wrapper).
+    Half of ``WATCHDOG_USEC`` (the full timeout, from ``WatchdogSec=``), as systemd
+    recommends. When ``WATCHDOG_PID`` is set and is not our pid, the watchdog belongs to
+    another process (e.g. a wrapper).
     """
     usec = os.environ.get("WATCHDOG_USEC")
     if not usec:
@@ -83,4 +85,4 @@ def watchdog_interval() -> float | None:
         return None
     if value <= 0:
         return None
-    return value / 1_000_000
+    return value / 2_000_000

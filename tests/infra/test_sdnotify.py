@@ -60,9 +60,9 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     assert sdnotify.watchdog_interval() is None
     monkeypatch.setenv("WATCHDOG_USEC", "30000000")
-    assert sdnotify.watchdog_interval() == 30.0
+    assert sdnotify.watchdog_interval() == 15.0
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    assert sdnotify.watchdog_interval() == 30.0
+    assert sdnotify.watchdog_interval() == 15.0
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
     assert sdnotify.watchdog_interval() is None
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
