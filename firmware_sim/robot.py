@@ -175,6 +175,10 @@ class Robot:
         self._tasks = []
         self.executing = None
 
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks)
+
     # --- derived state -----------------------------------------------------------------
 
     @property

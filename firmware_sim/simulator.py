@@ -77,7 +77,7 @@ class Simulator:
         o = self.options
         if not 1 <= o.device_id <= 247:
             raise SimulatorError("device id must be 1..247")
-        self.robot = Robot(outputs=o.outputs, speed=o.speed, instant=o.instant)
+        self.robot = self._new_robot()
         self.registers = RobotRegisters(self.robot)
         self.printer = Printer()
         self.link_faults = LinkFaults()
@@ -98,8 +98,6 @@ class Simulator:
             # The power-up completions (ABORTED) must not be given a second time.
             self.save(o.state_file)
         self.robot.start()
-        if o.state_file:
-            self.robot.on_batch_done = self._batch_done
         try:
             if o.tcp_port is not None:
                 self.tcp = TcpServer(
@@ -365,8 +363,11 @@ class Simulator:
         self._next_save = now + max(SAVE_INTERVAL, SAVE_SHARE * (now - began))
 
     async def load(self, path: str) -> None:
-        """Power-cycle the robot into a saved state (not homed; queued commands ABORTED)."""
-        running = bool(self.robot._tasks)
+        """Power-cycle the robot into a saved state (not homed; queued commands ABORTED).
+
+        A file that cannot be loaded changes nothing.
+        """
+        running = self.robot.running
         if running:
             await self.robot.stop()
         try:
@@ -375,29 +376,52 @@ class Simulator:
             if running:
                 self.robot.start()
 
+    def _new_robot(self) -> Robot:
+        o = self.options
+        robot = Robot(outputs=o.outputs, speed=o.speed, instant=o.instant)
+        if o.state_file:
+            robot.on_batch_done = self._batch_done
+        return robot
+
     def _load_file(self, path: str) -> None:
+        robot = self._new_robot()
+        hook, robot.on_batch_done = robot.on_batch_done, None
+        printer = Printer()
         try:
             with open(path) as f:
                 state = json.load(f)
             if state.get("version") != STATE_VERSION:
                 raise SimulatorError(f"{path}: state version {state.get('version')!r} unknown")
-            self.robot.load_state(state)
-            self.printer.load_state(state.get("printer", {}))
+            robot.load_state(state)
+            printer.load_state(state.get("printer", {}))
         except (OSError, KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SimulatorError):
                 raise
             raise SimulatorError(f"cannot load state from {path}: {exc}") from exc
+        robot.on_batch_done = hook
+        self.robot = self.registers.robot = robot
+        self.printer = printer
+        if self.printer_port is not None:
+            self.printer_port.printer = printer
 
     def _batch_done(self) -> None:
         if self._save_timer is not None or not self.options.state_file:
             return
         wait = self._next_save - time.monotonic()
         if wait <= 0:
-            self.save(self.options.state_file)
+            self._save_quietly(self.options.state_file)
         else:
             self._save_timer = asyncio.get_running_loop().call_later(wait, self._timed_save)
 
     def _timed_save(self) -> None:
         self._save_timer = None
         if self.options.state_file:
-            self.save(self.options.state_file)
+            self._save_quietly(self.options.state_file)
+
+    def _save_quietly(self, path: str) -> None:
+        """Save from inside the robot's executor: a full disk must not stop the robot."""
+        try:
+            self.save(path)
+        except OSError as exc:
+            self._next_save = time.monotonic() + 5.0
+            print(f"dispenser-sim: cannot save state to {path}: {exc}", file=sys.stderr)

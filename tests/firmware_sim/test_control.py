@@ -105,6 +105,14 @@ async def test_save_and_load_over_the_socket(sim: Simulator, short_dir: Path) ->
         assert (s["last_accepted_seq"], s["last_completed_seq"]) == (seq, seq)
         assert s["machine_state"] == 6  # a power cycle: HOME again
         assert (await rpc.call("sim.load", {"path": "/nonexistent"}))["error"]["code"] == -32602
+        broken = json.loads(Path(path).read_text())
+        broken["robot"]["ring"] = [0] * 5
+        Path(path).write_text(json.dumps(broken))
+        robot = sim.robot
+        sim.put_input([pack(7)])
+        assert (await rpc.call("sim.load", {"path": path}))["error"]["code"] == -32602
+        assert sim.robot is robot and len(sim.ledger()["input"]) == 1  # nothing changed
+        assert sim.robot.running
     finally:
         await rpc.close()
         await client.close()
