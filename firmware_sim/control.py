@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -67,8 +68,10 @@ class ControlServer:
         }
 
     async def start(self) -> None:
+        # A socket left by an earlier run is replaced; any other file is not ours to delete.
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                os.unlink(self.path)
         self._server = await asyncio.start_unix_server(self._client, self.path, limit=LINE_LIMIT)
 
     async def stop(self) -> None:
