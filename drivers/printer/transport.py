@@ -3,15 +3,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import serial
+
+try:  # pyserial on POSIX lets termios errors through (tcflush on a line that hung up)
+    from termios import error as _TermiosError
+except ImportError:  # pragma: no cover - not POSIX
+    _TermiosError = OSError  # type: ignore[assignment,misc]
 
 from drivers.printer.status import PrinterError
 
 
 class PrinterLinkDown(PrinterError):
     """The serial line cannot be opened, written or read."""
+
+
+_LINE_ERRORS = (serial.SerialException, OSError, _TermiosError)
 
 
 class SerialTransport:
@@ -28,21 +37,21 @@ class SerialTransport:
                 timeout=min(timeout_s, 0.05),
                 write_timeout=timeout_s,
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (*_LINE_ERRORS, ValueError) as exc:
             raise PrinterLinkDown(f"cannot open printer line {url_or_path}: {exc}") from exc
 
     def write(self, data: bytes) -> None:
         try:
             self._port.write(data)
             self._port.flush()
-        except (serial.SerialException, OSError) as exc:
+        except _LINE_ERRORS as exc:
             raise PrinterLinkDown(f"cannot write to printer line {self.url}: {exc}") from exc
 
     def discard_input(self) -> None:
         """Drop bytes that arrived unasked (a late answer to an earlier request)."""
         try:
             self._port.reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+        except _LINE_ERRORS as exc:
             raise PrinterLinkDown(f"cannot read printer line {self.url}: {exc}") from exc
 
     def read_until(
@@ -56,9 +65,11 @@ class SerialTransport:
             while buf.count(terminator) < count and time.monotonic() < deadline:
                 chunk = self._port.read(max(1, self._port.in_waiting))
                 buf += chunk
-        except (serial.SerialException, OSError) as exc:
+        except _LINE_ERRORS as exc:
             raise PrinterLinkDown(f"cannot read printer line {self.url}: {exc}") from exc
         return bytes(buf)
 
     def close(self) -> None:
-        self._port.close()
+        """Close the line; a line that already hung up closes quietly."""
+        with contextlib.suppress(*_LINE_ERRORS):
+            self._port.close()
