@@ -10,6 +10,9 @@ with demo stock; without ``--config`` its journal is a fresh temporary one and m
 are short, so a demo starts clean and shows shipments within seconds. ``--demo-orders N``
 submits N generated orders once the stock is loaded.
 
+``DISPENSERD_CLOCK_OFFSET_DAYS`` (tests and demos only) shifts the daemon's clock by that many
+days, e.g. to load a batch that has expired by the time the daemon runs again without it.
+
 Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 when a working loop failed, 2 for a
 configuration or start-up problem.
 """
@@ -18,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +102,7 @@ async def run(config: Config, args: argparse.Namespace, simulate: bool) -> int:
         extra.append(demo_task(args.demo_orders))
     try:
         try:
-            daemon = Daemon(config, simulator=sim, extra_tasks=extra)
+            daemon = Daemon(config, simulator=sim, extra_tasks=extra, clock=clock_from_env())
         except (OSError, FormularyError, JournalError) as exc:
             log.error("cannot start", error=str(exc))
             if sim is not None:
@@ -114,6 +119,17 @@ async def run(config: Config, args: argparse.Namespace, simulate: bool) -> int:
     finally:
         if workdir is not None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def clock_from_env() -> Callable[[], datetime]:
+    from dispenser.daemon.app import utc_now
+
+    raw = os.environ.get("DISPENSERD_CLOCK_OFFSET_DAYS")
+    if not raw:
+        return utc_now
+    offset = timedelta(days=float(raw))
+    log.warning("clock shifted for a test", offset_days=float(raw))
+    return lambda: utc_now() + offset
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -380,7 +380,19 @@ class Scheduler:
             moved = min(c.detail, intent.count)
             if result is Result.ESTOP and moved == 0:
                 return  # cut short before anything moved: planned again
-            packs = self.d.record_pick(sid, intent.slot, moved)
+            if result in (Result.JAM, Result.DROPPED) and moved < intent.count:
+                # The pack after the delivered ones left the slot but is in neither the
+                # tote nor the slot (stuck in the gripper, or fallen). Record it as picked,
+                # then as lost from the tote: the shipment is owed one more pack and the
+                # slot's other packs stay where the journal says they are.
+                packs = self.d.record_pick(sid, intent.slot, moved + 1)
+                lost = packs.pop()
+                state = PackState.DROPPED if result is Result.DROPPED else PackState.MISSING
+                self.d.record_pack_lost(lost.pack_id, state)
+                after.append(lambda: log.warning("pack lost in a fault", pack_id=lost.pack_id,
+                                                 shipment_id=sid, state=state.value))
+            else:
+                packs = self.d.record_pick(sid, intent.slot, moved)
             self.counters.packs_picked += len(packs)
             drug = packs[0].gtin if packs else None
             if result is not Result.OK:
