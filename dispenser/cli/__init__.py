@@ -1,0 +1,1 @@
+"""``dispenserctl``: the staff and technician command line for dispenserd (docs/cli.md)."""

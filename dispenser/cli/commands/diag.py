@@ -1,0 +1,99 @@
+"""Technician commands: robot registers, self-test, printer, Modbus statistics, audit check."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+
+from dispenser.cli.context import Context, Exit
+from dispenser.cli.render import registers_table, selftest_table, stats_table
+
+__all__ = ["register"]
+
+
+def _number(text: str) -> int:
+    """Decimal or 0x hex, as register addresses are written in docs/robot-protocol.md."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
+    diag = sub.add_parser("diag", parents=[common], help="diagnostics (technician)")
+    dsub = diag.add_subparsers(dest="diag_command", metavar="COMMAND", required=True)
+
+    p = dsub.add_parser("registers", parents=[common],
+                        help="read robot holding registers as they are")
+    p.add_argument("address", type=_number, metavar="ADDR")
+    p.add_argument("count", type=_number, metavar="COUNT", help="1..125")
+    p.set_defaults(func=registers)
+
+    p = dsub.add_parser("selftest", parents=[common],
+                        help="home, scan a slot, print a test label (maintenance mode only)")
+    p.add_argument("--slot", type=int, default=0)
+    p.set_defaults(func=selftest)
+
+    p = dsub.add_parser("printer", parents=[common], help="ask the printer for its status now")
+    p.set_defaults(func=printer)
+
+    p = dsub.add_parser("stats", parents=[common], help="Modbus traffic and robot counters")
+    p.set_defaults(func=stats)
+
+    audit = sub.add_parser("audit", parents=[common], help="the audit trail (technician)")
+    asub = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
+    p = asub.add_parser("verify", parents=[common],
+                        help="check the audit trail is complete and unaltered (exit 5 if not)")
+    p.set_defaults(func=audit_verify)
+
+
+def registers(ctx: Context, args: argparse.Namespace) -> Exit:
+    result = ctx.call("diag.registers", {"address": args.address, "count": args.count})
+    ctx.emit(result, registers_table)
+    return Exit.OK
+
+
+def selftest(ctx: Context, args: argparse.Namespace) -> Exit:
+    result = ctx.call("diag.selftest", {"slot": args.slot})
+    ctx.emit(result, selftest_table)
+    return Exit.OK if isinstance(result, Mapping) and result.get("ok") else Exit.REFUSED
+
+
+def _printer(result: Mapping[str, Any]) -> Text:
+    if result.get("ready"):
+        return Text("printer ready", style="green")
+    return Text("printer not ready: " + ", ".join(map(str, result.get("reasons") or [])),
+                style="bold red")
+
+
+def printer(ctx: Context, args: argparse.Namespace) -> Exit:
+    ctx.emit(ctx.call("diag.printer"), _printer)
+    return Exit.OK
+
+
+def stats(ctx: Context, args: argparse.Namespace) -> Exit:
+    ctx.emit(ctx.call("diag.stats"), stats_table)
+    return Exit.OK
+
+
+def _audit(result: Mapping[str, Any]) -> RenderableType:
+    if result.get("ok"):
+        return Text(f"audit trail intact: {result.get('records')} records", style="green")
+    lines = [Text(f"AUDIT TRAIL CHECK FAILED after {result.get('records')} records",
+                  style="bold red")]
+    if result.get("first_bad_row") is not None:
+        lines.append(Text(f"  first bad record: {result['first_bad_row']}"))
+    lines += [Text(f"  {problem}") for problem in result.get("problems") or []]
+    return Group(*lines)
+
+
+def audit_verify(ctx: Context, args: argparse.Namespace) -> Exit:
+    result = ctx.call("audit.verify", timeout=max(ctx.timeout, 300.0))
+    ctx.emit(result, _audit)
+    ok = isinstance(result, Mapping) and result.get("ok") is True
+    return Exit.OK if ok else Exit.AUDIT_FAILED

@@ -1,0 +1,159 @@
+"""``top``: a live view of the machine, refreshed every second until Ctrl-C.
+
+One frame is machine.status, the shipments being picked or labelled, the open faults and a
+picks-per-hour rate. Parts the caller's role may not read (fault.list needs staff, the pick
+counters of diag.stats need technician) are shown as such, not as an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.live import Live
+from rich.text import Text
+
+from dispenser.api.protocol import ApiError, ErrorCode
+from dispenser.cli.context import Context, Exit
+from dispenser.cli.render import fault_table, shipment_table, status_view
+
+__all__ = ["PickRate", "register"]
+
+CURRENT = ("picking", "labelling")
+_NOT_ALLOWED = {ErrorCode.FORBIDDEN, ErrorCode.UNAUTHENTICATED}
+
+
+def _interval(text: str) -> float:
+    value = float(text)
+    if not 0.1 <= value <= 60:
+        raise argparse.ArgumentTypeError("must be 0.1..60 seconds")
+    return value
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
+             common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("top", parents=[common],
+                       help="live view: machine, robot queue, shipments, picks/hour, faults")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    p.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS",
+                   help="refresh period (default 1)")
+    p.set_defaults(func=top)
+
+
+@dataclass
+class PickRate:
+    """Packs picked per hour: over the last ``window_s`` once two samples are that far
+    apart, before that since the daemon started (packs picked / uptime)."""
+
+    window_s: float = 300.0
+    samples: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def add(self, now: float, picked: int, uptime_s: float | None) -> tuple[float | None, str]:
+        self.samples.append((now, picked))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window_s:
+            self.samples.popleft()
+        first_t, first_n = self.samples[0]
+        if now - first_t >= 10:
+            minutes = round((now - first_t) / 60)
+            label = f"last {minutes} min" if minutes else f"last {now - first_t:.0f} s"
+            return (picked - first_n) * 3600 / (now - first_t), label
+        if uptime_s:
+            return picked * 3600 / uptime_s, "since start"
+        return None, ""
+
+
+@dataclass
+class Frame:
+    status: Mapping[str, Any]
+    shipments: list[Mapping[str, Any]]
+    faults: list[Mapping[str, Any]] | None  # None: the role may not list faults
+    picks_per_hour: float | None
+    rate_basis: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": self.status, "shipments": self.shipments, "faults": self.faults,
+                "picks_per_hour": self.picks_per_hour, "rate_basis": self.rate_basis or None}
+
+
+class Source:
+    """Fetches frames; remembers which optional calls the role is refused."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.may_list_faults = True
+        self.may_read_stats = True
+        self.rate = PickRate()
+
+    def _optional(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        try:
+            return self.ctx.call(method, params)
+        except ApiError as exc:
+            if exc.code in _NOT_ALLOWED:
+                return None
+            raise
+
+    def frame(self) -> Frame:
+        status = self.ctx.call("machine.status")
+        shipments: list[Mapping[str, Any]] = []
+        for state in CURRENT:
+            page = self.ctx.call("shipment.list", {"state": state, "limit": 50})
+            shipments += [s for s in page.get("items", []) if isinstance(s, Mapping)]
+        faults: list[Mapping[str, Any]] | None = None
+        if self.may_list_faults:
+            page = self._optional("fault.list", {"active": True, "limit": 20})
+            self.may_list_faults = page is not None
+            faults = page.get("items", []) if isinstance(page, Mapping) else None
+        rate, basis = None, ""
+        if self.may_read_stats:
+            stats = self._optional("diag.stats")
+            self.may_read_stats = stats is not None
+            if isinstance(stats, Mapping) and isinstance(stats.get("packs_picked"), int):
+                uptime = None
+                if len(self.rate.samples) == 0:
+                    info = self.ctx.call("system.info")
+                    uptime = info.get("uptime_s") if isinstance(info, Mapping) else None
+                rate, basis = self.rate.add(time.monotonic(), stats["packs_picked"], uptime)
+        return Frame(status, shipments, faults, rate, basis)
+
+
+def render(frame: Frame) -> RenderableType:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    if frame.picks_per_hour is not None:
+        rate = Text(f"{frame.picks_per_hour:.0f} picks/h ({frame.rate_basis})")
+    else:
+        rate = Text("picks/h: n/a (needs the technician role)", style="dim")
+    header = Text.assemble(Text("dispenser ", style="bold"), now, "   ", rate)
+    parts: list[RenderableType] = [header, status_view(frame.status)]
+    title = "Current shipments (" + ", ".join(CURRENT) + ")"
+    parts.append(shipment_table({"items": frame.shipments}, title) if frame.shipments
+                 else Text("no shipment being picked or labelled", style="dim"))
+    if frame.faults is None:
+        parts.append(Text("open faults: listing them needs the staff role", style="dim"))
+    else:
+        parts.append(fault_table({"items": frame.faults}, "Open faults"))
+    return Group(*parts)
+
+
+def top(ctx: Context, args: argparse.Namespace) -> Exit:
+    source = Source(ctx)
+    frame = source.frame()
+    if ctx.json:
+        ctx.print_json(frame.as_json())
+        return Exit.OK
+    if args.once:
+        ctx.print(render(frame))
+        return Exit.OK
+    try:
+        with Live(render(frame), console=ctx.out, auto_refresh=False) as live:
+            while True:
+                time.sleep(args.interval)
+                live.update(render(source.frame()), refresh=True)
+    except KeyboardInterrupt:
+        pass
+    return Exit.OK

@@ -1,0 +1,457 @@
+"""Tables and panels for people: one function per view of docs/api.md.
+
+Every value from the daemon is wrapped in :class:`rich.text.Text`, so a ``[`` in an order id
+or a message is shown as it is, never read as rich markup. Missing keys show as ``-``: the
+CLI keeps working when the daemon adds or omits a field. List views never show patient data
+(the API does not return it in lists either).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from dispenser.api.protocol import ApiError, ErrorCode
+
+__all__ = [
+    "code_name",
+    "discrepancies_table",
+    "error_lines",
+    "fault_table",
+    "kv_table",
+    "order_detail",
+    "order_table",
+    "pack_table",
+    "page_hint",
+    "registers_table",
+    "selftest_table",
+    "shipment_detail",
+    "shipment_table",
+    "stats_table",
+    "status_view",
+    "text",
+    "when",
+]
+
+DASH = "-"
+_STATE_STYLE = {
+    "ready": "green", "completed": "green", "in_stock": "green",
+    "held": "yellow", "paused": "yellow", "maintenance": "yellow", "loading": "yellow",
+    "fault": "bold red", "estop": "bold red", "failed": "red", "rejected": "red",
+    "cancelled": "dim", "quarantined": "red", "refused": "red", "missing": "red",
+}
+
+
+def text(value: Any, style: str = "") -> Text:
+    """A cell: the value as plain text (``-`` for None)."""
+    if value is None or value == "":
+        return Text(DASH, style="dim")
+    if isinstance(value, bool):
+        return Text("yes" if value else "no", style=style)
+    return Text(str(value), style=style)
+
+
+def state(value: Any) -> Text:
+    return text(value, _STATE_STYLE.get(str(value), ""))
+
+
+def when(value: Any) -> Text:
+    """An ISO 8601 time, shortened to seconds: ``2026-11-28 04:10:00Z``."""
+    if not isinstance(value, str) or not value:
+        return text(value)
+    shown = value.replace("T", " ")
+    for utc in ("+00:00", "Z"):
+        if shown.endswith(utc):
+            shown = shown[: -len(utc)]
+            break
+    else:
+        return Text(shown)
+    return Text(shown.split(".")[0] + "Z")
+
+
+def code_name(code: Any) -> str:
+    """``not_found`` for -32003 (or for "not_found"): the names docs/api.md uses."""
+    if isinstance(code, str):
+        return code
+    try:
+        return ErrorCode(int(code)).name.lower()
+    except (TypeError, ValueError):
+        return str(code)
+
+
+def error_lines(code: Any, message: str, data: Any) -> list[str]:
+    """A refusal as lines a person can act on: the message, then every detail in data."""
+    lines = [f"{message} ({code_name(code)})"]
+    if not isinstance(data, Mapping):
+        if data is not None:
+            lines.append(f"  {data}")
+        return lines
+    for key, value in data.items():
+        if key in {"code", "message"}:
+            continue
+        if key == "errors" and isinstance(value, list):
+            for error in value:
+                if isinstance(error, Mapping):
+                    lines.append(f"  {error.get('path', '?')}: {error.get('message', '')}")
+                else:
+                    lines.append(f"  {error}")
+        elif key == "codes" and isinstance(value, list):
+            lines.append(f"  unknown drug codes: {', '.join(map(str, value))}")
+        elif isinstance(value, list):
+            lines.append(f"  {key.replace('_', ' ')}: {', '.join(map(str, value))}")
+        else:
+            lines.append(f"  {key.replace('_', ' ')}: {value}")
+    return lines
+
+
+def api_error_lines(exc: ApiError) -> list[str]:
+    return error_lines(exc.code, exc.message, exc.data)
+
+
+def kv_table(rows: Iterable[tuple[str, Any]], title: str | None = None) -> Table:
+    table = Table.grid(padding=(0, 2))
+    if title:
+        table.title = title
+        table.title_justify = "left"
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value if isinstance(value, Text | Table) else text(value))
+    return table
+
+
+def page_hint(result: Mapping[str, Any], flag: str = "--after") -> Text | None:
+    after = result.get("next")
+    if after is None:
+        return None
+    return Text(f"more: repeat with {flag} {after}", style="dim")
+
+
+def _with_hint(table: Table, result: Mapping[str, Any]) -> RenderableType:
+    hint = page_hint(result)
+    return table if hint is None else Group(table, hint)
+
+
+def _items(result: Any) -> list[Mapping[str, Any]]:
+    if isinstance(result, Mapping):
+        items = result.get("items", [])
+        return [i for i in items if isinstance(i, Mapping)] if isinstance(items, list) else []
+    return []
+
+
+def _holds(reasons: Any) -> Text:
+    if not isinstance(reasons, list) or not reasons:
+        return text(None)
+    return Text(", ".join(str(r.get("code", r)) if isinstance(r, Mapping) else str(r)
+                          for r in reasons), style="yellow")
+
+
+# -- orders
+
+
+def order_table(result: Any, title: str = "Orders") -> RenderableType:
+    items = _items(result)
+    if not items:
+        return Text("no orders", style="dim")
+    table = Table(title=title, title_justify="left")
+    for column in ("order", "state", "patient", "shipment", "received", "items", "holds"):
+        table.add_column(column)
+    for o in items:
+        lines = o.get("items")
+        count = sum(int(i.get("quantity", 0)) for i in lines if isinstance(i, Mapping)) \
+            if isinstance(lines, list) else None
+        table.add_row(text(o.get("order_id")), state(o.get("state")), text(o.get("patient_id")),
+                      text(o.get("shipment_id")), when(o.get("received_at")), text(count),
+                      _holds(o.get("hold_reasons")))
+    return _with_hint(table, result)
+
+
+def order_detail(o: Mapping[str, Any]) -> RenderableType:
+    patient = o.get("patient") if isinstance(o.get("patient"), Mapping) else {}
+    delivery = o.get("delivery") if isinstance(o.get("delivery"), Mapping) else {}
+    rx = o.get("prescription") if isinstance(o.get("prescription"), Mapping) else {}
+    assert isinstance(patient, Mapping) and isinstance(delivery, Mapping)
+    assert isinstance(rx, Mapping)
+    head = kv_table([
+        ("order", text(o.get("order_id"))), ("state", state(o.get("state"))),
+        ("priority", o.get("priority")), ("shipment", o.get("shipment_id")),
+        ("received", when(o.get("received_at"))), ("updated", when(o.get("updated_at"))),
+        ("patient", f"{patient.get('name') or DASH} ({o.get('patient_id') or DASH})"),
+        ("phone", patient.get("phone")),
+        ("prescription", f"{rx.get('id') or DASH}, {rx.get('prescriber') or DASH}, "
+                         f"{rx.get('institution') or DASH}" if rx else None),
+        ("address", delivery.get("address")),
+        ("window", Text.assemble(when(delivery.get("window_start")), " - ",
+                                 when(delivery.get("window_end"))) if delivery else None),
+    ])
+    parts: list[RenderableType] = [head]
+    items = o.get("items")
+    if isinstance(items, list) and items:
+        table = Table(title="Items", title_justify="left")
+        for column in ("drug code", "quantity", "days supply"):
+            table.add_column(column)
+        for i in items:
+            if isinstance(i, Mapping):
+                table.add_row(text(i.get("drug_code")), text(i.get("quantity")),
+                              text(i.get("days_supply")))
+        parts.append(table)
+    holds = o.get("hold_reasons")
+    if isinstance(holds, list) and holds:
+        table = Table(title="Held because", title_justify="left")
+        table.add_column("check")
+        table.add_column("message")
+        for h in holds:
+            if isinstance(h, Mapping):
+                table.add_row(text(h.get("code"), "yellow"),
+                              text(h.get("message") or h.get("detail")))
+        parts.append(table)
+    return Group(*parts)
+
+
+# -- shipments
+
+
+def _picks_done(s: Mapping[str, Any]) -> Text:
+    robot = s.get("robot_picks")
+    manual = s.get("manual_picks")
+    total = s.get("item_count")
+    picked = s.get("picked")
+    if picked is None and isinstance(robot, list):
+        picked = sum(int(p.get("picked", 0)) for p in robot if isinstance(p, Mapping))
+    confirmed = sum(int(m.get("confirmed", 0)) for m in manual if isinstance(m, Mapping)) \
+        if isinstance(manual, list) else 0
+    if total is None:
+        return text(None)
+    return Text(f"{int(picked or 0) + confirmed}/{total}")
+
+
+def shipment_table(result: Any, title: str = "Shipments") -> RenderableType:
+    items = _items(result)
+    if not items:
+        return Text("no shipments", style="dim")
+    table = Table(title=title, title_justify="left")
+    for column in ("shipment", "state", "orders", "patient", "output", "fridge", "packs",
+                   "created"):
+        table.add_column(column)
+    for s in items:
+        orders = s.get("order_ids")
+        table.add_row(text(s.get("shipment_id")), state(s.get("state")),
+                      text(", ".join(orders) if isinstance(orders, list) else orders),
+                      text(s.get("patient_id")), text(s.get("output")), text(s.get("fridge")),
+                      _picks_done(s), when(s.get("created_at")))
+    return _with_hint(table, result)
+
+
+def shipment_detail(s: Mapping[str, Any]) -> RenderableType:
+    patient = s.get("patient") if isinstance(s.get("patient"), Mapping) else {}
+    delivery = s.get("delivery") if isinstance(s.get("delivery"), Mapping) else {}
+    assert isinstance(patient, Mapping) and isinstance(delivery, Mapping)
+    orders = s.get("order_ids")
+    parts: list[RenderableType] = [kv_table([
+        ("shipment", text(s.get("shipment_id"))), ("state", state(s.get("state"))),
+        ("orders", ", ".join(orders) if isinstance(orders, list) else orders),
+        ("patient", f"{patient.get('name') or DASH} ({s.get('patient_id') or DASH})"),
+        ("phone", patient.get("phone")),
+        ("address", delivery.get("address")),
+        ("output", s.get("output")), ("fridge", s.get("fridge")),
+        ("packs", _picks_done(s)), ("created", when(s.get("created_at"))),
+        ("total", s.get("total")), ("self pay", s.get("self_pay")),
+    ])]
+    robot = s.get("robot_picks")
+    if isinstance(robot, list) and robot:
+        table = Table(title="Robot picks", title_justify="left")
+        for column in ("drug code", "slot", "count", "picked"):
+            table.add_column(column)
+        for p in robot:
+            if isinstance(p, Mapping):
+                table.add_row(text(p.get("drug_code")), text(p.get("slot")),
+                              text(p.get("count")), text(p.get("picked")))
+        parts.append(table)
+    manual = s.get("manual_picks")
+    if isinstance(manual, list) and manual:
+        table = Table(title="Manual picks (scan each with confirm-manual)",
+                      title_justify="left")
+        for column in ("drug code", "count", "confirmed"):
+            table.add_column(column)
+        for m in manual:
+            if isinstance(m, Mapping):
+                done = m.get("confirmed") == m.get("count")
+                table.add_row(text(m.get("drug_code")), text(m.get("count")),
+                              text(m.get("confirmed"), "green" if done else "yellow"))
+        parts.append(table)
+    packs = [*(s.get("packs") or []), *(s.get("manual_packs") or [])]
+    if packs:
+        parts.append(pack_table({"items": packs}, title="Packs in the tote"))
+    return Group(*parts)
+
+
+# -- stock
+
+
+def pack_table(result: Any, title: str = "Packs") -> RenderableType:
+    items = _items(result)
+    if not items:
+        return Text("no packs", style="dim")
+    table = Table(title=title, title_justify="left")
+    for column in ("pack", "gtin", "batch", "expiry", "serial", "slot", "state"):
+        table.add_column(column)
+    for p in items:
+        table.add_row(text(p.get("pack_id")), text(p.get("gtin")), text(p.get("batch")),
+                      text(p.get("expiry")), text(p.get("serial")), text(p.get("slot")),
+                      state(p.get("state")))
+    return _with_hint(table, result)
+
+
+def discrepancies_table(result: Any) -> RenderableType:
+    items = _items(result)
+    if not items:
+        return Text("no discrepancies", style="dim")
+    table = Table(title="Stock discrepancies", title_justify="left")
+    for column in ("id", "at", "slot", "drug code", "expected", "found", "shipment"):
+        table.add_column(column)
+    for d in items:
+        table.add_row(text(d.get("discrepancy_id")), when(d.get("at")), text(d.get("slot")),
+                      text(d.get("drug_code") or d.get("kind")), text(d.get("expected")),
+                      text(d.get("found"), "red"), text(d.get("shipment_id")))
+    return _with_hint(table, result)
+
+
+# -- machine and faults
+
+
+def _context(value: Any) -> Text:
+    if not isinstance(value, Mapping):
+        return text(value)
+    return Text(", ".join(f"{k}={v}" for k, v in value.items() if v is not None))
+
+
+def fault_table(result: Any, title: str = "Faults") -> RenderableType:
+    items = _items(result)
+    if not items:
+        return Text("no faults", style="dim")
+    table = Table(title=title, title_justify="left")
+    for column in ("fault", "kind", "raised", "acked", "by", "note", "context"):
+        table.add_column(column)
+    for f in items:
+        active = f.get("acked_at") is None
+        table.add_row(text(f.get("fault_id")), text(f.get("kind"), "bold red" if active else ""),
+                      when(f.get("raised_at")),
+                      when(f.get("acked_at")) if not active else Text("open", style="bold red"),
+                      text(f.get("acked_by")), text(f.get("note")), _context(f.get("context")))
+    return _with_hint(table, result)
+
+
+def _counts(value: Any) -> Text:
+    if not isinstance(value, Mapping) or not value:
+        return text(None)
+    return Text(", ".join(f"{k} {v}" for k, v in value.items()))
+
+
+def _fault_line(fault: Any) -> Text:
+    if not isinstance(fault, Mapping):
+        return Text("none", style="green")
+    return Text.assemble(Text(f"#{fault.get('fault_id')} {fault.get('kind')}", style="bold red"),
+                         " ", _context(fault.get("context")), " since ",
+                         when(fault.get("raised_at")))
+
+
+def _robot_line(robot: Any) -> Text:
+    if not isinstance(robot, Mapping):
+        return text(None)
+    link = robot.get("link")
+    parts = [Text(f"link {link}", style="green" if link == "up" else "bold red")]
+    if robot.get("machine_state") is not None:
+        parts.append(Text(f"  {robot['machine_state']}"))
+    if robot.get("queue_depth") is not None:
+        parts.append(Text(f"  queue {robot['queue_depth']}/{robot.get('queue_capacity', '?')}"))
+    if robot.get("door_open"):
+        parts.append(Text("  door open", style="bold red"))
+    if robot.get("homed") is False:
+        parts.append(Text("  not homed", style="yellow"))
+    full = robot.get("output_full")
+    if isinstance(full, list) and full:
+        parts.append(Text(f"  output full: {', '.join(map(str, full))}", style="yellow"))
+    return Text.assemble(*parts)
+
+
+def _printer_line(printer: Any) -> Text:
+    if not isinstance(printer, Mapping):
+        return text(None)
+    reasons = printer.get("reasons") or []
+    waiting = printer.get("waiting") or []
+    ready = printer.get("ready", not reasons)
+    line = Text("ready" if ready else "not ready: " + ", ".join(map(str, reasons)),
+                style="green" if ready else "bold red")
+    if waiting:
+        line.append(f"  waiting: {len(waiting) if isinstance(waiting, list) else waiting}")
+    return line
+
+
+def _outputs_line(outputs: Any) -> Text:
+    if not isinstance(outputs, list) or not outputs:
+        return text(None)
+    return Text("  ".join(f"{o.get('output')}:{o.get('shipment_id') or 'free'}"
+                          for o in outputs if isinstance(o, Mapping)))
+
+
+def status_view(s: Mapping[str, Any]) -> Table:
+    rows: list[tuple[str, Any]] = [
+        ("machine", state(s.get("state"))),
+        ("fault", _fault_line(s.get("fault"))),
+        ("robot", _robot_line(s.get("robot"))),
+        ("printer", _printer_line(s.get("printer"))),
+        ("outputs", _outputs_line(s.get("outputs"))),
+        ("shipments", _counts(s.get("shipments"))),
+        ("orders", _counts(s.get("orders"))),
+    ]
+    if s.get("loads_waiting"):
+        rows.append(("loads waiting", s.get("loads_waiting")))
+    return kv_table(rows)
+
+
+# -- diagnostics
+
+
+def registers_table(result: Mapping[str, Any]) -> Table:
+    base = int(result.get("address", 0))
+    table = Table(title="Holding registers", title_justify="left")
+    for column in ("address", "value", "hex"):
+        table.add_column(column, justify="right")
+    for offset, value in enumerate(result.get("values") or []):
+        table.add_row(str(base + offset), str(value), f"0x{int(value):04X}")
+    return table
+
+
+def selftest_table(result: Mapping[str, Any]) -> RenderableType:
+    table = Table(title="Self-test", title_justify="left")
+    for column in ("step", "ok", "detail"):
+        table.add_column(column)
+    for step in result.get("steps") or []:
+        if isinstance(step, Mapping):
+            ok = bool(step.get("ok"))
+            table.add_row(text(step.get("step")), Text("ok" if ok else "FAILED",
+                                                       style="green" if ok else "bold red"),
+                          text(step.get("detail")))
+    verdict = Text("self-test passed", style="green") if result.get("ok") else \
+        Text("self-test FAILED", style="bold red")
+    return Group(table, verdict)
+
+
+def _flatten(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
+    if isinstance(value, Mapping) and value:
+        for key, inner in value.items():
+            yield from _flatten(f"{prefix}.{key}" if prefix else str(key), inner)
+    else:
+        yield prefix, value
+
+
+def stats_table(result: Mapping[str, Any]) -> Table:
+    return kv_table(_flatten("", result))
+
+
+def sequence_text(values: Sequence[Any]) -> str:
+    return ", ".join(map(str, values))
