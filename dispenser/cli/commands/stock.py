@@ -76,8 +76,12 @@ def stock(ctx: Context, args: argparse.Namespace) -> Exit:
 def quarantine(ctx: Context, args: argparse.Namespace) -> Exit:
     result = ctx.call("stock.quarantine",
                       {"gtin": args.gtin, "batch": args.batch, "reason": args.reason})
-    ctx.emit(result, lambda r: Text(f"{r.get('quarantined')} packs of {args.gtin} batch "
-                                    f"{args.batch} quarantined"))
+    def shown(r: Mapping[str, Any]) -> Text:
+        count = r.get("quarantined")
+        return Text(f"{count} pack{'' if count == 1 else 's'} of {args.gtin} batch "
+                    f"{args.batch} quarantined")
+
+    ctx.emit(result, shown)
     return Exit.OK
 
 
