@@ -48,8 +48,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
 @dataclass
 class PickRate:
-    """Packs picked per hour: over the last ``window_s`` once two samples are that far
-    apart, before that since the daemon started (packs picked / uptime)."""
+    """Packs picked per hour: over the samples of about the last ``window_s`` (the oldest
+    kept is the newest one at least that old) once they span 10 s; before that since the
+    daemon started (packs picked / uptime)."""
 
     window_s: float = 300.0
     samples: deque[tuple[float, int]] = field(default_factory=deque)
@@ -59,10 +60,10 @@ class PickRate:
         while len(self.samples) > 2 and now - self.samples[1][0] >= self.window_s:
             self.samples.popleft()
         first_t, first_n = self.samples[0]
-        if now - first_t >= 10:
-            minutes = round((now - first_t) / 60)
-            label = f"last {minutes} min" if minutes else f"last {now - first_t:.0f} s"
-            return (picked - first_n) * 3600 / (now - first_t), label
+        span = now - first_t
+        if span >= 10:
+            label = f"last {span:.0f} s" if span < 120 else f"last {span / 60:.0f} min"
+            return (picked - first_n) * 3600 / span, label
         if uptime_s:
             return picked * 3600 / uptime_s, "since start"
         return None, ""
