@@ -483,10 +483,9 @@ class Dispensary:
             self._refresh_schedule(sh)
             sh.holds = [h for h in sh.holds if any(ln.drug_code == h.drug_code
                                                    for ln in sh.lines)]
+            self._save_shipment(sh)
             if sh.state is ShipmentState.HELD:
                 self._try_allocate(sh)
-            else:
-                self._save_shipment(sh)
         self._retry_waiting(freed)
 
     def get_order(self, order_id: str) -> OrderView:

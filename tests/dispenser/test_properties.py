@@ -1,0 +1,255 @@
+"""Property tests: random sequences of operations against the real core.
+
+After every step: no pack is reserved twice, every shipment holds orders of one patient
+and one address, picked packs belong to exactly one shipment line; after every merge
+round FEFO holds; at the end the audit chain verifies and a restart rebuilds the same
+state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from datetime import date
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from dispenser.core import Dispensary
+from dispenser.errors import DispenserError, InvalidState
+from dispenser.journal import Journal
+from dispenser.policy import Policy
+from dispenser.states import PackState, ShipmentState
+from dispenser.stock import SlotGeometry, StockIndex
+from tests.dispenser.conftest import (
+    _FORMULARY,
+    API,
+    LOADER,
+    PHARMACIST,
+    FakeClock,
+    fridge_drugs,
+    make_order,
+    robot_drugs,
+    scan,
+)
+
+DRUGS = [d.drug_code for d in robot_drugs()[:3]]
+FRIDGE = fridge_drugs()[0]
+EXPIRY = {0: "271000", 1: "280300", 2: "281200"}  # batch -> expiry: a batch has one date
+POLICY = Policy(duplicate_dispensing="off", duplicate_prescription="off")
+
+
+class CoreMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tmp = tempfile.TemporaryDirectory()
+        self.clock = FakeClock()
+        self.journal = Journal(Path(self.tmp.name) / "j.db")
+        self.d = Dispensary(self.journal, _FORMULARY, POLICY, SlotGeometry(1, 3, 10, 4),
+                            self.clock)
+
+    def teardown(self) -> None:
+        try:
+            result = self.d.audit_verify()
+            assert result.ok, result
+            again = Dispensary(self.journal, _FORMULARY, POLICY, self.d.geometry, self.clock)
+            assert again._orders == self.d._orders
+            assert again._shipments == self.d._shipments
+            assert again._packs == self.d._packs
+            assert {n: (s.reserved, s.packs, s.blocked) for n, s in again.stock.slots.items()} \
+                == {n: (s.reserved, s.packs, s.blocked) for n, s in self.d.stock.slots.items()}
+        finally:
+            self.journal.close()
+            self.tmp.cleanup()
+
+    # ---------------------------------------------------------------- rules
+    @rule(drug=st.integers(0, 2), batch=st.integers(0, 2), n=st.integers(1, 6),
+          refuse=st.booleans())
+    def load(self, drug: int, batch: int, n: int, refuse: bool) -> None:
+        for i in range(n):
+            try:
+                p = self.d.begin_load(scan(DRUGS[drug], EXPIRY[batch], f"B{batch}"), LOADER)
+            except DispenserError:
+                return
+            if refuse and i == 0:
+                self.d.refuse_stored(p.pack_id, "gripper")
+            else:
+                self.d.confirm_stored(p.pack_id)
+
+    @rule(patient=st.integers(0, 2), address=st.integers(0, 1),
+          items=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3)), min_size=1,
+                         max_size=3, unique_by=lambda t: t[0]),
+          urgent=st.booleans())
+    def submit(self, patient: int, address: int, items: list[tuple[int, int]],
+               urgent: bool) -> None:
+        codes = [(DRUGS[i] if i < 3 else FRIDGE.drug_code, q) for i, q in items]
+        self.d.submit(make_order(codes, patient=f"P{patient}", address=f"Street {address}",
+                                 priority="urgent" if urgent else "normal"), API)
+
+    @rule(patient=st.integers(0, 2), drug=st.integers(0, 2), q=st.integers(1, 2))
+    def submit_and_form(self, patient: int, drug: int, q: int) -> None:
+        self.submit(patient, 0, [(drug, q)], False)
+        self.form(301)
+
+    @rule(wait=st.sampled_from([0, 100, 301]))
+    def form(self, wait: int) -> None:
+        self.clock.advance(wait)
+        before = self._reserved()
+        self.d.form_shipments()
+        after = self._reserved()
+        today = self.clock().date()
+        for slot_no, n in after.items():
+            if n > before.get(slot_no, 0):  # reserved in this round
+                s = self.d.stock.slots[slot_no]
+                for other in self._slots_of(s.gtin):
+                    if other.available > 0 and other.expiry >= today:
+                        assert other.expiry >= s.expiry, "FEFO violated"
+
+    @rule(pick=st.integers(0, 50))
+    def cancel(self, pick: int) -> None:
+        live = sorted(self.d._orders)
+        if live:
+            with contextlib.suppress(InvalidState):
+                self.d.cancel(live[pick % len(live)], API, "test")
+
+    @rule(pick=st.integers(0, 50))
+    def start_picking(self, pick: int) -> None:
+        queued = self._shipments(ShipmentState.QUEUED)
+        if queued:
+            self.d.start_picking(queued[pick % len(queued)])
+
+    @rule(pick=st.integers(0, 50), short=st.booleans())
+    def record_pick(self, pick: int, short: bool) -> None:
+        lines = [(sid, slot, count) for sid in self._shipments(ShipmentState.PICKING)
+                 for slot, count in self._per_slot(sid).items()]
+        if lines:
+            sid, slot, count = lines[pick % len(lines)]
+            self.d.record_pick(sid, slot, count - 1 if short else count)
+
+    @rule(pick=st.integers(0, 50))
+    def finish(self, pick: int) -> None:
+        picking = self._shipments(ShipmentState.PICKING)
+        if not picking:
+            return
+        sid = picking[pick % len(picking)]
+        view = self.d.get_shipment(sid)
+        for slot, count in self._per_slot(sid).items():
+            self.d.record_pick(sid, slot, count)
+        if self.d.get_shipment(sid).owed:
+            return
+        self.d.start_labelling(sid)
+        for m in view.manual_picks:
+            for _ in range(m.quantity - len(m.confirmed)):
+                self.d.confirm_manual(sid, scan(m.drug_code), LOADER)
+        self.d.complete_shipment(sid)
+
+    @rule(drug=st.integers(0, 2), batch=st.integers(0, 2), go=st.integers(0, 3))
+    def quarantine(self, drug: int, batch: int, go: int) -> None:
+        if go:  # rarer than the daily work
+            return
+        self.d.quarantine_batch(DRUGS[drug], f"B{batch}", PHARMACIST, "recall")
+
+    @rule(pick=st.integers(0, 50), lost=st.sampled_from([PackState.MISSING,
+                                                         PackState.DROPPED]))
+    def lose(self, pick: int, lost: PackState) -> None:
+        packs = sorted(p for p, v in self.d._packs.items()
+                       if v.state in (PackState.IN_STOCK, PackState.PICKED) and v.slot is not None)
+        if packs:
+            self.d.record_pack_lost(packs[pick % len(packs)], lost)
+
+    @rule(pick=st.integers(0, 50), delta=st.integers(-1, 1), go=st.integers(0, 2))
+    def count_slot(self, pick: int, delta: int, go: int) -> None:
+        if go:
+            return
+        slots = sorted(n for n, s in self.d.stock.slots.items() if not s.blocked)
+        if slots:
+            n = slots[pick % len(slots)]
+            self.d.record_slot_count(n, max(0, len(self.d.stock.slots[n].packs) + delta),
+                                     LOADER)
+
+    # ---------------------------------------------------------------- invariants
+    @invariant()
+    def no_pack_reserved_twice(self) -> None:
+        reserved = self._reserved()
+        for n, s in self.d.stock.slots.items():
+            assert s.reserved == reserved.get(n, 0), (n, s.reserved, reserved.get(n))
+            if s.blocked:
+                assert s.reserved == 0
+            else:
+                assert s.reserved <= len(s.packs)
+                assert all(self.d._packs[p].state is PackState.IN_STOCK for p in s.packs)
+        owners: dict[int, str] = {}
+        for sh in self.d._shipments.values():
+            for ln in sh.lines:
+                for p in ln.packs:
+                    assert p not in owners, f"pack {p} in two lines"
+                    owners[p] = sh.shipment_id
+                    assert self.d._packs[p].state is PackState.PICKED
+        picked = {p for p, v in self.d._packs.items() if v.state is PackState.PICKED}
+        assert picked == set(owners)
+
+    @invariant()
+    def one_patient_one_address_per_shipment(self) -> None:
+        for sh in self.d._shipments.values():
+            orders = [self.d._orders[o] for o in sh.order_ids]
+            assert {(o.patient_id, o.address_key) for o in orders} <= {
+                (sh.patient_id, sh.address_key)}
+            assert all(o.shipment_id == sh.shipment_id for o in orders)
+
+    # ---------------------------------------------------------------- helpers
+    def _per_slot(self, sid: str) -> dict[int, int]:
+        """What the robot is asked for: packs per slot (record_pick reports per slot)."""
+        out: dict[int, int] = {}
+        for p in self.d.get_shipment(sid).robot_picks:
+            out[p.slot] = out.get(p.slot, 0) + p.count
+        return out
+
+    def _reserved(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for sh in self.d._shipments.values():
+            for ln in sh.lines:
+                for slot_no, n in ln.reserved:
+                    out[slot_no] = out.get(slot_no, 0) + n
+        return out
+
+    def _slots_of(self, gtin: str) -> list[object]:
+        return [self.d.stock.slots[n] for _, n in self.d.stock.by_drug.get(gtin, [])]
+
+    def _shipments(self, state: ShipmentState) -> list[str]:
+        return sorted(s for s, sh in self.d._shipments.items() if sh.state is state)
+
+
+CoreMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=50, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow])
+TestCoreMachine = CoreMachine.TestCase
+
+
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    packs=st.lists(st.tuples(st.integers(0, 5), st.integers(1, 3)), min_size=1, max_size=25),
+    wants=st.lists(st.integers(1, 6), min_size=1, max_size=8))
+def test_allocate_is_fefo_and_never_over_reserves(packs: list[tuple[int, int]],
+                                                  wants: list[int]) -> None:
+    stock = StockIndex(SlotGeometry(1, 4, 10, 3))
+    pid = 0
+    for month, n in packs:
+        expiry = date(2027, month + 1, 1)
+        for _ in range(n):
+            slot = stock.choose_slot("G", f"L{month}", expiry)
+            pid += 1
+            stock.place(slot, "G", f"L{month}", expiry, pid, incoming=False)
+    today = date(2027, 3, 1)  # months 0 and 1 have expired
+    taken: list[date] = []
+    for want in wants:
+        picks, short = stock.allocate("G", want, today)
+        assert sum(n for _, n in picks) + short == want
+        taken += [stock.slots[s].expiry for s, n in picks for _ in range(n)]
+    assert all(e >= today for e in taken)
+    assert taken == sorted(taken)  # earliest expiry first, across every call
+    for s in stock.slots.values():
+        assert 0 <= s.reserved <= len(s.packs)
