@@ -94,9 +94,10 @@ def read_lines(handle: IO[str]) -> Iterator[Line]:
 
 
 @contextmanager
-def progress(ctx: Context, description: str, total: int | None) -> Iterator[Progress | None]:
+def progress(ctx: Context, description: str, total: int | None,
+             show: bool = True) -> Iterator[Progress | None]:
     """A progress bar on stderr when a person watches it; None otherwise."""
-    if not ctx.interactive:
+    if not (show and ctx.interactive):
         yield None
         return
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

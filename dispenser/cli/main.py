@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.text import Text
 
 from dispenser.api.protocol import ApiError
+from dispenser.cli.args import seconds
 from dispenser.cli.commands import register_all
 from dispenser.cli.context import Context, Exit, Unreachable, UsageError, dumps
 from dispenser.cli.render import api_error_lines, code_name
@@ -40,16 +41,6 @@ def default_socket() -> str:
     return os.environ.get("DISPENSER_SOCKET") or str(ApiConfig.model_fields["socket"].default)
 
 
-def _timeout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= 3600:
-        raise argparse.ArgumentTypeError("must be more than 0 and at most 3600 seconds")
-    return value
-
-
 def _common() -> argparse.ArgumentParser:
     """Global options, accepted before or after the command (``status --json``)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -63,7 +54,7 @@ def _common() -> argparse.ArgumentParser:
                        help="read the API token from FILE")
     group.add_argument("--json", action="store_true", default=s,
                        help="print the raw JSON result on stdout (errors as JSON on stderr)")
-    group.add_argument("--timeout", type=_timeout, default=s, metavar="SECONDS",
+    group.add_argument("--timeout", type=seconds(0.01, 3600), default=s, metavar="SECONDS",
                        help="to connect and for each call (default 30)")
     return common
 

@@ -63,10 +63,11 @@ def test_scanner_spellings_of_the_group_separator() -> None:
 def test_pick_rate_since_start_then_over_the_window() -> None:
     rate = PickRate(window_s=60)
     assert rate.add(0.0, 100, uptime_s=3600.0) == (100.0, "since start")
+    assert rate.add(5.0, 101, uptime_s=None) == (101 * 3600 / 3605, "since start")
     assert rate.add(30.0, 110, uptime_s=None) == (1200.0, "last 30 s")
     # The first sample is dropped once the next one is a whole window old.
     assert rate.add(120.0, 130, uptime_s=None) == ((130 - 110) * 3600 / 90, "last 90 s")
     assert rate.add(200.0, 140, uptime_s=None) == ((140 - 130) * 3600 / 80, "last 80 s")
     rate = PickRate(window_s=600)
-    rate.add(0.0, 0, uptime_s=None)
+    assert rate.add(0.0, 0, uptime_s=None) == (None, "measuring")
     assert rate.add(300.0, 50, uptime_s=None) == (600.0, "last 5 min")

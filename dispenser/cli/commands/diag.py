@@ -9,18 +9,11 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.text import Text
 
+from dispenser.cli.args import number
 from dispenser.cli.context import Context, Exit
 from dispenser.cli.render import registers_table, selftest_table, stats_table
 
 __all__ = ["register"]
-
-
-def _number(text: str) -> int:
-    """Decimal or 0x hex, as register addresses are written in docs/robot-protocol.md."""
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
@@ -30,8 +23,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
     p = dsub.add_parser("registers", parents=[common],
                         help="read robot holding registers as they are")
-    p.add_argument("address", type=_number, metavar="ADDR")
-    p.add_argument("count", type=_number, metavar="COUNT", help="1..125")
+    p.add_argument("address", type=number, metavar="ADDR")
+    p.add_argument("count", type=number, metavar="COUNT", help="1..125")
     p.set_defaults(func=registers)
 
     p = dsub.add_parser("selftest", parents=[common],

@@ -7,8 +7,8 @@ from typing import Any
 
 from rich.text import Text
 
+from dispenser.cli.args import limit
 from dispenser.cli.commands import top as top_view
-from dispenser.cli.commands.orders import _limit
 from dispenser.cli.context import Context, Exit
 from dispenser.cli.render import fault_table, status_view
 
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p = sub.add_parser("faults", parents=[common],
                        help="open faults (--all: the history, newest first)")
     p.add_argument("--all", action="store_true", help="acknowledged faults too")
-    p.add_argument("--limit", type=_limit, default=100)
+    p.add_argument("--limit", type=limit, default=100)
     p.add_argument("--after", type=int, metavar="FAULT_ID")
     p.set_defaults(func=faults)
 

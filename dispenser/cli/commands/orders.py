@@ -11,6 +11,7 @@ from rich.console import Group
 from rich.text import Text
 
 from dispenser.api.protocol import ApiError, ErrorCode
+from dispenser.cli.args import limit
 from dispenser.cli.context import Context, Exit
 from dispenser.cli.lines import Line, Report, open_input, progress, read_lines, refusal_text
 from dispenser.cli.render import order_detail, order_table
@@ -21,18 +22,11 @@ ORDER_STATES = ("received", "held", "queued", "picking", "labelling", "completed
                 "cancelled", "rejected", "failed")
 
 
-def _limit(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError("must be 1..1000")
-    return value
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("orders", parents=[common], help="list orders (no patient data)")
     p.add_argument("--state", choices=ORDER_STATES)
-    p.add_argument("--limit", type=_limit, default=100, help="1..1000 (default 100)")
+    p.add_argument("--limit", type=limit, default=100, help="1..1000 (default 100)")
     p.add_argument("--after", metavar="ORDER_ID", help="continue after this order (paging)")
     p.set_defaults(func=orders)
 
@@ -46,7 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         "(order.submit_batch). Every refused line is reported with its number and each "
         "error; the other lines are still submitted. Exit 4 when any line was refused.")
     p.add_argument("file", metavar="FILE", help="JSON-lines file, - for stdin")
-    p.add_argument("--chunk", type=_limit, default=200,
+    p.add_argument("--chunk", type=limit, default=200,
                    help="orders per order.submit_batch call, 1..1000 (default 200)")
     p.set_defaults(func=submit)
 
@@ -62,7 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
     p = sub.add_parser("holds", parents=[common],
                        help="orders held for a pharmacist, with the reasons")
-    p.add_argument("--limit", type=_limit, default=100)
+    p.add_argument("--limit", type=limit, default=100)
     p.add_argument("--after", metavar="ORDER_ID")
     p.set_defaults(func=orders, state="held")
 

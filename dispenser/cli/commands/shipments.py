@@ -9,7 +9,7 @@ from typing import Any
 from rich.console import Group
 from rich.text import Text
 
-from dispenser.cli.commands.orders import _limit
+from dispenser.cli.args import limit
 from dispenser.cli.commands.stock import scan_text
 from dispenser.cli.context import Context, Exit
 from dispenser.cli.render import shipment_detail, shipment_table
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("shipments", parents=[common], help="list shipments (no patient data)")
     p.add_argument("--state", choices=SHIPMENT_STATES)
-    p.add_argument("--limit", type=_limit, default=100)
+    p.add_argument("--limit", type=limit, default=100)
     p.add_argument("--after", metavar="SHIPMENT_ID")
     p.set_defaults(func=shipments)
 

@@ -9,7 +9,7 @@ from typing import Any
 from rich.text import Text
 
 from dispenser.api.protocol import ApiError, ErrorCode
-from dispenser.cli.commands.orders import _limit
+from dispenser.cli.args import limit
 from dispenser.cli.context import Context, Exit
 from dispenser.cli.lines import Line, Report, open_input, progress, read_lines, refusal_text
 from dispenser.cli.render import discrepancies_table, pack_table
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--drug", metavar="CODE", help="only this drug code (GTIN-14)")
     p.add_argument("--state", choices=PACK_STATES, help="pack state (default in_stock)")
     p.add_argument("--slot", type=int)
-    p.add_argument("--limit", type=_limit, default=100)
+    p.add_argument("--limit", type=limit, default=100)
     p.add_argument("--after", type=int, metavar="PACK_ID")
     p.set_defaults(func=stock)
 
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
     p = sub.add_parser("discrepancies", parents=[common],
                        help="slots where the robot found other than expected")
-    p.add_argument("--limit", type=_limit, default=100)
+    p.add_argument("--limit", type=limit, default=100)
     p.add_argument("--after", type=int, metavar="ID")
     p.set_defaults(func=discrepancies)
 
@@ -141,7 +141,9 @@ def load(ctx: Context, args: argparse.Namespace) -> Exit:
         # is typed, so each scan gets its answer at once.
         lines = list(read_lines(handle)) if args.file != "-" else read_lines(handle)
         total = len(lines) if isinstance(lines, list) else None
-        with progress(ctx, "loading", total) as bar:
+        # A scanner typing into the terminal: a bar redrawn over its echo would only hide it.
+        typed = handle.isatty()
+        with progress(ctx, "loading", total, show=not typed) as bar:
             for line in lines:
                 row = _load_one(ctx, line, args.wait)
                 report.add(line.number, row)

@@ -20,6 +20,7 @@ from rich.live import Live
 from rich.text import Text
 
 from dispenser.api.protocol import ApiError, ErrorCode
+from dispenser.cli.args import seconds
 from dispenser.cli.context import Context, Exit
 from dispenser.cli.render import fault_table, shipment_table, status_view
 
@@ -29,19 +30,12 @@ CURRENT = ("picking", "labelling")
 _NOT_ALLOWED = {ErrorCode.FORBIDDEN, ErrorCode.UNAUTHENTICATED}
 
 
-def _interval(text: str) -> float:
-    value = float(text)
-    if not 0.1 <= value <= 60:
-        raise argparse.ArgumentTypeError("must be 0.1..60 seconds")
-    return value
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
              common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("top", parents=[common],
                        help="live view: machine, robot queue, shipments, picks/hour, faults")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
-    p.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS",
+    p.add_argument("--interval", type=seconds(0.1, 60), default=1.0, metavar="SECONDS",
                    help="refresh period (default 1)")
     p.set_defaults(func=top)
 
@@ -50,12 +44,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 class PickRate:
     """Packs picked per hour: over the samples of about the last ``window_s`` (the oldest
     kept is the newest one at least that old) once they span 10 s; before that since the
-    daemon started (packs picked / uptime)."""
+    daemon started (packs picked / uptime, the uptime given with the first sample)."""
 
     window_s: float = 300.0
     samples: deque[tuple[float, int]] = field(default_factory=deque)
+    started: float | None = None  # when the daemon started, on the samples' clock
 
     def add(self, now: float, picked: int, uptime_s: float | None) -> tuple[float | None, str]:
+        if not self.samples and uptime_s:
+            self.started = now - uptime_s
         self.samples.append((now, picked))
         while len(self.samples) > 2 and now - self.samples[1][0] >= self.window_s:
             self.samples.popleft()
@@ -64,9 +61,9 @@ class PickRate:
         if span >= 10:
             label = f"last {span:.0f} s" if span < 120 else f"last {span / 60:.0f} min"
             return (picked - first_n) * 3600 / span, label
-        if uptime_s:
-            return picked * 3600 / uptime_s, "since start"
-        return None, ""
+        if self.started is not None and now > self.started:
+            return picked * 3600 / (now - self.started), "since start"
+        return None, "measuring"
 
 
 @dataclass
@@ -79,7 +76,7 @@ class Frame:
 
     def as_json(self) -> dict[str, Any]:
         return {"status": self.status, "shipments": self.shipments, "faults": self.faults,
-                "picks_per_hour": self.picks_per_hour, "rate_basis": self.rate_basis or None}
+                "picks_per_hour": self.picks_per_hour, "rate_basis": self.rate_basis}
 
 
 class Source:
@@ -110,10 +107,12 @@ class Source:
             page = self._optional("fault.list", {"active": True, "limit": 20})
             self.may_list_faults = page is not None
             faults = page.get("items", []) if isinstance(page, Mapping) else None
-        rate, basis = None, ""
+        rate, basis = None, "needs the technician role"
         if self.may_read_stats:
             stats = self._optional("diag.stats")
             self.may_read_stats = stats is not None
+            if stats is not None:
+                basis = "dispenserd reports no pick count"
             if isinstance(stats, Mapping) and isinstance(stats.get("packs_picked"), int):
                 uptime = None
                 if len(self.rate.samples) == 0:
@@ -128,7 +127,7 @@ def render(frame: Frame) -> RenderableType:
     if frame.picks_per_hour is not None:
         rate = Text(f"{frame.picks_per_hour:.0f} picks/h ({frame.rate_basis})")
     else:
-        rate = Text("picks/h: n/a (needs the technician role)", style="dim")
+        rate = Text(f"picks/h: n/a ({frame.rate_basis})", style="dim")
     header = Text.assemble(Text("dispenser ", style="bold"), now, "   ", rate)
     parts: list[RenderableType] = [header, status_view(frame.status)]
     title = "Current shipments (" + ", ".join(CURRENT) + ")"
