@@ -211,7 +211,7 @@ class Scheduler:
         if self._sd_interval is None:
             return
         now = time.monotonic()
-        if now - self._last_sd_watchdog >= self._sd_interval / 2:
+        if now - self._last_sd_watchdog >= self._sd_interval:
             sdnotify.watchdog()
             self._last_sd_watchdog = now
 

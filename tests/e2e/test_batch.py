@@ -153,6 +153,9 @@ async def test_mixed_batch(daemon: Daemon, sim: Sim) -> None:
         tech = await daemon.client("technician")
         assert (await tech.call("audit.verify"))["ok"] is True
         await tech.close()
+        logged = daemon.log_path.read_text()
+        for secret in ("Test Patient", "Test Street", "5550000"):
+            assert secret not in logged, f"patient data in the log: {secret}"
     finally:
         await staff.close()
         await osys.close()
