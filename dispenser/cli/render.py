@@ -8,7 +8,7 @@ CLI keeps working when the daemon adds or omits a field. List views never show p
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -451,7 +451,3 @@ def _flatten(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
 
 def stats_table(result: Mapping[str, Any]) -> Table:
     return kv_table(_flatten("", result))
-
-
-def sequence_text(values: Sequence[Any]) -> str:
-    return ", ".join(map(str, values))

@@ -38,6 +38,9 @@ def test_token_sources(machine: Machine, tmp_path: Path) -> None:
     assert wrong.code == 1 and "token not accepted (unauthenticated)" in wrong.err
     anonymous = machine.ctl("orders", role=None)
     assert anonymous.code == 1 and "(unauthenticated)" in anonymous.err
+    # A batch refused as a whole: nothing was submitted, so it is a refusal, not exit 4.
+    refused = machine.ctl("submit", "-", role=None, stdin='{"order_id": "ANON-1"}\n')
+    assert refused.code == 1 and "needs a login" in refused.err
 
     missing = machine.ctl("status", "--token-file", str(tmp_path / "absent"))
     assert missing.code == 2 and "cannot read token file" in missing.err

@@ -79,6 +79,21 @@ def test_diagnostics_as_technician(machine: Machine) -> None:
     assert selftest.code == 1 and "maintenance" in selftest.err  # not in maintenance mode
 
 
+def test_selftest_in_maintenance(machine: Machine) -> None:
+    assert machine.ctl("maintenance", "on", role="staff").code == 1  # technicians only
+    entered = machine.ctl("maintenance", "on", role="technician")
+    assert entered.code == 0 and "machine is maintenance" in entered.out, entered
+    try:
+        ran = machine.ctl("diag", "selftest", "--slot", "5", role="technician")
+        assert ran.code == 0, ran
+        assert "self-test passed" in ran.out and "home" in ran.out and "scan_slot" in ran.out
+    finally:
+        left = machine.ctl("maintenance", "off", role="technician")
+    assert left.code == 0, left
+    wait_until(lambda: json.loads(machine.ctl("status", "--json").out)["state"] == "ready",
+               "ready after maintenance")
+
+
 def test_audit_verify(machine: Machine) -> None:
     ran = machine.ctl("audit", "verify", role="technician")
     assert ran.code == 0, ran
