@@ -113,7 +113,7 @@ class Scheduler:
     def __init__(self, *, robot: RobotClient, dispensary: Dispensary, robotlog: RobotLog,
                  machine: ControllerMachine, desk: PrintDesk, config: RobotConfig,
                  publish: Publish, clock: Callable[[], datetime],
-                 low_stock_packs: int = 5, poll_s: float = 0.02,
+                 low_stock_packs: int = 5, poll_s: float = 0.02, idle_poll_s: float = 0.1,
                  form_every_s: float = 0.2) -> None:
         self.robot = robot
         self.d = dispensary
@@ -126,6 +126,7 @@ class Scheduler:
         self.clock = clock
         self.low_stock_packs = low_stock_packs
         self.poll_s = poll_s
+        self.idle_poll_s = idle_poll_s
         self.form_every_s = form_every_s
         self.counters = Counters()
         self.status: RobotStatus | None = None
@@ -183,12 +184,20 @@ class Scheduler:
         while not self._stopping:
             await self.cycle()
             try:
-                async with asyncio.timeout(self.poll_s):
+                async with asyncio.timeout(self.poll_s if self._busy() else self.idle_poll_s):
                     await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
         await self._drain()
+
+    def _busy(self) -> bool:
+        """Poll fast while the robot works or work waits; slowly (and cheaply) when idle.
+        API calls that bring work wake the loop at once."""
+        st = self.status
+        return bool(self.outstanding or self.loads or self.totes or st is None
+                    or st.queue_depth or self._need_reconcile
+                    or self.machine.state is not ControllerState.READY)
 
     async def cycle(self) -> None:
         try:
@@ -319,18 +328,25 @@ class Scheduler:
         while status.completion_count > self.cursor:
             upto = min(status.completion_count, self.cursor + 64)
             completions = await self.robot.read_completions(self.cursor, upto)
-            for c in completions:
-                self._apply(c)
+            # All completions read in this cycle share one commit (one fsync); each is
+            # applied in its own savepoint together with its effect and the cursor, so the
+            # journal never holds an effect without its cursor or the other way round.
+            # Callers waiting on results are told only once that commit is on disk.
+            after: list[Callable[[], object]] = []
+            with self.journal.transaction():
+                for c in completions:
+                    self._apply(c, after)
+            for fn in after:
+                fn()
             if upto >= status.completion_count:
                 break
         return status
 
-    def _apply(self, c: Completion) -> None:
+    def _apply(self, c: Completion, after: list[Callable[[], object]]) -> None:
         intent = self.outstanding.pop(c.seq, None) or self.rlog.get(c.seq)
         now = self._now()
         name = Result(c.result).name
         self.counters.results[name] = self.counters.results.get(name, 0) + 1
-        after: list[Callable[[], object]] = []
         with self.journal.transaction():
             if intent is None:
                 log.error("completion for a command the journal does not know",
@@ -350,8 +366,6 @@ class Scheduler:
                 self.rlog.complete(c.seq, c.number, int(c.result), c.detail, now)
         self.cursor = c.number
         self.counters.completions_applied += 1
-        for fn in after:
-            fn()
 
     def _effect(self, intent: Intent, c: Completion, after: list[Callable[[], object]]) -> None:
         result = Result(c.result)
