@@ -545,6 +545,8 @@ async def _check(c: ApiClient, sim: SimControl, require_final: bool) -> Invarian
     packs = await list_all(c, "stock.list", {"state": None}, "pack_id")
     r.packs.update(p["state"] for p in packs)
     ledger = await sim.ledger()
+    robot_gtins = {row["drug_code"] for row in formulary_rows()
+                   if row["fridge"] == "false" and row["manual"] == "false"}
 
     # Where the ledger has each serial (a serial is unique per pack in these campaigns).
     where: dict[str, list[tuple[str, Any]]] = defaultdict(list)
@@ -581,6 +583,12 @@ async def _check(c: ApiClient, sim: SimControl, require_final: bool) -> Invarian
         places = where.get(serial, [])
         kinds = {k for k, _ in places}
         state = p["state"]
+        if p["gtin"] not in robot_gtins and p["slot"] is None:
+            # A fridge or manual pack scanned at the packing desk: never in the robot.
+            if places:
+                bad(f"manual pack {p['pack_id']} ({serial}) is in the robot: {places}")
+            r.packs["manual"] += 1
+            continue
         if state in ("in_stock", "quarantined"):
             if p["slot"] is None:
                 if state == "in_stock":

@@ -1,0 +1,408 @@
+#!/usr/bin/env python3
+"""A day's load: a whole day of orders through the socket API, figures printed.
+
+::
+
+    .venv/bin/python bench/bench_day.py                 # 20,000 orders, a random seed
+    .venv/bin/python bench/bench_day.py --orders 1000 --seed 7 --util-orders 100
+
+``dispenser-sim`` and ``dispenserd`` run as separate processes (``bench/stack.py``). Phases:
+
+1. **stock**: the day's initial stock (``bench/dayload.py``) is put at the robot's input
+   point and loaded through ``stock.load``, pack by pack (timed: bulk loading rate);
+2. **bare Modbus**: pymodbus reads the 32-register status block back to back against the
+   same simulator (the baseline of the controller's time per pick);
+3. **the day** (instant robot): the first ``--paced`` orders at a steady ``--rate`` per
+   second (``order.submit`` latency), the rest as fast as ``--clients`` connections can send
+   them (burst throughput), with staff restocking what runs low and the packing desk
+   scanning fridge packs; at the end the pharmacist rejects the orders held by a check. Wall
+   time from the first order to every order final; the daemon's CPU seconds and peak RSS;
+   Modbus transactions per pick (``diag.stats``);
+4. **invariant**: journal against the simulator's ledger, pack by pack (``bench/stack.py``);
+5. **recovery**: the daemon stopped (SIGTERM) and killed (SIGKILL) with the day's journal,
+   restarted, timed to the API answering and to ``ready``;
+6. **utilization** (realistic timing, ``--speed``): the simulator restarted from its state
+   file with motions ``--speed`` times faster than the real machine, ``--util-orders``
+   orders; robot utilization = mechanical busy time / elapsed time while work is queued.
+
+Nothing here asserts a time: it prints figures (and ``--json FILE`` writes them). The seed
+is printed first so a run can be repeated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.dayload import (  # noqa: E402
+    DayPlan,
+    Loader,
+    day_plan,
+    packing_desk,
+    pharmacist_review,
+    restocking,
+)
+from bench.stack import ORDER_FINAL, DaemonOptions, Stack, list_all  # noqa: E402
+from dispenser.api.client import ApiClient  # noqa: E402
+from dispenser.api.protocol import ApiError  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+async def bare_modbus(port: int, n: int) -> dict[str, float]:
+    """Back-to-back FC03 reads of the status block with bare pymodbus."""
+    from pymodbus.client import AsyncModbusTcpClient
+
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2)
+    await client.connect()
+    try:
+        lat = []
+        t0 = time.perf_counter()
+        for _ in range(n):
+            t = time.perf_counter()
+            rr = await client.read_holding_registers(0, count=32, device_id=1)
+            lat.append(time.perf_counter() - t)
+            if rr.isError():
+                raise RuntimeError(f"bare read failed: {rr}")
+        total = time.perf_counter() - t0
+    finally:
+        client.close()
+    return {"round_trips_per_s": n / total, "median_us": statistics.median(lat) * 1e6,
+            "p99_us": pct(lat, 0.99) * 1e6}
+
+
+async def submit_paced(client: ApiClient, orders: list[dict[str, Any]], rate: float,
+                       latencies: list[float], errors: Counter[str]) -> float:
+    """Submit at a steady rate (each on schedule, not waiting for the previous reply)."""
+    t0 = time.perf_counter()
+
+    async def one(o: dict[str, Any]) -> None:
+        t = time.perf_counter()
+        try:
+            await client.call("order.submit", {"order": o}, timeout=120)
+        except ApiError as exc:
+            errors[str(exc.code)] += 1
+        latencies.append(time.perf_counter() - t)
+
+    tasks = []
+    for k, o in enumerate(orders):
+        delay = t0 + k / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(o)))
+    await asyncio.gather(*tasks)
+    return time.perf_counter() - t0
+
+
+async def submit_burst(clients: list[ApiClient], orders: list[dict[str, Any]],
+                       latencies: list[float], errors: Counter[str]) -> float:
+    it = iter(orders)
+    t0 = time.perf_counter()
+
+    async def worker(c: ApiClient) -> None:
+        for o in it:
+            t = time.perf_counter()
+            try:
+                await c.call("order.submit", {"order": o}, timeout=120)
+            except ApiError as exc:
+                errors[str(exc.code)] += 1
+            latencies.append(time.perf_counter() - t)
+
+    await asyncio.gather(*(worker(c) for c in clients))
+    return time.perf_counter() - t0
+
+
+async def settle(staff: ApiClient, *, quiet_s: float, timeout: float) -> dict[str, int]:
+    """Wait until every order is final or held by a check, and no shipment is open."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, int] = {}
+    changed = time.monotonic()
+    while time.monotonic() < deadline:
+        st = await staff.call("machine.status")
+        orders = st["orders"]
+        open_orders = sum(n for s, n in orders.items() if s not in ORDER_FINAL and s != "held")
+        open_ships = sum(n for s, n in st["shipments"].items()
+                         if s not in ("completed", "cancelled", "failed"))
+        if orders != last:
+            last, changed = dict(orders), time.monotonic()
+        if open_orders == 0 and open_ships == 0:
+            return last
+        if time.monotonic() - changed > quiet_s:
+            say(f"  no progress for {quiet_s:.0f} s: orders {orders}, shipments "
+                f"{st['shipments']}, machine {st['state']}")
+            return last
+        await asyncio.sleep(0.1)
+    return last
+
+
+async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
+                  fig: dict[str, Any]) -> None:
+    staff = await stack.client("staff")
+    tech = await stack.client("technician")
+    loader = Loader(await stack.client("staff"), stack.sim)
+
+    # 1. stock
+    say(f"stock: loading {len(plan.initial_packs)} packs through stock.load ...")
+    t = time.perf_counter()
+    await loader.load(plan.initial_packs)
+    await loader.wait_stored()
+    load_s = time.perf_counter() - t
+    fig["stock"] = {"packs": len(plan.initial_packs), "seconds": round(load_s, 1),
+                    "packs_per_s": round(len(plan.initial_packs) / load_s, 1),
+                    "refused": dict(loader.refused)}
+    say(f"  {fig['stock']}")
+
+    # 2. bare pymodbus
+    fig["bare_modbus"] = {k: round(v, 1) for k, v in
+                          (await bare_modbus(stack.sim_port, args.bare_reads)).items()}
+    say(f"bare pymodbus FC03 x{args.bare_reads}: {fig['bare_modbus']}")
+
+    # 3. the day
+    stop = asyncio.Event()
+    restock = asyncio.create_task(restocking(stack, loader, plan.restocker, stop))
+    desk = asyncio.create_task(packing_desk(await stack.client("staff"), plan.restocker, stop))
+    s0 = await tech.call("diag.stats")
+    cpu0 = stack.daemon_cpu_seconds() or 0.0
+    paced = plan.orders[:args.paced]
+    burst = plan.orders[args.paced:]
+    say(f"day: {len(paced)} orders at {args.rate}/s, then {len(burst)} in a burst over "
+        f"{args.clients} connections ...")
+    errors: Counter[str] = Counter()
+    lat_paced: list[float] = []
+    lat_burst: list[float] = []
+    t0 = time.perf_counter()
+    osys = await stack.client("order_system")
+    paced_s = await submit_paced(osys, paced, args.rate, lat_paced, errors)
+    clients = [await stack.client("order_system") for _ in range(args.clients)]
+    burst_s = await submit_burst(clients, burst, lat_burst, errors)
+    submitted_s = time.perf_counter() - t0
+    say(f"  submitted in {submitted_s:.1f} s; waiting for the machine ...")
+    counts = await settle(staff, quiet_s=args.quiet, timeout=args.timeout)
+    picked_s = time.perf_counter() - t0
+    holds = await pharmacist_review(staff)
+    counts = await settle(staff, quiet_s=args.quiet, timeout=120)
+    wall = time.perf_counter() - t0
+    stop.set()
+    restocked = await restock
+    confirmed = await desk
+    cpu = (stack.daemon_cpu_seconds() or 0.0) - cpu0
+    s1 = await tech.call("diag.stats")
+    rss = stack.daemon_rss_kib()
+    picks = s1["packs_picked"] - s0["packs_picked"]
+    tx = s1["transactions"] - s0["transactions"]
+    n = len(plan.orders)
+    bare_us = 1e6 / fig["bare_modbus"]["round_trips_per_s"]
+    fig["day"] = {
+        "orders": n, "wall_s": round(wall, 1), "all_picked_s": round(picked_s, 1),
+        "submit_s": round(submitted_s, 1),
+        "daemon_cpu_s": round(cpu, 1), "cpu_ms_per_order": round(1000 * cpu / n, 2),
+        "packs_picked": picks, "modbus_transactions": tx,
+        "transactions_per_pick": round(tx / picks, 3) if picks else None,
+        "controller_wall_us_per_pick": round(1e6 * picked_s / picks, 1) if picks else None,
+        "controller_cpu_us_per_pick": round(1e6 * cpu / picks, 1) if picks else None,
+        "ratio_cpu_per_pick_to_bare_round_trip": round(1e6 * cpu / picks / bare_us, 2)
+        if picks else None,
+        "peak_rss_mib": round(rss[1] / 1024, 1) if rss else None,
+        "submit_paced": {"rate": args.rate, "orders": len(paced), "seconds": round(paced_s, 1),
+                         "p50_ms": round(pct(lat_paced, 0.5) * 1000, 2),
+                         "p99_ms": round(pct(lat_paced, 0.99) * 1000, 2),
+                         "max_ms": round(max(lat_paced, default=0) * 1000, 2)},
+        "submit_burst": {"orders": len(burst), "clients": args.clients,
+                         "seconds": round(burst_s, 1),
+                         "orders_per_s": round(len(burst) / burst_s, 1) if burst_s else None,
+                         "p50_ms": round(pct(lat_burst, 0.5) * 1000, 2),
+                         "p99_ms": round(pct(lat_burst, 0.99) * 1000, 2)},
+        "submit_errors": dict(errors), "orders_final": counts,
+        "holds_seen": dict(holds), "restock_batches": dict(restocked),
+        "restock_refused": dict(loader.refused), "fridge_packs_confirmed": confirmed,
+        "group_commit": s1["group_commit"], "modbus_errors": s1["errors"],
+    }
+    say(f"  {json.dumps(fig['day'], indent=1)}")
+
+    # Merging and holds as planned?
+    orders = {o["order_id"]: o for o in await list_all(staff, "order.list", {}, "order_id")}
+    merged = sum(1 for f, first in plan.merge_with.items()
+                 if orders.get(f, {}).get("shipment_id")
+                 and orders[f]["shipment_id"] == orders.get(first, {}).get("shipment_id"))
+    by_kind: dict[str, Counter[str]] = {}
+    for oid, kind in plan.kinds.items():
+        by_kind.setdefault(kind, Counter())[orders.get(oid, {}).get("state", "missing")] += 1
+    fig["checks"] = {"followups_merged": merged, "followups": len(plan.merge_with),
+                     "states_by_kind": {k: dict(v) for k, v in by_kind.items()}}
+    say(f"  {fig['checks']}")
+
+    # 4. invariant
+    t = time.perf_counter()
+    report = await stack.check_invariant(raise_on_problem=False)
+    fig["invariant"] = {**report.summary(), "seconds": round(time.perf_counter() - t, 1),
+                        "first_problems": report.problems[:10]}
+    say(f"invariant: {'OK' if report.ok else 'VIOLATED'} {report.summary()}")
+    for p in report.problems[:10]:
+        say(f"  {p}")
+
+
+async def recovery(stack: Stack, fig: dict[str, Any]) -> None:
+    out: dict[str, Any] = {}
+    for how in ("sigterm", "sigkill"):
+        await stack.close_clients()
+        if how == "sigterm":
+            stack.stop_daemon()
+        else:
+            stack.kill_daemon()
+        api_s = await stack.start_daemon(timeout=120)
+        ready_s = await stack.wait_ready(timeout=120)
+        out[how] = {"api_answers_s": round(api_s, 2),
+                    "ready_s": round(api_s + ready_s, 2),
+                    "rss_mib_after_start": round((stack.daemon_rss_kib() or (0, 0))[0] / 1024, 1)}
+    fig["recovery"] = out
+    say(f"recovery with the day's journal: {out}")
+
+
+async def utilization(stack: Stack, plan: DayPlan, args: argparse.Namespace,
+                      fig: dict[str, Any]) -> None:
+    # Its stock is loaded while the robot is still instant, then the simulator restarts
+    # from its state file at realistic speed (a power cycle: the daemon homes it).
+    loader = Loader(await stack.client("staff"), stack.sim)
+    await loader.load(plan.initial_packs)
+    await loader.wait_stored()
+    await stack.close_clients()
+    stack.stop_daemon()
+    stack.stop_sim()
+    stack.instant, stack.speed = False, args.speed
+    stack.start_sim()
+    await stack.start_daemon(timeout=120)
+    await stack.wait_ready(timeout=120)
+    loader = Loader(await stack.client("staff"), stack.sim)
+    stop = asyncio.Event()
+    staff = await stack.client("staff")
+    st0 = await stack.sim.ledger()
+    restock = asyncio.create_task(restocking(stack, loader, plan.restocker, stop))
+    desk = asyncio.create_task(packing_desk(await stack.client("staff"), plan.restocker, stop))
+    osys = await stack.client("order_system")
+    say(f"utilization: {len(plan.orders)} orders, robot at speed {args.speed} ...")
+    t0 = time.perf_counter()
+    for k in range(0, len(plan.orders), 100):
+        await osys.call("order.submit_batch", {"orders": plan.orders[k:k + 100]}, timeout=120)
+    busy_marks: list[tuple[float, float, bool]] = []
+
+    async def mark() -> None:
+        while not stop.is_set():
+            led = await stack.sim.ledger()
+            r = led["robot"]
+            working = bool(r["queue"]) or r["executing_seq"] != 0
+            busy_marks.append((r["elapsed_seconds"], r["busy_seconds"], working))
+            await asyncio.sleep(0.2)
+
+    marker = asyncio.create_task(mark())
+    await settle(staff, quiet_s=args.quiet, timeout=args.timeout)
+    await pharmacist_review(staff)
+    await settle(staff, quiet_s=args.quiet, timeout=120)
+    wall = time.perf_counter() - t0
+    stop.set()
+    await asyncio.gather(marker, restock, desk, return_exceptions=True)
+    st1 = await stack.sim.ledger()
+    working = [m for m in busy_marks if m[2]]
+    if len(working) >= 2:
+        first, last = working[0], working[-1]
+        util = (last[1] - first[1]) / (last[0] - first[0])
+        window = last[0] - first[0]
+        queued_share = len(working) / len(busy_marks)
+    else:
+        util, window, queued_share = float("nan"), 0.0, 0.0
+    r0, r1 = st0["robot"], st1["robot"]
+    fig["utilization"] = {
+        "speed": args.speed, "orders": len(plan.orders), "wall_s": round(wall, 1),
+        "window_s": round(window, 1), "utilization": round(util, 4),
+        "busy_s": round(r1["busy_seconds"] - r0["busy_seconds"], 1),
+        "machine_s_at_real_speed": round(r1["machine_seconds"] - r0["machine_seconds"], 1),
+        "share_of_samples_with_work_queued": round(queued_share, 3),
+        "packs_picked": r1["packs_picked"] - r0["packs_picked"],
+    }
+    say(f"  {fig['utilization']}")
+    report = await stack.check_invariant(raise_on_problem=False)
+    fig["utilization"]["invariant_ok"] = report.ok
+    say(f"invariant after the utilization run: {'OK' if report.ok else 'VIOLATED'}")
+    for p in report.problems[:10]:
+        say(f"  {p}")
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    seed = args.seed if args.seed is not None else random.randrange(1, 10**6)
+    say(f"bench_day seed={seed} (repeat with --seed {seed})")
+    fig: dict[str, Any] = {"seed": seed, "args": {k: v for k, v in vars(args).items()
+                                                  if k != "json"}}
+    plan = day_plan(args.orders, seed, merge_gap=(1, 20))
+    util_plan = day_plan(args.util_orders, seed + 1, patient_offset=10**6) \
+        if args.util_orders else None
+    fig["plan"] = plan.summary()
+    say(f"plan: {fig['plan']}")
+    workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-day-"))
+    opts = DaemonOptions(merge_window_s=args.merge_window, log_level=args.log_level,
+                         low_stock_packs=2)
+    stack = Stack(workdir, instant=True, daemon=opts)
+    try:
+        await stack.start()
+        await run_day(stack, plan, args, fig)
+        if not args.skip_recovery:
+            await recovery(stack, fig)
+        if util_plan is not None:
+            await utilization(stack, util_plan, args, fig)
+    finally:
+        await stack.stop()
+        if args.json:
+            Path(args.json).write_text(json.dumps(fig, indent=1))
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            say(f"kept {workdir}")
+    return 0 if fig.get("invariant", {}).get("ok") else 1
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--orders", type=int, default=20000)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--paced", type=int, default=3000,
+                   help="orders sent at --rate before the burst (latency figures)")
+    p.add_argument("--rate", type=float, default=200.0)
+    p.add_argument("--clients", type=int, default=4, help="connections for the burst")
+    p.add_argument("--merge-window", type=float, default=1.0)
+    p.add_argument("--bare-reads", type=int, default=3000)
+    p.add_argument("--util-orders", type=int, default=300)
+    p.add_argument("--speed", type=float, default=50.0,
+                   help="simulator speed factor for the utilization run")
+    p.add_argument("--skip-recovery", action="store_true")
+    p.add_argument("--quiet", type=float, default=60.0,
+                   help="give up waiting after this many seconds without progress")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (logs, journal)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    return asyncio.run(main_async(p.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,456 @@
+"""A pharmacy's day of orders and stock, generated from a seed (same seed, same day).
+
+``day_plan(n, seed)`` builds ``n`` orders over the 1,400 drugs of ``config/formulary.csv``
+the way the diabetes programme sees them:
+
+- every patient is an enrolled diabetes patient (E10/E11 on the prescription); most also
+  take drugs for complications (hypertension I10, lipids E78, coronary I25, cerebrovascular
+  I63, neuropathy G63.2), each such diagnosis on the prescription with its drugs;
+- a drug's popularity follows a Zipf law inside its class (metformin is common, miglitol
+  rare); quantities are mostly one pack, mean about 2.5 items per order;
+- about 15 % are **follow-up** orders: the same patient, same address, other drugs, sent a
+  little later, inside the merge window (they should share the first order's shipment);
+- about 2 % are **duplicate dispensing** attempts: the same patient orders a drug again
+  while the supply of the first order has not run out (a new prescription, so the hold is
+  ``duplicate_dispensing``, not ``duplicate_prescription``);
+- about 1 % carry a prescription older than 90 days (hold ``prescription_expired``);
+- a few orders have a fridge line (insulin pen), confirmed by the packing desk by scan.
+
+Stock: ``initial_packs`` covers a share of each drug's demand in batches of one slot;
+``Restocker`` hands out further batches of a drug when the daemon reports it low or a
+shipment waits for it. Packs carry serials unique over the whole day.
+
+No name, phone or address here belongs to anyone: they are built from the patient number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import math
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from bench.stack import SimControl, Stack, formulary_rows, list_all, scan, wait_for
+from dispenser.api.client import ApiClient
+from dispenser.api.protocol import ApiError
+
+# In order of popularity (a drug's strengths and makers follow its name).
+DIABETES = (
+    "metformin", "metformin extended-release", "acarbose", "gliclazide modified-release",
+    "glimepiride", "sitagliptin", "dapagliflozin", "empagliflozin", "sitagliptin/metformin",
+    "linagliptin", "gliclazide", "repaglinide", "pioglitazone", "vildagliptin", "glipizide",
+    "saxagliptin", "alogliptin", "canagliflozin", "voglibose", "gliquidone", "nateglinide",
+    "rosiglitazone", "miglitol",
+)
+# complication -> (ICD-10 code, share of patients, drug names)
+COMPLICATIONS: dict[str, tuple[str, float, tuple[str, ...]]] = {
+    "hypertension": ("I10", 0.60, (
+        "amlodipine", "nifedipine controlled-release", "felodipine", "valsartan", "losartan",
+        "irbesartan", "telmisartan", "candesartan", "enalapril", "benazepril", "perindopril",
+        "hydrochlorothiazide", "indapamide", "metoprolol succinate", "metoprolol tartrate",
+        "bisoprolol")),
+    "lipids": ("E78.5", 0.50, (
+        "atorvastatin", "rosuvastatin", "simvastatin", "pitavastatin", "ezetimibe",
+        "fenofibrate", "atorvastatin/amlodipine")),
+    "coronary": ("I25.1", 0.20, (
+        "aspirin enteric-coated", "clopidogrel", "ticagrelor", "isosorbide mononitrate",
+        "trimetazidine", "sacubitril/valsartan", "spironolactone", "furosemide")),
+    "cerebrovascular": ("I63.9", 0.08, ("aspirin enteric-coated", "clopidogrel", "cilostazol",
+                                        "beraprost sodium")),
+    "neuropathy": ("G63.2", 0.15, ("epalrestat", "mecobalamin", "alpha-lipoic acid",
+                                   "pregabalin", "duloxetine", "calcium dobesilate")),
+}
+FRIDGE = frozenset({"insulin glargine", "insulin aspart", "insulin degludec", "insulin detemir",
+                    "liraglutide", "dulaglutide"})
+
+_SURNAMES = ("Li", "Wang", "Zhang", "Liu", "Chen", "Yang", "Zhao", "Huang", "Zhou", "Wu")
+_GIVEN = ("Wei", "Fang", "Min", "Jing", "Lei", "Yan", "Qiang", "Hua", "Ping", "Jun")
+_STREETS = ("Nanjing Road", "Heping Road", "Binjiang Avenue", "Weijin Road", "Dagu Road",
+            "Youyi Road", "Machang Road", "Jiefang Road")
+
+
+class _Zipf:
+    """Draw from a list with weight 1/rank^s."""
+
+    def __init__(self, items: list[str], s: float = 1.0) -> None:
+        self.items = items
+        self.cum = list(itertools.accumulate(1.0 / (k + 1) ** s for k in range(len(items))))
+
+    def draw(self, rng: random.Random) -> str:
+        return self.items[bisect.bisect(self.cum, rng.random() * self.cum[-1])]
+
+
+@dataclass
+class DayPlan:
+    seed: int
+    today: date
+    orders: list[dict[str, Any]]
+    # order_id -> "first" | "followup" | "duplicate" | "old_rx"
+    kinds: dict[str, str]
+    # order_id of a follow-up -> the order it should merge with
+    merge_with: dict[str, str]
+    demand: Counter[str]
+    initial_packs: list[dict[str, str]]
+    restocker: Restocker
+
+    def summary(self) -> dict[str, Any]:
+        items = sum(len(o["items"]) for o in self.orders)
+        return {"seed": self.seed, "orders": len(self.orders),
+                "mean_items": round(items / max(1, len(self.orders)), 2),
+                "packs_ordered": sum(self.demand.values()), "drugs": len(self.demand),
+                "kinds": dict(Counter(self.kinds.values())),
+                "fridge_lines": sum(1 for o in self.orders for it in o["items"]
+                                    if it["drug_code"] in self.restocker.fridge),
+                "initial_packs": len(self.initial_packs)}
+
+
+@dataclass
+class Restocker:
+    """Hands out new batches of a drug, one slot's worth at a time, with fresh serials."""
+
+    today: date
+    seed: int = 0
+    slot_capacity: int = 10
+    fridge: frozenset[str] = frozenset()
+    _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _batches: Counter[str] = field(default_factory=Counter)
+
+    def batch(self, drug_code: str, packs: int | None = None) -> list[dict[str, str]]:
+        n = self.slot_capacity if packs is None else min(packs, self.slot_capacity)
+        self._batches[drug_code] += 1
+        k = self._batches[drug_code]
+        # Later batches expire later, so FEFO picks the first batches first.
+        expiry = self.today + timedelta(days=200 + 20 * k + int(drug_code[-4:]) % 97)
+        batch = f"L{drug_code[-5:]}{k:03d}"
+        return [{"gtin": drug_code, "batch": batch, "expiry": expiry.isoformat(),
+                 "serial": f"S{self.seed % 100000:05d}{next(self._serial):08d}"}
+                for _ in range(n)]
+
+    def manual_scan_pack(self, drug_code: str) -> dict[str, str]:
+        """A fridge pack taken by hand at the packing desk."""
+        expiry = self.today + timedelta(days=180)
+        return {"gtin": drug_code, "batch": "F01", "expiry": expiry.isoformat(),
+                "serial": f"M{self.seed % 100000:05d}{next(self._serial):08d}"}
+
+
+def _patient(p: int) -> tuple[dict[str, Any], str]:
+    name = f"{_SURNAMES[p % 10]} {_GIVEN[(p // 10) % 10]}"
+    address = f"{p % 997 + 1} {_STREETS[p % len(_STREETS)]}, Building {p // 997 + 1}, Tianjin"
+    return {"id": f"P{p:06d}", "name": name, "phone": f"+86 22 {5000000 + p % 5000000:07d}"}, \
+        address
+
+
+def day_plan(n: int, seed: int, *, today: date | None = None, mean_items: float = 2.5,
+             followup: float = 0.15, duplicate: float = 0.02, old_rx: float = 0.01,
+             fridge: float = 0.03, cover: float = 0.9,
+             merge_gap: tuple[int, int] = (1, 20), patient_offset: int = 0) -> DayPlan:
+    """``n`` orders in submission order. ``cover``: share of each drug's demand loaded
+    before the day (the rest comes by restocking). ``merge_gap``: a follow-up is sent this
+    many orders after its first order. ``patient_offset``: patient numbers start after it
+    (a second plan for the same journal without duplicate patients)."""
+    rng = random.Random(seed)
+    today = today or datetime.now(UTC).date()
+    rows = formulary_rows()
+    robot_rows = [r for r in rows if r["fridge"] == "false" and r["manual"] == "false"]
+    by_name: dict[str, list[str]] = {}
+    for r in robot_rows:
+        by_name.setdefault(r["name"], []).append(r["drug_code"])
+    # Popularity: the class's names in table order, each name's variants after it.
+    diab = _Zipf([c for name in DIABETES for c in by_name.get(name, [])], 0.9)
+    comp = {k: _Zipf([c for name in names for c in by_name.get(name, [])], 0.9)
+            for k, (_, _, names) in COMPLICATIONS.items()}
+    fridge_codes = [r["drug_code"] for r in rows if r["name"] in FRIDGE and r["fridge"] == "true"]
+    fridge_zipf = _Zipf(fridge_codes, 1.0)
+
+    start = datetime.combine(today + timedelta(days=1), datetime.min.time(), UTC)
+    orders: list[dict[str, Any]] = []
+    kinds: dict[str, str] = {}
+    merge_with: dict[str, str] = {}
+    pending: list[tuple[int, dict[str, Any]]] = []  # (send at index, order)
+    # Patients seen, for follow-ups and duplicates: (patient number, first order)
+    history: list[tuple[int, dict[str, Any]]] = []
+    patient_no = itertools.count(patient_offset + 1)
+    used: dict[int, set[str]] = {}  # patient -> drugs on order today
+
+    def prescription(p: int, diagnoses: list[str], age_days: int, k: int) -> dict[str, Any]:
+        issued = today - timedelta(days=age_days)
+        return {"id": f"RX{p:06d}-{k}", "issued_on": issued.isoformat(),
+                "institution": "Tianjin Diabetes Clinic", "prescriber": f"Dr {p % 37 + 1}",
+                "diagnoses": diagnoses}
+
+    def delivery(p: int, address: str) -> dict[str, Any]:
+        hour = 8 + p % 10
+        ws = start + timedelta(hours=hour)
+        return {"address": address, "window_start": ws.isoformat(),
+                "window_end": (ws + timedelta(hours=3)).isoformat()}
+
+    def items_for(diagnoses: list[str], count: int, avoid: set[str]) -> list[dict[str, Any]]:
+        chosen: list[str] = []
+        comps = [k for k, (code, _, _) in COMPLICATIONS.items() if code in diagnoses]
+        tries = 0
+        while len(chosen) < count and tries < 50:
+            tries += 1
+            if not chosen or not comps or rng.random() < 0.3:
+                code = diab.draw(rng)
+            else:
+                code = comp[rng.choice(comps)].draw(rng)
+            if code not in avoid and code not in chosen:
+                chosen.append(code)
+        return [{"drug_code": c, "quantity": rng.choices((1, 2, 3), (75, 20, 5))[0],
+                 "days_supply": 30} for c in chosen]
+
+    def count_items(extra: float) -> int:
+        # 1 + Poisson(mean - 1), capped; mean_items over the whole day.
+        lam = max(0.0, extra)
+        k, p, threshold = 0, 1.0, math.exp(-lam)
+        while True:
+            p *= rng.random()
+            if p <= threshold:
+                break
+            k += 1
+        return min(1 + k, 8)
+
+    i = 0
+    while len(orders) < n:
+        due = [o for at, o in pending if at <= i]
+        if due:
+            pending[:] = [(at, o) for at, o in pending if at > i]
+            for o in due:
+                if len(orders) < n:
+                    orders.append(o)
+            i += 1
+            continue
+        i += 1
+        roll = rng.random()
+        oid = f"ORD-{seed % 1000:03d}-{len(orders) + len(pending) + 1:06d}"
+        if roll < followup and history:
+            # A follow-up: other drugs, same address, same prescription id space.
+            p, first = history[rng.randrange(max(0, len(history) - 50), len(history))]
+            patient, address = _patient(p)
+            diagnoses = first["prescription"]["diagnoses"]
+            items = items_for(diagnoses, rng.choice((1, 1, 2)), used[p])
+            if not items:
+                continue
+            used[p].update(it["drug_code"] for it in items)
+            o = {"order_id": oid, "patient": patient,
+                 "prescription": prescription(p, diagnoses, 10, 2), "items": items,
+                 "delivery": delivery(p, address)}
+            kinds[oid] = "followup"
+            merge_with[oid] = first["order_id"]
+            pending.append((i + rng.randint(*merge_gap), o))
+            continue
+        if roll < followup + duplicate and history:
+            p, first = history[rng.randrange(len(history))]
+            patient, address = _patient(p)
+            dup = rng.choice(first["items"])
+            o = {"order_id": oid, "patient": patient,
+                 "prescription": prescription(p, first["prescription"]["diagnoses"], 5, 9),
+                 "items": [{"drug_code": dup["drug_code"], "quantity": 1, "days_supply": 30}],
+                 "delivery": delivery(p, address)}
+            kinds[oid] = "duplicate"
+            pending.append((i + rng.randint(30, 300), o))
+            continue
+        p = next(patient_no)
+        patient, address = _patient(p)
+        diagnoses = ["E11.9" if rng.random() < 0.93 else "E10.9"]
+        for code, share, _ in COMPLICATIONS.values():
+            if rng.random() < share:
+                diagnoses.append(code)
+        # Follow-ups and duplicates carry 1-1.5 items; the first orders make up the mean.
+        base_mean = (mean_items - followup * 1.33 - duplicate) / max(0.01, 1 - followup
+                                                                     - duplicate)
+        items = items_for(diagnoses, count_items(base_mean - 1), set())
+        old = roll > 1 - old_rx
+        if rng.random() < fridge:
+            items.append({"drug_code": fridge_zipf.draw(rng), "quantity": 1, "days_supply": 30})
+        o = {"order_id": oid, "patient": patient,
+             "prescription": prescription(p, diagnoses, rng.randint(95, 200) if old
+                                          else rng.randint(1, 80), 1),
+             "items": items, "delivery": delivery(p, address)}
+        kinds[oid] = "old_rx" if old else "first"
+        if not old:
+            history.append((p, o))
+            used[p] = {it["drug_code"] for it in items}
+        orders.append(o)
+
+    sent = {o["order_id"] for o in orders}
+    kinds = {k: v for k, v in kinds.items() if k in sent}
+    merge_with = {k: v for k, v in merge_with.items() if k in sent}
+    demand: Counter[str] = Counter()
+    for o in orders:
+        if kinds[o["order_id"]] in ("first", "followup"):
+            for it in o["items"]:
+                demand[it["drug_code"]] += it["quantity"]
+    fridge_set = frozenset(fridge_codes)
+    restocker = Restocker(today, seed, fridge=fridge_set)
+    initial: list[dict[str, str]] = []
+    for code, qty in sorted(demand.items()):
+        if code in fridge_set:
+            continue
+        want = max(1, math.ceil(qty * cover))
+        while want > 0:
+            b = restocker.batch(code, want)
+            initial += b
+            want -= len(b)
+    rng.shuffle(initial)
+    # Loading goes drug by drug in real life too, but a shuffle spreads slots; keep the
+    # batches together so each slot holds one batch.
+    initial.sort(key=lambda p: (p["gtin"], p["batch"]))
+    return DayPlan(seed, today, orders, kinds, merge_with, demand, initial, restocker)
+
+
+
+
+# --------------------------------------------------------------------------- the people
+class Loader:
+    """Staff at the robot's input point: put packs there (``sim.put_input``) and scan each
+    one (``stock.load``), strictly in the order they lie there. One loader at a time."""
+
+    def __init__(self, client: ApiClient, sim: SimControl, *, chunk: int = 500) -> None:
+        self.client = client
+        self.sim = sim
+        self.chunk = chunk
+        self.lock = asyncio.Lock()
+        self.loaded = 0
+        self.refused: Counter[str] = Counter()
+
+    async def load(self, packs: list[dict[str, str]]) -> int:
+        """Queue the packs' loads (``wait`` false); the number the daemon took."""
+        took = 0
+        async with self.lock:
+            for k in range(0, len(packs), self.chunk):
+                part = packs[k:k + self.chunk]
+                await self.sim.put_input(part)
+                calls = [self.client.call("stock.load", {"scan": scan(p), "wait": False},
+                                          timeout=600) for p in part]
+                for res in await asyncio.gather(*calls, return_exceptions=True):
+                    if isinstance(res, ApiError):
+                        reason = res.data.get("reason") if isinstance(res.data, dict) else None
+                        self.refused[str(reason or res.code)] += 1
+                    elif isinstance(res, BaseException):
+                        raise res
+                    else:
+                        took += 1
+        self.loaded += took
+        return took
+
+    async def wait_stored(self, timeout: float = 3600) -> None:
+        """Until no pack is ``loading`` any more."""
+        async def done() -> bool:
+            page = await self.client.call("stock.list", {"state": "loading", "limit": 1})
+            return not page["items"]
+        await wait_for(done, timeout, interval=0.2, what="loads to be stored")
+
+
+async def restocking(stack: Stack, loader: Loader, restocker: Restocker,
+                     stop: asyncio.Event, *, interval: float = 0.5) -> Counter[str]:
+    """Staff refilling what runs low: on each ``low_stock`` event and for every shipment
+    held ``stock_short``, one more batch of that drug. Returns batches per reason."""
+    done: Counter[str] = Counter()
+    client = await stack.client("staff", keep=False)
+    events = await stack.client("staff", keep=False)
+    wanted: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    recent: dict[str, float] = {}
+
+    async def listen() -> None:
+        async for ev in events.subscribe(["stock"]):
+            if ev.get("kind") == "low_stock" and ev.get("drug_code"):
+                wanted.put_nowait((str(ev["drug_code"]), "low_stock"))
+
+    async def held() -> None:
+        while not stop.is_set():
+            page = await client.call("shipment.list", {"state": "held", "limit": 1000})
+            for sh in page["items"]:
+                for h in sh.get("hold_reasons", []):
+                    if h.get("code") == "stock_short" and h.get("drug_code"):
+                        wanted.put_nowait((str(h["drug_code"]), "stock_short"))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval * 4):
+                    await stop.wait()
+
+    tasks = [asyncio.create_task(listen()), asyncio.create_task(held())]
+    try:
+        while not stop.is_set():
+            try:
+                async with asyncio.timeout(interval):
+                    code, why = await wanted.get()
+            except TimeoutError:
+                continue
+            now = time.monotonic()
+            if code in restocker.fridge or now - recent.get(code, 0) < 2.0:
+                continue
+            recent[code] = now
+            await loader.load(restocker.batch(code))
+            done[why] += 1
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await events.close()
+        await client.close()
+    return done
+
+
+async def packing_desk(client: ApiClient, restocker: Restocker, stop: asyncio.Event, *,
+                       interval: float = 0.5) -> int:
+    """The packing desk: scans the fridge packs of shipments (``shipment.confirm_manual``)."""
+    confirmed = 0
+    while not stop.is_set():
+        # The tote reaches the desk in labelling (its robot packs picked); the scans may
+        # come earlier, but watching only labelling keeps the desk from listing the whole
+        # queue twice a second.
+        for state in ("labelling",):
+            after = None
+            while True:
+                params: dict[str, Any] = {"state": state, "limit": 1000}
+                if after:
+                    params["after"] = after
+                page = await client.call("shipment.list", params)
+                for sh in page["items"]:
+                    for line in sh.get("manual_picks", []):
+                        for _ in range(int(line["count"]) - int(line["confirmed"])):
+                            p = restocker.manual_scan_pack(line["drug_code"])
+                            try:
+                                await client.call("shipment.confirm_manual",
+                                                  {"shipment_id": sh["shipment_id"],
+                                                   "scan": scan(p)})
+                                confirmed += 1
+                            except ApiError:
+                                break  # the shipment moved on; look again next round
+                after = page["next"]
+                if after is None:
+                    break
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await stop.wait()
+    return confirmed
+
+
+CHECK_HOLDS = frozenset({"not_eligible", "prescription_expired", "duplicate_dispensing",
+                         "duplicate_prescription", "quantity_limit"})
+
+
+async def pharmacist_review(client: ApiClient) -> Counter[str]:
+    """The pharmacist rejects every order held by a dispensing check (the day's
+    duplicates and old prescriptions); returns the hold codes seen."""
+    seen: Counter[str] = Counter()
+    held = await list_all(client, "order.list", {"state": "held"}, "order_id")
+    for o in held:
+        codes = {h["code"] for h in o.get("hold_reasons", [])}
+        seen.update(codes)
+        if codes & CHECK_HOLDS:
+            with contextlib.suppress(ApiError):
+                await client.call("order.reject", {"order_id": o["order_id"],
+                                                   "reason": "check hold confirmed"})
+    return seen
+
+
+__all__ = ["COMPLICATIONS", "DIABETES", "DayPlan", "Loader", "Restocker", "day_plan",
+           "packing_desk", "pharmacist_review", "restocking"]
