@@ -591,7 +591,18 @@ class Dispensary:
                 self.journal.write_many(_UPDATE_ORDER, self._pending_orders)
             finally:
                 self._pending_orders = None
-        return [self._shipment_view(sh) for sh in due]
+        bodies = self._bodies([sh.order_ids[0] for sh in due if sh.order_ids])
+        return [self._shipment_view(sh, bodies) for sh in due]
+
+    def _bodies(self, order_ids: list[str]) -> dict[str, str]:
+        """Order bodies in a few queries (for many views at once)."""
+        out: dict[str, str] = {}
+        for i in range(0, len(order_ids), 500):
+            chunk = order_ids[i:i + 500]
+            out.update(self.journal.iterate(
+                "SELECT order_id, body FROM orders WHERE order_id IN "
+                f"({','.join('?' * len(chunk))})", chunk))
+        return out
 
     def _add_reservations(self, sh: Shipment, ln: Line, picks: list[tuple[int, int]]) -> None:
         for slot_no, n in picks:
@@ -851,14 +862,19 @@ class Dispensary:
             out.append(self._shipment_view(sh))
         return out
 
-    def _order_body(self, order_id: str) -> dict[str, Any]:
+    def _order_body(self, order_id: str, bodies: Mapping[str, str] | None = None
+                    ) -> dict[str, Any]:
         # Order bodies (with patient data) stay in the journal, not in memory.
-        text = self.journal.query_one("SELECT body FROM orders WHERE order_id=?", (order_id,))[0]
+        text = bodies.get(order_id) if bodies else None
+        if text is None:
+            text = self.journal.query_one("SELECT body FROM orders WHERE order_id=?",
+                                          (order_id,))[0]
         body: dict[str, Any] = json.loads(text)
         return body
 
-    def _shipment_view(self, sh: Shipment) -> ShipmentView:
-        first = self._order_body(sh.order_ids[0]) if sh.order_ids else None
+    def _shipment_view(self, sh: Shipment, bodies: Mapping[str, str] | None = None
+                       ) -> ShipmentView:
+        first = self._order_body(sh.order_ids[0], bodies) if sh.order_ids else None
         lines = sh.lines
         if not lines:  # still forming: bill the orders' items as asked for
             lines = []

@@ -53,7 +53,16 @@ class Drug:
 
     @property
     def label(self) -> str:
-        return f"{self.name} {self.strength} {self.form} x{self.pack_size}"
+        """Name, strength, form and pack size, e.g. "metformin 500 mg tablet x60"."""
+        text = _LABELS.get(self)
+        if text is None:
+            text = _LABELS[self] = (f"{self.name} {self.strength} {self.form} "
+                                    f"x{self.pack_size}")
+        return text
+
+
+# One label string per drug, shared by every billing line and pick list that shows it.
+_LABELS: dict[Drug, str] = {}
 
 
 def _bool(value: str, where: str) -> bool:

@@ -12,7 +12,7 @@ from dispenser.checks import Hold
 from dispenser.states import OrderState, PackState, ShipmentState
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Actor:
     name: str
     role: str
@@ -21,14 +21,14 @@ class Actor:
 SYSTEM = Actor("dispenser", "system")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ItemView:
     drug_code: str
     quantity: int
     days_supply: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OrderView:
     order_id: str
     state: OrderState
@@ -40,7 +40,7 @@ class OrderView:
     shipment_id: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PackView:
     pack_id: int
     gtin: str
@@ -53,7 +53,7 @@ class PackView:
     order_id: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PackScan:
     """A scan that passed the loading checks."""
 
@@ -65,7 +65,7 @@ class PackScan:
     robot: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PickLine:
     item: str  # "<order_id>/<drug_code>"
     drug_code: str
@@ -73,7 +73,7 @@ class PickLine:
     count: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ManualLine:
     item: str
     drug_code: str
@@ -83,14 +83,14 @@ class ManualLine:
     fridge: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OwedLine:
     item: str
     drug_code: str
     count: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ShipmentView:
     shipment_id: str
     state: ShipmentState
@@ -116,7 +116,7 @@ class ShipmentView:
     created_at: datetime
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DiscrepancyView:
     id: int
     time: str
