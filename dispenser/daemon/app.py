@@ -174,7 +174,7 @@ class Daemon:
                 "formats_in_buffer": status.formats_in_buffer}
 
     async def print_test_label(self) -> tuple[bool, list[str]]:
-        outcome = await self.printer.print_label(labels.test_label())
+        outcome = await self.printer.print_label(labels.selftest_label())
         return outcome.printed, reason_names(outcome.reasons)
 
     async def machine_status(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dispenser.formulary import Drug
 from dispenser.views import ShipmentView
 from drivers.printer.zpl import Label
 
-__all__ = ["packing_slip", "shipping_label", "test_label"]
+__all__ = ["packing_slip", "selftest_label", "shipping_label"]
 
 WIDTH = 812
 HEIGHT = 1218
@@ -131,7 +131,7 @@ def packing_slip(view: ShipmentView, drugs: Mapping[str, Drug]) -> bytes:
     return label.build()
 
 
-def test_label(text: str = "dispenser self-test") -> bytes:
+def selftest_label(text: str = "dispenser self-test") -> bytes:
     label = Label(WIDTH, 400)
     label.text(MARGIN, MARGIN, text, height=40)
     label.code128(MARGIN, 120, "SELFTEST", height=100)

@@ -1,0 +1,60 @@
+"""Group commit: concurrent calls share one transaction; a refusal stays with its caller."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from dispenser.core import Dispensary
+from dispenser.daemon.commit import GroupCommit
+from dispenser.daemon.robotlog import DAEMON_MIGRATIONS
+from dispenser.errors import NotFound
+from dispenser.formulary import Formulary
+from dispenser.journal import Journal
+from dispenser.policy import Policy
+from dispenser.stock import SlotGeometry
+from dispenser.views import Actor
+from tests.e2e.harness import FORMULARY, drugs, order
+
+ACTOR = Actor("t", "order_system")
+
+
+def _dispensary(tmp_path: Path) -> Dispensary:
+    from datetime import UTC, datetime
+
+    return Dispensary(Journal(tmp_path / "j.sqlite", extra_migrations=DAEMON_MIGRATIONS),
+                      Formulary.load(FORMULARY), Policy(), SlotGeometry(),
+                      lambda: datetime.now(UTC))
+
+
+async def test_concurrent_submits_share_one_commit(tmp_path: Path) -> None:
+    d = _dispensary(tmp_path)
+    gc = GroupCommit(d)
+    code = drugs()["robot"][0]["drug_code"]
+    orders = [order(f"G{i}", f"PG{i}", [(code, 1)]) for i in range(20)]
+    results = await asyncio.gather(
+        *(gc.run(lambda o=o: d.submit(o, ACTOR)) for o in orders),
+        gc.run(lambda: d.cancel("NOPE", ACTOR, "x")), return_exceptions=True)
+    assert gc.batches == 1 and gc.calls == 21
+    assert [r.order_id for r in results[:20]] == [o["order_id"] for o in orders]
+    assert isinstance(results[20], NotFound)
+    n = d.journal.query_one("SELECT count(*) FROM orders")[0]
+    assert n == 20
+
+
+async def test_nothing_is_reported_before_the_commit(tmp_path: Path) -> None:
+    d = _dispensary(tmp_path)
+    gc = GroupCommit(d)
+
+    def boom() -> None:
+        raise RuntimeError("disk full")
+
+    code = drugs()["robot"][0]["drug_code"]
+    ok = gc.run(lambda: d.submit(order("H1", "PH1", [(code, 1)]), ACTOR))
+    bad = gc.run(boom)
+    r1, r2 = await asyncio.gather(ok, bad, return_exceptions=True)
+    assert not isinstance(r1, Exception) and isinstance(r2, RuntimeError)
+    with pytest.raises(RuntimeError):
+        await gc.run(boom)
