@@ -151,6 +151,7 @@ class Dispensary:
         # While forming many shipments, order row updates are collected here and written
         # with one executemany at the end of the transaction.
         self._pending_orders: list[tuple[str, str, str | None, str, str]] | None = None
+        self._pending_shipments: dict[str, Shipment] | None = None
         with _bulk():
             self._load()
 
@@ -530,6 +531,9 @@ class Dispensary:
 
     # ================================================================== shipments
     def _save_shipment(self, sh: Shipment) -> None:
+        if self._pending_shipments is not None:
+            self._pending_shipments[sh.shipment_id] = sh  # written once, at the end
+            return
         self.journal.write("UPDATE shipments SET state=?, updated_at=?, data=? WHERE "
                            "shipment_id=?", (sh.state.value, self.clock().isoformat(),
                                              sh.data_json(), sh.shipment_id))
@@ -571,14 +575,25 @@ class Dispensary:
     def form_shipments(self) -> list[ShipmentView]:
         """Close merge windows that are over (urgent shipments at once), reserve stock
         FEFO, hold shipments that are short. Returns the shipments formed now."""
+        due = self._close_merge_windows()
+        bodies = self._bodies([sh.order_ids[0] for sh in due if sh.order_ids])
+        return [self._shipment_view(sh, bodies) for sh in due]
+
+    def close_merge_windows(self) -> list[str]:
+        """Like ``form_shipments`` but returns only the shipment ids (no views built)."""
+        return [sh.shipment_id for sh in self._close_merge_windows()]
+
+    def _close_merge_windows(self) -> list[Shipment]:
         now = self.clock()
         due = [sh for sh in (self._shipments[s] for s in self._forming.values())
                if sh.close_at <= now or sh.urgent]
         if not due:
             return []
         due.sort(key=Shipment.schedule_key)
+        stamp = now.isoformat()
         with _bulk(), self._tx():
-            self._pending_orders = []
+            # Row updates of orders and shipments are collected and written once each.
+            self._pending_orders, self._pending_shipments = [], {}
             try:
                 for sh in due:
                     del self._forming[(sh.patient_id, sh.address_key)]
@@ -589,10 +604,13 @@ class Dispensary:
                                                  self.formulary[code].robot))
                     self._try_allocate(sh)
                 self.journal.write_many(_UPDATE_ORDER, self._pending_orders)
+                self.journal.write_many(
+                    "UPDATE shipments SET state=?, updated_at=?, data=? WHERE shipment_id=?",
+                    [(sh.state.value, stamp, sh.data_json(), sh.shipment_id)
+                     for sh in self._pending_shipments.values()])
             finally:
-                self._pending_orders = None
-        bodies = self._bodies([sh.order_ids[0] for sh in due if sh.order_ids])
-        return [self._shipment_view(sh, bodies) for sh in due]
+                self._pending_orders, self._pending_shipments = None, None
+        return due
 
     def _bodies(self, order_ids: list[str]) -> dict[str, str]:
         """Order bodies in a few queries (for many views at once)."""
