@@ -732,6 +732,16 @@ class Scheduler:
                 self.raise_fault(kind, _FAULT_TEXT.get(kind, "robot stopped on a fault"),
                                  self._context(status))
             return
+        if status.machine_state is MachineState.CONTROLLER_LOST:
+            # Our own watchdog expired (the loop was held up): nothing for a person to do;
+            # the reconcile RESETs the robot and plans the aborted commands again.
+            if not self._need_reconcile:
+                log.warning("the robot stopped waiting for the controller; resetting it")
+                self._need_reconcile = True
+            return
+        if (status.machine_state is MachineState.NOT_HOMED
+                and st in (ControllerState.READY, ControllerState.PAUSED)):
+            self.raise_fault("not_homed", _FAULT_TEXT["not_homed"], self._context(status))
 
     def _context(self, status: RobotStatus) -> dict[str, Any]:
         ctx: dict[str, Any] = {
@@ -851,6 +861,8 @@ _FAULT_TEXT = {
     "dropped": "a pack fell during transport: retrieve it, then acknowledge the fault",
     "door_open": "the safety door is open: close it, then acknowledge the fault",
     "controller_lost": "the robot lost the controller's watchdog",
+    "not_homed": "the robot lost its reference position (was it switched off?): check it, "
+                 "then acknowledge the fault to home it",
 }
 
 __all__ = ["HardwareError", "LoadRequest", "ModbusExceptionReply", "Scheduler"]
