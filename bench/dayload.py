@@ -452,5 +452,77 @@ async def pharmacist_review(client: ApiClient) -> Counter[str]:
     return seen
 
 
-__all__ = ["COMPLICATIONS", "DIABETES", "DayPlan", "Loader", "Restocker", "day_plan",
-           "packing_desk", "pharmacist_review", "restocking"]
+class OrderSystem:
+    """The pharmacy's order system: sends orders one by one and, when the daemon does not
+    answer (killed, restarting), connects again and sends the same order again: a safe
+    retry, since the same ``order_id`` with the same content returns the existing order."""
+
+    def __init__(self, stack: Stack, orders: list[dict[str, Any]]) -> None:
+        self.stack = stack
+        self.orders = orders
+        self.acknowledged: dict[str, str] = {}  # order_id -> state in the reply
+        self.retries = 0
+        self.refused: Counter[str] = Counter()
+        self._client: ApiClient | None = None
+
+    async def _connected(self) -> ApiClient:
+        while self._client is None or self._client.closed:
+            try:
+                self._client = await self.stack.client("order_system", keep=False)
+            except (OSError, ConnectionError, TimeoutError, ApiError):
+                await asyncio.sleep(0.05)
+        return self._client
+
+    async def submit(self, order: dict[str, Any]) -> None:
+        while True:
+            c = await self._connected()
+            try:
+                res = await c.call("order.submit", {"order": order}, timeout=30)
+                self.acknowledged[order["order_id"]] = res["state"]
+                return
+            except ApiError as exc:
+                if int(exc.code) in (-32603, -32009):
+                    self.retries += 1
+                    await asyncio.sleep(0.1)
+                    continue
+                self.refused[str(exc.code)] += 1
+                self.acknowledged[order["order_id"]] = f"error {exc.code}"
+                return
+            except (ConnectionError, OSError, TimeoutError):
+                self.retries += 1
+                with contextlib.suppress(Exception):
+                    await c.close()
+                self._client = None
+                await asyncio.sleep(0.05)
+
+    async def run(self, rate: float) -> None:
+        """Send every order, ``rate`` per second at most."""
+        t0 = time.monotonic()
+        for k, o in enumerate(self.orders):
+            delay = t0 + k / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await self.submit(o)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+def stock_for(plan: DayPlan, margin: float = 1.3, extra: int = 2) -> list[dict[str, str]]:
+    """Enough packs of every robot drug for the whole plan, with a margin (campaigns load
+    everything up front and never restock)."""
+    packs: list[dict[str, str]] = []
+    for code, qty in sorted(plan.demand.items()):
+        if code in plan.restocker.fridge:
+            continue
+        want = math.ceil(qty * margin) + extra
+        while want > 0:
+            b = plan.restocker.batch(code, want)
+            packs += b
+            want -= len(b)
+    return packs
+
+
+__all__ = ["COMPLICATIONS", "DIABETES", "DayPlan", "Loader", "OrderSystem", "Restocker", "day_plan",
+           "packing_desk", "pharmacist_review", "restocking", "stock_for"]

@@ -315,6 +315,19 @@ class Stack:
     def stop_sim(self) -> None:
         _terminate(self.sim_proc, 15)
 
+    async def restart_sim(self, *, instant: bool, speed: float = 1.0) -> None:
+        """Power-cycle the robot at another speed: daemon stopped, simulator stopped (it
+        saves its state file), started again from it, daemon started; returns when ready.
+        Loading stock instantly and then dispensing at realistic speed uses this."""
+        await self.close_clients()
+        await self.sim.close()
+        self.stop_daemon()
+        self.stop_sim()
+        self.instant, self.speed = instant, speed
+        self.start_sim()
+        await self.start_daemon()
+        await self.wait_ready()
+
     def write_config(self) -> Path:
         o = self.options
         tokens = "\n".join(f'[[api.tokens]]\nrole = "{role}"\nhash = "{hash_token(tok)}"\n'
