@@ -169,7 +169,7 @@ FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
     "system.ping": {}, "system.info": {}, "events.unsubscribe": {}, "machine.status": {},
     "machine.resume": {}, "diag.printer": {}, "diag.stats": {}, "audit.verify": {},
     "auth.login": {"token": ("str", True)},
-    "events.subscribe": {"topics": ("topics", False)},
+    "events.subscribe": {"topics": ("topics?", False)},  # null: all topics
     "order.submit": {"order": ("object", True)},
     "order.submit_batch": {"orders": ("objects", True)},
     "order.cancel": {"order_id": ("str", True), "reason": ("str", False)},
@@ -811,6 +811,88 @@ def hostile_params(draw: st.DrawFn) -> HostileCase:
     return HostileCase(method, params, None, f"{name} = {params[name]!r:.40}")
 
 
+# docs/orders.md, field by field: values its rules refuse (invalid_order, -32001).
+_BAD_IDS = ["", "x" * 65, "-abc", "a b", "\u00fc1", "a/b", 5, None, ["a"]]
+_BAD_TEXT_200 = ["", "x" * 201, 5, None, {"a": 1}]
+BAD_ORDER_FIELDS: dict[str, list[Any]] = {
+    "order_id": _BAD_IDS, "patient.id": _BAD_IDS, "patient.name": _BAD_TEXT_200,
+    "patient.phone": ["abc", "1234", "1" * 21, 13800000000, "++1234567"],
+    "patient.insurance_id": ["abc", "x" * 33, "!!!!", 1234],
+    "prescription.id": _BAD_IDS,
+    "prescription.issued_on": ["2026-13-01", "yesterday", 20261101, "", "2026-02-30", None,
+                               1764288000],
+    "prescription.institution": _BAD_TEXT_200, "prescription.prescriber": _BAD_TEXT_200,
+    "prescription.diagnoses": [[], ["X"], ["E11.9"] * 21, "E11.9", [11], None],
+    "items": [[], "items", None, {"drug_code": DRUGS[0]}],
+    "items.0.drug_code": ["123", 6900000010006, "0690000001000X", None, ""],
+    "items.0.quantity": [0, 1001, "2", 2.5, True, -1, 2**64, None, 1e300],
+    "items.0.days_supply": [0, 3651, "30", -30, 1.5, None, False],
+    "delivery.address": ["", "x" * 501, None, 7],
+    "delivery.window_start": ["2026-11-24T09:00:00", "tomorrow", 1, None, "2026-11-24",
+                              "1764288000", 1764288000.5],
+    "delivery.window_end": ["2020-01-01T00:00:00+00:00", "2026-11-24T09:00:00", None],
+    "priority": ["URGENT", "", 1, None, "asap"],
+}
+
+
+@dataclass(frozen=True)
+class OrderCase:
+    path: str  # dotted; "+name" adds an unknown field there, "-name" removes it
+    value: Any
+    codes: frozenset[int] | None
+    batch: bool
+
+
+@st.composite
+def hostile_orders(draw: st.DrawFn) -> OrderCase:
+    """An order with one field broken the way docs/orders.md refuses, or hostile but legal."""
+    batch = draw(st.booleans())
+    kind = draw(st.sampled_from(["bad", "bad", "unknown", "missing", "too_many", "duplicate",
+                                 "not_in_formulary", "legal"]))
+    invalid = frozenset({-32001})
+    if kind == "bad":
+        path = draw(st.sampled_from(sorted(BAD_ORDER_FIELDS)))
+        return OrderCase(path, draw(st.sampled_from(BAD_ORDER_FIELDS[path])), invalid, batch)
+    if kind == "unknown":
+        where = draw(st.sampled_from(["", "patient.", "prescription.", "items.0.", "delivery."]))
+        return OrderCase(where + "+colour", "red", invalid, batch)
+    if kind == "missing":
+        path = draw(st.sampled_from(["order_id", "patient", "patient.id", "patient.name",
+                                     "prescription", "prescription.issued_on", "items",
+                                     "items.0.quantity", "delivery", "delivery.window_end"]))
+        return OrderCase("-" + path, None, invalid, batch)
+    if kind == "too_many":
+        items = [{"drug_code": DRUGS[i % len(DRUGS)], "quantity": 1, "days_supply": 30}
+                 for i in range(51)]
+        return OrderCase("items", items, invalid, batch)
+    if kind == "duplicate":
+        item = {"drug_code": DRUGS[0], "quantity": 1, "days_supply": 30}
+        return OrderCase("items", [item, dict(item)], invalid, batch)
+    if kind == "not_in_formulary":
+        return OrderCase("items.0.drug_code", "06999999999994", frozenset({-32002}), batch)
+    path = draw(st.sampled_from(["patient.name", "delivery.address", "prescription.prescriber"]))
+    text = draw(st.sampled_from(["\u202e\u0644\u0627", "\U0001f48a" * 50, "a\x00b", "'; DROP",
+                                 "\\u0000", "x" * 200]))
+    return OrderCase(path, text, None, batch)
+
+
+def broken_order(order_id: str, case: OrderCase) -> dict[str, Any]:
+    order = json.loads(json.dumps(sample_order(order_id, DRUGS[0])))
+    *parents, last = case.path.lstrip("+-").split(".")
+    node: Any = order
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if case.path.startswith("-"):
+        node.pop(last, None)
+    elif case.path.startswith("+") or last.startswith("+"):
+        node[last.lstrip("+")] = case.value
+    elif isinstance(node, list):
+        node[int(last)] = case.value
+    else:
+        node[last] = case.value
+    return order
+
+
 MUTATIONS = ("flip", "insert", "delete", "duplicate", "truncate", "newline", "swap_quote",
              "splice")
 
@@ -1050,6 +1132,48 @@ class Fuzzer:
             payload = request(case.method, case.params, len(case.why))
             self.send_checked("hostile_params", role, payload, case.codes)
         self.hypothesis_run("hostile_params", hostile_params(), n, body)
+
+    def orders(self, n: int) -> None:
+        """Orders broken one field at a time (docs/orders.md), alone and inside a batch."""
+        counter = iter(range(10**9))
+
+        def body(cr: tuple[OrderCase, str | None]) -> None:
+            case, _ = cr
+            role = ("order_system", "staff", "technician")[len(case.path) % 3]
+            oid = f"FZ-O{self.seed}-{next(counter)}"
+            order = broken_order(oid, case)
+            if not case.batch:
+                self.send_checked("hostile_orders", role,
+                                  _dumps({"jsonrpc": "2.0", "id": oid, "method": "order.submit",
+                                          "params": {"order": order}}), case.codes)
+                return
+            # In a batch the broken order gets its own error; the good one goes through.
+            good = sample_order(oid + "-ok", DRUGS[1])
+            payload = _dumps({"jsonrpc": "2.0", "id": oid, "method": "order.submit_batch",
+                              "params": {"orders": [order, good]}})
+            seen = self.conn(role).exchange(payload)
+            outcomes, problems = judge(expect_payload(payload, role, self.docs, self.t.limit),
+                                       seen)
+            results = (seen.replies[0].get("result") or {}).get("results") if (
+                seen.replies and isinstance(seen.replies[0], dict)) else None
+            if not problems:
+                if not isinstance(results, list) or len(results) != 2:
+                    problems.append(f"order.submit_batch without two results: "
+                                    f"{seen.replies[0]!r:.300}")
+                else:
+                    code = (results[0].get("error") or {}).get("code")
+                    if code == INTERNAL or (case.codes is not None and code not in case.codes):
+                        problems.append(f"broken order in a batch got {code}, documented "
+                                        f"{sorted(case.codes or [])}: {results[0]!r:.300}")
+                    if "error" in results[1]:
+                        problems.append(f"the good order of the batch was refused: "
+                                        f"{results[1]!r:.300}")
+                    outcomes = [f"batch item {code if code is not None else 'accepted'}"]
+            self.report.add("hostile_orders", outcomes,
+                            Failure("hostile_orders", role, payload, problems)
+                            if problems else None)
+
+        self.hypothesis_run("hostile_orders", hostile_orders(), n, body)
 
     def ids(self) -> None:
         """Request ids of every JSON type, echoed or refused as JSON-RPC says."""
@@ -1366,8 +1490,8 @@ class Fuzzer:
 # Share of --cases per category (the fixed ones run a set number of cases of their own).
 CATEGORIES: dict[str, float] = {
     "malformed_json": 0.14, "invalid_utf8": 0.08, "envelope": 0.20, "huge_values": 0.04,
-    "deep_nesting": 0.03, "hostile_params": 0.20, "mutated": 0.20, "half_written": 0.06,
-    "concurrent": 0.05,
+    "deep_nesting": 0.03, "hostile_params": 0.15, "hostile_orders": 0.05, "mutated": 0.20,
+    "half_written": 0.06, "concurrent": 0.05,
 }
 FIXED = ("ids", "audited_refusals", "oversize", "slow_client", "role_matrix", "invariants")
 
@@ -1400,6 +1524,8 @@ def run(target: Target, cases: int, seed: int, only: set[str] | None = None,
         if want("hostile_params"):
             fuzz.hostile(share["hostile_params"])
             fuzz.disruptive()
+        if want("hostile_orders"):
+            fuzz.orders(share["hostile_orders"])
         if want("half_written"):
             fuzz.half_written(share["half_written"])
         if want("oversize"):

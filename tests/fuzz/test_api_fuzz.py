@@ -36,6 +36,9 @@ KNOWN_OPEN: list[tuple[str, str, bytes]] = [
     ("hostile_params", "got a result", rb"system\.ping|events\.unsubscribe"),
     # Params of a wrong type that pydantic converts ("true" -> true, 1 -> true, "0" -> 0).
     ("hostile_params", r"expected \[-32602\].*got (a result|-3200\d)", b""),
+    # Numbers (and numeric strings) are taken as Unix times for the order's dates.
+    ("hostile_orders", "got a result|got None",
+     rb'"(window_start|window_end|issued_on)": "?[0-9]+(\.[0-9]+)?"?[,}]'),
     # events.subscribe's -32602 has data.topics, not data.errors.
     ("*", "without data.errors", rb"events\.subscribe"),
 ]
