@@ -345,12 +345,13 @@ class Dispensary:
         if state is OrderState.RECEIVED:
             self._join_forming(o, now, write_order=False)
         self.journal.write(
-            "INSERT INTO orders (seq, order_id, content_hash, body, patient_id, "
+            "INSERT INTO orders (seq, order_id, content_hash, patient_id, "
             "prescription_id, address_key, window_start, items, priority, received_at, state, "
-            "holds, shipment_id, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (o.seq, o.order_id, digest, canon, o.patient_id, o.prescription_id, o.address_key,
+            "holds, shipment_id, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (o.seq, o.order_id, digest, o.patient_id, o.prescription_id, o.address_key,
              o.window_start.isoformat(), _items_text(o.items), order.priority.value, stamp,
              state.value, _holds_json(holds), o.shipment_id, stamp))
+        self.journal.write("INSERT INTO order_bodies (seq, body) VALUES (?, ?)", (o.seq, canon))
         self._audit(actor, "order.received", o.order_id, None, {
             "state": state.value, "patient_id": o.patient_id, "prescription": o.prescription_id,
             "priority": order.priority.value, "items": o.items, "shipment_id": o.shipment_id,
@@ -494,7 +495,7 @@ class Dispensary:
         if o is not None:
             return self._order_view(o)
         row = self.journal.query_one(
-            "SELECT order_id, state, patient_id, priority, received_at, body, holds, "
+            "SELECT order_id, state, patient_id, priority, received_at, items, holds, "
             "shipment_id FROM orders WHERE order_id=?", (order_id,))
         if row is None:
             raise NotFound(f"no order {order_id}")
@@ -503,7 +504,7 @@ class Dispensary:
     def list_orders(self, state: OrderState | None = None, limit: int = 100,
                     after: str | None = None) -> list[OrderView]:
         """Orders in arrival order; ``after`` is the last order_id of the previous page."""
-        sql = ("SELECT order_id, state, patient_id, priority, received_at, body, holds, "
+        sql = ("SELECT order_id, state, patient_id, priority, received_at, items, holds, "
                "shipment_id FROM orders WHERE 1=1")
         params: list[Any] = []
         if state is not None:
@@ -523,11 +524,10 @@ class Dispensary:
 
     @staticmethod
     def _order_view_row(row: Sequence[Any]) -> OrderView:
-        body = json.loads(row[5])
         return OrderView(row[0], OrderState(row[1]), row[2], row[3],
                          datetime.fromisoformat(row[4]),
-                         [ItemView(i["drug_code"], i["quantity"], i["days_supply"])
-                          for i in body["items"]], _holds_from(row[6]), row[7])
+                         [ItemView(*i) for i in _items_from(row[5])], _holds_from(row[6]),
+                         row[7])
 
     # ================================================================== shipments
     def _save_shipment(self, sh: Shipment) -> None:
@@ -618,7 +618,8 @@ class Dispensary:
         for i in range(0, len(order_ids), 500):
             chunk = order_ids[i:i + 500]
             out.update(self.journal.iterate(
-                "SELECT order_id, body FROM orders WHERE order_id IN "
+                "SELECT o.order_id, b.body FROM orders o JOIN order_bodies b USING (seq) "
+                "WHERE o.order_id IN "
                 f"({','.join('?' * len(chunk))})", chunk))
         return out
 
@@ -885,8 +886,9 @@ class Dispensary:
         # Order bodies (with patient data) stay in the journal, not in memory.
         text = bodies.get(order_id) if bodies else None
         if text is None:
-            text = self.journal.query_one("SELECT body FROM orders WHERE order_id=?",
-                                          (order_id,))[0]
+            text = self.journal.query_one(
+                "SELECT b.body FROM orders o JOIN order_bodies b USING (seq) "
+                "WHERE o.order_id=?", (order_id,))[0]
         body: dict[str, Any] = json.loads(text)
         return body
 

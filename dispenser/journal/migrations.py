@@ -43,7 +43,6 @@ CREATE TABLE orders (
     seq INTEGER PRIMARY KEY,
     order_id TEXT NOT NULL UNIQUE,
     content_hash TEXT NOT NULL,
-    body TEXT NOT NULL,
     patient_id TEXT NOT NULL,
     prescription_id TEXT NOT NULL,
     address_key TEXT NOT NULL,
@@ -57,6 +56,13 @@ CREATE TABLE orders (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX orders_state ON orders(state, seq);
+
+-- The order as received (canonical JSON, with patient data). Kept apart from the narrow,
+-- often-updated orders row so a state change does not rewrite the body.
+CREATE TABLE order_bodies (
+    seq INTEGER PRIMARY KEY REFERENCES orders(seq),
+    body TEXT NOT NULL
+);
 
 CREATE TABLE shipments (
     seq INTEGER PRIMARY KEY,
