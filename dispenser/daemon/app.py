@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import tempfile
 import time
@@ -32,6 +31,7 @@ from dispenser.daemon.methods import audit_summary, outcome_dict, register_metho
 from dispenser.daemon.printdesk import PrintDesk, reason_names
 from dispenser.daemon.robotlog import DAEMON_MIGRATIONS, RobotLog
 from dispenser.daemon.scheduler import Scheduler
+from dispenser.errors import DispenserError
 from dispenser.formulary import Formulary
 from dispenser.journal import Journal
 from dispenser.lifecycle import ControllerMachine, ControllerState
@@ -148,11 +148,13 @@ class Daemon:
 
     # ------------------------------------------------------------------ queries for the API
     def order_body(self, order_id: str) -> dict[str, Any] | None:
-        row = self.journal.query_one("SELECT body FROM orders WHERE order_id=?", (order_id,))
-        if row is None:
+        """The order as submitted (patient, prescription, delivery) for ``order.get``.
+
+        Uses the core's private reader until it offers a public one (asked for)."""
+        try:
+            return self.dispensary._order_body(order_id)
+        except (DispenserError, TypeError, LookupError):
             return None
-        body: dict[str, Any] = json.loads(row[0])
-        return body
 
     def info(self) -> dict[str, Any]:
         st = self.scheduler.status
