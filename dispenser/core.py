@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from dispenser.billing import BillingLine, bill_item, totals
@@ -104,6 +105,11 @@ _UPDATE_ORDER = ("UPDATE orders SET state=?, holds=?, shipment_id=?, updated_at=
 def _holds_json(holds: Sequence[Hold]) -> str:
     if not holds:
         return "[]"
+    return _holds_json_cached(tuple(holds))
+
+
+@lru_cache(maxsize=4096)
+def _holds_json_cached(holds: tuple[Hold, ...]) -> str:
     return json.dumps([h.as_dict() for h in holds], ensure_ascii=False, separators=(",", ":"))
 
 
@@ -152,6 +158,7 @@ class Dispensary:
         # with one executemany at the end of the transaction.
         self._pending_orders: list[tuple[str, str, str | None, str, str]] | None = None
         self._pending_shipments: dict[str, Shipment] | None = None
+        self._fixed_stamp: str | None = None
         with _bulk():
             self._load()
 
@@ -257,13 +264,17 @@ class Dispensary:
         with self._tx():
             yield
 
+    def _stamp(self) -> str:
+        """Time for journal rows; one fixed value while a merge round runs."""
+        return self._fixed_stamp or self.clock().isoformat()
+
     def _now(self) -> tuple[datetime, str]:
         now = self.clock()
         return now, now.isoformat()
 
     def _audit(self, actor: Actor, action: str, subject: str, before: object = None,
                after: object = None) -> None:
-        self.journal.audit(self.clock().isoformat(), actor.name, actor.role, action, subject,
+        self.journal.audit(self._stamp(), actor.name, actor.role, action, subject,
                            before, after)
 
     # ================================================================== history (checks)
@@ -403,7 +414,7 @@ class Dispensary:
         o.state = new
         if holds is not None:
             o.holds = holds
-        row = (new.value, _holds_json(o.holds), o.shipment_id, self.clock().isoformat(),
+        row = (new.value, _holds_json(o.holds), o.shipment_id, self._stamp(),
                o.order_id)
         if pending is not None:
             pending.append(row)
@@ -535,7 +546,7 @@ class Dispensary:
             self._pending_shipments[sh.shipment_id] = sh  # written once, at the end
             return
         self.journal.write("UPDATE shipments SET state=?, updated_at=?, data=? WHERE "
-                           "shipment_id=?", (sh.state.value, self.clock().isoformat(),
+                           "shipment_id=?", (sh.state.value, self._stamp(),
                                              sh.data_json(), sh.shipment_id))
 
     def _set_shipment_state(self, sh: Shipment, new: ShipmentState, actor: Actor, action: str,
@@ -594,6 +605,7 @@ class Dispensary:
         with _bulk(), self._tx():
             # Row updates of orders and shipments are collected and written once each.
             self._pending_orders, self._pending_shipments = [], {}
+            self._fixed_stamp = stamp
             try:
                 for sh in due:
                     del self._forming[(sh.patient_id, sh.address_key)]
@@ -610,6 +622,7 @@ class Dispensary:
                      for sh in self._pending_shipments.values()])
             finally:
                 self._pending_orders, self._pending_shipments = None, None
+                self._fixed_stamp = None
         return due
 
     def _bodies(self, order_ids: list[str]) -> dict[str, str]:
@@ -938,7 +951,7 @@ class Dispensary:
         self.journal.write("UPDATE packs SET state=?, slot=?, store_seq=?, shipment_id=?, "
                            "order_id=?, updated_at=? WHERE pack_id=?",
                            (new.value, p.slot, p.store_seq, p.shipment_id, p.order_id,
-                            self.clock().isoformat(), p.pack_id))
+                            self._stamp(), p.pack_id))
         if log:
             after: dict[str, Any] = {"state": new.value, "slot": p.slot,
                                      "shipment_id": p.shipment_id}
@@ -1004,7 +1017,7 @@ class Dispensary:
             return self._pack_view(p.pack_id)
 
     def _insert_pack(self, p: Pack, actor: Actor, action: str) -> None:
-        stamp = self.clock().isoformat()
+        stamp = self._stamp()
         self.journal.write(
             "INSERT INTO packs (pack_id, gtin, batch, expiry, serial, slot, store_seq, state, "
             "shipment_id, order_id, loaded_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -1056,7 +1069,7 @@ class Dispensary:
         slot = self.stock.slots[slot_no]
         self.stock.block(slot_no)
         self.journal.write("INSERT OR REPLACE INTO blocked_slots VALUES (?,?,?)",
-                           (slot_no, self.clock().isoformat(), reason))
+                           (slot_no, self._stamp(), reason))
         for pid in slot.packs:
             p = self._packs[pid]
             if p.state is PackState.IN_STOCK:
@@ -1070,7 +1083,7 @@ class Dispensary:
                      shipment_id: str | None, actor: Actor) -> int:
         cur = self.journal.write(
             "INSERT INTO discrepancies (time, slot, kind, expected, counted, shipment_id, "
-            "actor) VALUES (?,?,?,?,?,?,?)", (self.clock().isoformat(), slot_no, kind, expected,
+            "actor) VALUES (?,?,?,?,?,?,?)", (self._stamp(), slot_no, kind, expected,
                                              counted, shipment_id, actor.name))
         self._audit(actor, "slot.discrepancy", f"slot:{slot_no}", {"expected": expected},
                     {"counted": counted, "kind": kind, "shipment_id": shipment_id})
@@ -1083,7 +1096,7 @@ class Dispensary:
         with self._tx():
             self._quarantined.add((gtin, batch))
             self.journal.write("INSERT OR IGNORE INTO quarantined_batches VALUES (?,?,?,?,?)",
-                               (gtin, batch, self.clock().isoformat(), actor.name, reason))
+                               (gtin, batch, self._stamp(), actor.name, reason))
             count = 0
             for slot_no in sorted(self.stock.by_batch.get((gtin, batch), set())):
                 count += len(self.stock.slots[slot_no].packs)
