@@ -1,10 +1,10 @@
 """Group commit: journal work of concurrent API calls shares one transaction (one fsync).
 
-Each call hands a function to ``run``. The first call of a batch waits ``gather_s`` for
-others; then every queued function runs inside one ``Dispensary.batch()``. Each function
-must be atomic on its own (the core's calls are savepoints), so a refused order undoes
-only itself. The callers' futures are resolved after the commit: no caller is told
-"accepted" before its order is on disk.
+Each call hands a function to ``run``. Under load the first call of a batch waits
+``gather_s`` for others (a lone call is committed at once); then every queued function
+runs inside one ``Dispensary.batch()``. Each function must be atomic on its own (the
+core's calls are savepoints), so a refused order undoes only itself. The callers' futures
+are resolved after the commit: no caller is told "accepted" before its order is on disk.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class GroupCommit:
         self._pending: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
         self._scheduled = False
         self.batches = 0
+        self._last_size = 0
         self.calls = 0
         self.largest = 0
 
@@ -44,7 +45,12 @@ class GroupCommit:
         self._pending.append((fn, fut))
         if not self._scheduled:
             self._scheduled = True
-            loop.call_later(self.gather_s, self._flush)
+            # Under load (the last batch had company) wait a moment for more calls; when
+            # calls come one by one, commit at once so a lone call pays no extra latency.
+            if self._last_size > 1:
+                loop.call_later(self.gather_s, self._flush)
+            else:
+                loop.call_soon(self._flush)
         return await fut
 
     def _flush(self) -> None:
@@ -74,6 +80,7 @@ class GroupCommit:
         self.batches += 1
         self.calls += len(batch)
         self.largest = max(self.largest, len(batch))
+        self._last_size = len(batch)
         for fut, ok, value in outcomes:
             if fut.done():
                 continue
