@@ -161,6 +161,7 @@ class Dispensary:
         self._fixed_stamp: str | None = None
         with _bulk():
             self._load()
+        journal.on_rollback.append(self._reload)
 
     # ================================================================== state & journal
     def _load(self) -> None:
@@ -246,15 +247,14 @@ class Dispensary:
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        mark = self.journal.writes
-        try:
-            with self.journal.transaction():
-                yield
-        except BaseException:
-            if self.journal.writes != mark:
-                with _bulk():
-                    self._load()  # the rolled-back writes may have touched memory
-            raise
+        # A rollback of anything that wrote, here or in a caller's enclosing transaction,
+        # reloads the memory through the journal's on_rollback hook.
+        with self.journal.transaction():
+            yield
+
+    def _reload(self) -> None:
+        with _bulk():
+            self._load()
 
     @contextmanager
     def batch(self) -> Iterator[None]:

@@ -3,13 +3,15 @@
 One writer: the ``Journal`` owns a single connection and is **not thread-safe**; use it
 from one thread (the daemon's event loop). Every change happens inside ``transaction()``;
 a nested ``transaction()`` is a savepoint, so a batch of calls can share one commit
-(one fsync) while each call can still fail alone.
+(one fsync) while each call can still fail alone. When a transaction or savepoint that
+wrote is rolled back, the ``on_rollback`` callbacks run (the Dispensary reloads its
+memory).
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,9 @@ class Journal:
         self.conn.execute("PRAGMA busy_timeout=5000")
         self._depth = 0
         self.writes = 0  # monotonic count of write statements, to tell if a tx wrote
+        # Called after a transaction or savepoint that wrote was rolled back, so holders of
+        # in-memory state derived from the journal (the Dispensary) can reload it.
+        self.on_rollback: list[Callable[[], None]] = []
         self._migrate([*CORE_MIGRATIONS, *extra_migrations])
         self._load_tail()
 
@@ -81,6 +86,7 @@ class Journal:
     def transaction(self) -> Iterator[None]:
         """Commit on success, roll back on any exception. Nested calls are savepoints."""
         depth = self._depth
+        mark = self.writes
         self.conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT sp{depth}")
         self._depth += 1
         try:
@@ -93,6 +99,9 @@ class Journal:
                 self.conn.execute(f"ROLLBACK TO sp{depth}")
                 self.conn.execute(f"RELEASE sp{depth}")
             self._load_tail()
+            if self.writes != mark:
+                for callback in list(self.on_rollback):
+                    callback()
             raise
         self._depth = depth
         self.conn.execute("COMMIT" if depth == 0 else f"RELEASE sp{depth}")

@@ -108,6 +108,20 @@ def test_a_failed_call_leaves_memory_and_journal_as_before(make: Factory) -> Non
     assert (dict(d._orders), d.audit_verify().rows) == before
 
 
+def test_a_caller_savepoint_rolled_back_after_a_call_is_undone_in_memory(
+        make: Factory) -> None:
+    d = make()
+    with d.batch():
+        kept = d.submit(make_order(patient="KEEP"), API)
+        with pytest.raises(RuntimeError), d.journal.transaction():
+            lost = d.submit(make_order(patient="LOSE"), API)
+            raise RuntimeError("the caller's own step failed after the call")
+    assert kept.order_id in d._orders and lost.order_id not in d._orders
+    assert [o.order_id for o in d.list_orders()] == [kept.order_id]
+    again = Dispensary(d.journal, d.formulary, d.policy, d.geometry, d.clock)
+    assert again._orders == d._orders and again._shipments == d._shipments
+
+
 def test_kill_at_random_moments_never_corrupts(tmp_path: Path) -> None:
     path = tmp_path / "killed.db"
     rng = random.Random(1)
