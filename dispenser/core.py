@@ -774,8 +774,9 @@ class Dispensary:
 
     def record_pick(self, shipment_id: str, slot: int, picked: int,
                     actor: Actor = SYSTEM) -> list[PackView]:
-        """The robot took ``picked`` packs from ``slot`` for this shipment. They are the
-        first ones stored there (FIFO). If fewer than reserved came out, the slot is
+        """The robot took ``picked`` packs from ``slot`` for this shipment: the total for
+        every line of the shipment reserved on that slot (``robot_picks`` may list a slot
+        once per line). They are the first ones stored there (FIFO). If fewer than reserved came out, the slot is
         quarantined as a discrepancy and the shortfall is reserved elsewhere (see
         ``get_shipment(...).robot_picks`` / ``owed``). Returns the packs now in the tote."""
         with self._tx():
