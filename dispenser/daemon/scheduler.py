@@ -264,9 +264,9 @@ class Scheduler:
         now = self._now()
         with self.journal.transaction():
             voided = self.rlog.void_above(status.last_accepted_seq, now)
-        for intent in voided:
-            self.outstanding.pop(intent.seq, None)
-            self._on_void(intent)
+            for intent in voided:
+                self.outstanding.pop(intent.seq, None)
+                self._on_void(intent)
         if voided:
             log.info("commands never sent, planned again", count=len(voided),
                      seqs=[i.seq for i in voided][:20])
@@ -435,7 +435,6 @@ class Scheduler:
                 if tote.invalid >= MAX_INVALID_PER_SHIPMENT:
                     view = self.d.fail_shipment(sid, SYSTEM, f"robot refused its picks "
                                                 f"({reason.name if reason else c.detail})")
-                    self._forget_tote(sid, release=True)
                     after.append(lambda: self._shipment_event(view))
         # ABORTED: nothing moved; the reservation stays and is planned again.
 
@@ -471,6 +470,8 @@ class Scheduler:
         tote = self.totes.get(sid)
         if tote is not None:
             tote.released = True
+            if not tote.labelling:  # a failed shipment's tote, handed on for a person
+                self.totes.pop(sid, None)
         after.append(lambda: log.info("tote handed on", shipment_id=sid, output=intent.output))
         after.append(lambda: self.maybe_complete(sid))
 
@@ -558,7 +559,13 @@ class Scheduler:
         view = self.d.get_shipment(sid)
         if view.state is not ShipmentState.PICKING:
             if view.state in (ShipmentState.FAILED, ShipmentState.CANCELLED):
-                self._forget_tote(sid, release=False)
+                # Whatever is in its tote goes to a person (the packs are quarantined):
+                # hand the tote on before the output takes another shipment's packs.
+                if tote.output and not tote.released and not mine and room > 0:
+                    out.append(self._intent(Opcode.RELEASE_TOTE, 0, tote.output, 0,
+                                            "release", shipment_id=sid))
+                elif not tote.output or tote.released:
+                    self._forget_tote(sid, release=not tote.released)
             return out
         if not view.robot_picks and not view.owed and not any(
                 i.purpose == "pick" for i in mine):
@@ -630,10 +637,12 @@ class Scheduler:
                 if room - len(intents) <= 0:
                     break
                 intents += self._plan_tote(tote, status, room - len(intents))
-        if st in (ControllerState.READY, ControllerState.PAUSED) and room - len(intents) > 0:
-            intents += await self._prepare_load(status)
         if intents:
             await self._send(intents)
+        if st in (ControllerState.READY, ControllerState.PAUSED) and room - len(intents) > 0:
+            store = await self._prepare_load(status)
+            if store:
+                await self._send(store, journaled=True)
 
     def _plan_homing(self, status: RobotStatus) -> list[Intent]:
         if status.homed and not any(i.purpose == "home" for i in self.outstanding.values()):
@@ -667,13 +676,16 @@ class Scheduler:
                     scan.gtin, scan.batch, scan.serial, scan.expiry):
                 raise LoadRefused("input_mismatch", "the pack at the input point is not the "
                                   "one scanned; take it off and scan the pack you put there")
-            intent_seq = self.next_seq
+            # The pack's slot and its STORE intent are committed together: a crash can
+            # never leave a pack "loading" without a command that says where it went.
+            seq = self.next_seq
             with self.journal.transaction():
                 view = self.d.begin_load(req.scan, req.actor)
                 assert view.slot is not None
-                intent = self._intent(Opcode.STORE, view.slot, 0, 1, "store",
-                                      pack_id=view.pack_id)
-                assert intent.seq == intent_seq
+                intent = Intent(seq, int(Opcode.STORE), view.slot, 0, 1, "store",
+                                pack_id=view.pack_id)
+                self.rlog.add([intent], self._now())
+            self.next_seq = seq + 1
         except (DispenserError, RobotError) as exc:
             if not req.future.done():
                 req.future.set_exception(exc)
@@ -685,12 +697,13 @@ class Scheduler:
             req.future.set_result(view)
         return [intent]
 
-    async def _send(self, intents: list[Intent]) -> None:
-        """Journal, then queue, in writes of at most 15 commands."""
+    async def _send(self, intents: list[Intent], journaled: bool = False) -> None:
+        """Journal (unless ``journaled``), then queue, in writes of at most 15 commands."""
         for start in range(0, len(intents), MAX_PER_WRITE):
             chunk = intents[start:start + MAX_PER_WRITE]
-            with self.journal.transaction():
-                self.rlog.add(chunk, self._now())
+            if not journaled:
+                with self.journal.transaction():
+                    self.rlog.add(chunk, self._now())
             for i in chunk:
                 self.outstanding[i.seq] = i
             commands = [Command(i.seq, Opcode(i.opcode), i.slot, i.output, i.count)
@@ -701,9 +714,9 @@ class Scheduler:
                 # Refused whole: nothing was queued. Void and plan again next cycle.
                 with self.journal.transaction():
                     self.rlog.void([i.seq for i in chunk], self._now())
-                for i in chunk:
-                    self.outstanding.pop(i.seq, None)
-                    self._on_void(i)
+                    for i in chunk:
+                        self.outstanding.pop(i.seq, None)
+                        self._on_void(i)
                 log.warning("robot refused the commands, planned again",
                             error=str(exc), count=len(chunk))
                 if isinstance(exc, SequenceRejected):
