@@ -1078,6 +1078,7 @@ class Fuzzer:
         self.docs = docs
         self.timeout = timeout
         self.conns: dict[str | None, Conn] = {}
+        self.last_seen = Observed([])
 
     # -- plumbing
 
@@ -1095,7 +1096,7 @@ class Fuzzer:
         c = conn or self.conn(role)
         expects = expect_payload(already_sent + payload, role, self.docs, self.t.limit,
                                  params_codes)
-        seen = c.exchange(payload)
+        seen = self.last_seen = c.exchange(payload)
         outcomes, problems = judge(expects, seen)
         if not self.t.alive():
             problems.append("the daemon is no longer running")
@@ -1369,8 +1370,11 @@ class Fuzzer:
                 return  # the reply itself was wrong: already reported
             after = snapshot(tech)
             added = after.pop("audit_records") - before.pop("audit_records")
-            problems = [f"{added} audit records added, documented {audit_records}"] if (
-                added != audit_records) else []
+            # A line refused before it names a call (not JSON, not a request) is no call.
+            wanted = 0 if any(outcome_of(r) in ("-32700", "-32600")
+                              for r in self.last_seen.replies) else audit_records
+            problems = [f"{added} audit records added, documented {wanted}"] if (
+                added != wanted) else []
             problems += [f"changed {key}" for key in before if before[key] != after[key]]
             if not problems:
                 break
