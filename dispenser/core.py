@@ -776,9 +776,10 @@ class Dispensary:
                     actor: Actor = SYSTEM) -> list[PackView]:
         """The robot took ``picked`` packs from ``slot`` for this shipment: the total for
         every line of the shipment reserved on that slot (``robot_picks`` may list a slot
-        once per line). They are the first ones stored there (FIFO). If fewer than reserved came out, the slot is
-        quarantined as a discrepancy and the shortfall is reserved elsewhere (see
-        ``get_shipment(...).robot_picks`` / ``owed``). Returns the packs now in the tote."""
+        once per line). They are the first ones stored there (FIFO). If fewer than
+        reserved came out, the slot is quarantined as a discrepancy and the shortfall is
+        reserved elsewhere (see ``get_shipment(...).robot_picks`` / ``owed``). Returns the
+        packs now in the tote."""
         with self._tx():
             sh = self._live_shipment(shipment_id, ShipmentState.PICKING)
             entries = [(ln, r) for ln in sh.lines for r in ln.reserved if r[0] == slot]
