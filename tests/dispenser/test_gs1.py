@@ -116,3 +116,10 @@ def test_slot_holds_capacity_then_next_slot(make: Factory) -> None:
     ids = load(d, robot_drugs()[0], 3)
     slots = [d.get_pack(i).slot for i in ids]
     assert slots[0] == slots[1] != slots[2]
+
+
+def test_full_robot_refuses_with_no_free_slot(make: Factory) -> None:
+    from dispenser.stock import SlotGeometry
+    d = make(geometry=SlotGeometry(1, 1, 1, 1))
+    load(d, robot_drugs()[0], 1)
+    assert reason(d, scan(robot_drugs()[0])) == "no_free_slot"
