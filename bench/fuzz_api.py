@@ -1217,7 +1217,8 @@ class Fuzzer:
 
     def half_written(self, n: int) -> None:
         """A line without its newline and then: the write side shut, a hang-up, or the rest
-        in small pieces with pauses (a slow client)."""
+        in small pieces with pauses (a slow client); or a whole request, then a hang-up
+        before the reply."""
         def body(cr: tuple[tuple[bytes, str, int], str | None]) -> None:
             (payload, ending, cut), role = cr
             payload = payload.replace(b"\n", b" ")
@@ -1231,11 +1232,13 @@ class Fuzzer:
                     self.send_checked("half_written", role, b"", conn=conn,
                                       already_sent=payload + b"\n")
                     return
-                conn.send(payload[:cut] if ending == "hangup" else payload)
-                if ending == "hangup":
+                if ending in ("hangup", "gone"):
+                    # Mid-line, or a whole request and gone before its reply.
+                    conn.send(payload[:cut] if ending == "hangup" else payload + b"\n")
                     conn.close()
-                    self.report.add("half_written", ["hung up"], None)
+                    self.report.add("half_written", [f"{ending}: hung up"], None)
                     return
+                conn.send(payload)
                 conn.sock.shutdown(socket.SHUT_WR)
                 seen = Observed([])
                 with contextlib.suppress(TimeoutError):
@@ -1255,7 +1258,8 @@ class Fuzzer:
                 conn.close()
 
         strategy = st.tuples(st.sampled_from(CORPUS) | mutated(),
-                             st.sampled_from(["eof", "hangup", "slow"]), st.integers(1, 40))
+                             st.sampled_from(["eof", "hangup", "gone", "slow"]),
+                             st.integers(1, 40))
         self.hypothesis_run("half_written", strategy, n, body)
 
     def non_reader(self, watcher: Watcher) -> None:
@@ -1476,6 +1480,7 @@ class Fuzzer:
                 self.report.notes.append(f"journal vs simulator ledger: {len(broken)} problems")
                 problems += broken[:10]
         self.report.notes.append(watcher.summary())
+        problems += self.log_problems()
         if watcher.errors:
             problems += watcher.errors[:5]
         if watcher.latencies and max(watcher.latencies) > max_latency:
@@ -1485,6 +1490,17 @@ class Fuzzer:
             self.report.add("invariants", ["FAIL"], Failure("invariants", None, b"", problems))
         else:
             self.report.add("invariants", ["ok"], None)
+
+    def log_problems(self) -> list[str]:
+        """Faults the daemon logged: each is a defect even when the client got an answer."""
+        if self.t.log_path is None or not self.t.log_path.exists():
+            return []
+        text = self.t.log_path.read_text(errors="replace")
+        counts = {what: text.count(what) for what in
+                  ("api handler failed", "Unhandled exception", "audit hook failed")}
+        self.report.notes.append("daemon log: " + ", ".join(
+            f"{n} x {what!r}" for what, n in counts.items()))
+        return [f"the daemon logged {n} x {what!r}" for what, n in counts.items() if n]
 
     def close(self) -> None:
         for c in self.conns.values():
@@ -1602,12 +1618,6 @@ def main(argv: list[str] | None = None) -> int:
             report = replay(target, args.replay)
         else:
             report = run(target, args.cases, seed, only, args.max_latency, args.concurrency)
-        if target.log_path is not None and target.log_path.exists():
-            text = target.log_path.read_text(errors="replace")
-            report.notes.append(
-                f"daemon log: {text.count('api handler failed')} handler failures, "
-                f"{text.count('Unhandled exception')} unhandled exceptions, "
-                f"{text.count('audit hook failed')} audit hook failures")
     report.notes.append(f"took {time.monotonic() - started:.0f} s")
     print(report.render())
     print_failures(report)

@@ -39,6 +39,8 @@ KNOWN_OPEN: list[tuple[str, str, bytes]] = [
     # Numbers (and numeric strings) are taken as Unix times for the order's dates.
     ("hostile_orders", "got a result|got None",
      rb'"(window_start|window_end|issued_on)": "?[0-9]+(\.[0-9]+)?"?[,}]'),
+    # The daemon's log of the faults above.
+    ("invariants", "the daemon logged", b""),
     # events.subscribe's -32602 has data.topics, not data.errors.
     ("*", "without data.errors", rb"events\.subscribe"),
 ]
