@@ -159,6 +159,7 @@ class Dispensary:
         self._pending_orders: list[tuple[str, str, str | None, str, str]] | None = None
         self._pending_shipments: dict[str, Shipment] | None = None
         self._fixed_stamp: str | None = None
+        self._pending_audit: list[tuple[str, str, str, str, str, object, object]] | None = None
         with _bulk():
             self._load()
         journal.on_rollback.append(self._reload)
@@ -274,6 +275,10 @@ class Dispensary:
 
     def _audit(self, actor: Actor, action: str, subject: str, before: object = None,
                after: object = None) -> None:
+        if self._pending_audit is not None:  # a merge round: appended in order at its end
+            self._pending_audit.append((self._stamp(), actor.name, actor.role, action, subject,
+                                        before, after))
+            return
         self.journal.audit(self._stamp(), actor.name, actor.role, action, subject,
                            before, after)
 
@@ -605,7 +610,7 @@ class Dispensary:
         with _bulk(), self._tx():
             # Row updates of orders and shipments are collected and written once each.
             self._pending_orders, self._pending_shipments = [], {}
-            self._fixed_stamp = stamp
+            self._fixed_stamp, self._pending_audit = stamp, []
             try:
                 for sh in due:
                     del self._forming[(sh.patient_id, sh.address_key)]
@@ -620,9 +625,10 @@ class Dispensary:
                     "UPDATE shipments SET state=?, updated_at=?, data=? WHERE shipment_id=?",
                     [(sh.state.value, stamp, sh.data_json(), sh.shipment_id)
                      for sh in self._pending_shipments.values()])
+                self.journal.audit_many(self._pending_audit)
             finally:
                 self._pending_orders, self._pending_shipments = None, None
-                self._fixed_stamp = None
+                self._fixed_stamp, self._pending_audit = None, None
         return due
 
     def _bodies(self, order_ids: list[str]) -> dict[str, str]:
