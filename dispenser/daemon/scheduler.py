@@ -73,6 +73,10 @@ _FAULT_KIND = {FaultCode.JAM: "jam", FaultCode.DROPPED: "dropped",
                FaultCode.CONTROLLER_LOST: "controller_lost"}
 
 
+class _Halt(Exception):
+    """Stop this cycle: the robot and the journal disagree and a fault is latched."""
+
+
 class HardwareError(Exception):
     """The robot refused or could not be reached for an action a person asked for."""
 
@@ -149,6 +153,7 @@ class Scheduler:
         self._low_stock: set[str] = set()
         self.last_error: str | None = None
         self.active_fault: int | None = None
+        self._geometry_checked = False
 
     # ================================================================ helpers
     def _now(self) -> str:
@@ -210,8 +215,11 @@ class Scheduler:
             self._follow(status)
             await self._plan_and_send(status)
             await self._refresh_watchdog()
+        except _Halt:
+            pass
         except CompletionsLost as exc:
-            self.raise_fault("completions_lost", str(exc), {})
+            if self.machine.state not in (ControllerState.FAULT, ControllerState.ESTOP):
+                self.raise_fault("completions_lost", str(exc), {})
         except RobotError as exc:
             self._link_trouble(exc)
         self._sd_watchdog()
@@ -272,12 +280,16 @@ class Scheduler:
                      seqs=[i.seq for i in voided][:20])
         self.cursor = self.rlog.applied_completion()
         if status.completion_count < self.cursor:
-            self.raise_fault("robot_mismatch",
-                             "the robot reports fewer completions than the journal applied; "
-                             "its memory was cleared or it is another robot: count its stock",
-                             {"robot_completions": status.completion_count,
-                              "journal_completions": self.cursor})
-            raise RobotError("robot memory does not match the journal")
+            # Sending anything now could pick twice or lose track: stop here until a
+            # person has looked (each acknowledgement checks again).
+            if self.machine.state not in (ControllerState.FAULT, ControllerState.ESTOP):
+                self.raise_fault(
+                    "robot_mismatch",
+                    "the robot reports fewer completions than the journal applied; its "
+                    "memory was cleared or it is another robot: count its stock",
+                    {"robot_completions": status.completion_count,
+                     "journal_completions": self.cursor})
+            raise _Halt
         self.outstanding = {i.seq: i for i in self.rlog.planned()}
         self.next_seq = max(self.rlog.max_seq(), status.last_accepted_seq) + 1
         if not self.totes:
@@ -302,6 +314,9 @@ class Scheduler:
         return status
 
     def _check_geometry(self, status: RobotStatus) -> None:
+        if self._geometry_checked:
+            return
+        self._geometry_checked = True
         g = self.d.geometry
         robot = (status.sides, status.levels, status.columns, status.slot_capacity)
         mine = (g.sides, g.levels, g.columns, g.capacity)

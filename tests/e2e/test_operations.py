@@ -62,7 +62,12 @@ async def test_pause_maintenance_selftest_diagnostics(daemon: Daemon, sim: Sim) 
             sh = await staff.call("shipment.confirm_manual", {
                 "shipment_id": sid, "scan": scan(pack(fridge, "FQ", TODAY + timedelta(days=60),
                                                       serial))})
-        assert sh["state"] == "completed" and sh["output"] is None
+        assert sh["output"] is None and sh["manual_picks"][0]["confirmed"] == 2
+
+        async def q2_done() -> bool:
+            return bool((await staff.call("order.get", {"order_id": "Q2"}))["state"]
+                        == "completed")
+        await wait_for(q2_done, 20, what="Q2 completed")  # once its label is printed too
 
         # Maintenance: the self-test moves the robot only here.
         with pytest.raises(ApiError) as err:
