@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from dispenser.daemon.app import Daemon
 from dispenser.daemon.demo import scan_of
 from dispenser.states import ShipmentState
 from dispenser.views import Actor
-from firmware_sim import Simulator, SimulatorOptions
+from firmware_sim import Simulator
 from tests.e2e.harness import FORMULARY, drugs, order
 
 STAFF = Actor("test-staff", "staff")
@@ -32,15 +32,6 @@ OSYS = Actor("test-order-system", "order_system")
 
 class Crash(Exception):
     """The daemon dies here."""
-
-
-@pytest.fixture
-async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
-    s = Simulator(SimulatorOptions(tcp_port=0, instant=True,
-                                   printer_link=str(tmp_path / "printer")))
-    await s.start()
-    yield s
-    await s.stop()
 
 
 def _config(tmp_path: Path, sim: Simulator) -> Config:
