@@ -303,6 +303,14 @@ class Scheduler:
                     self.totes[t.shipment_id].labelling = True
                     if not t.printed:
                         self.desk.submit(t.shipment_id)
+        # A fault latched before a restart stays latched until someone acknowledges it.
+        active = self.rlog.faults(active=True)
+        if active and self.machine.state not in (ControllerState.FAULT, ControllerState.ESTOP):
+            trigger = "estop" if any(f.kind == "estop" for f in active) else "fault"
+            if self.machine.may(trigger):
+                self.machine.fire(trigger)
+                log.warning("faults still to be acknowledged", faults=[f.fault_id
+                                                                      for f in active])
         if status.machine_state is MachineState.CONTROLLER_LOST:
             log.info("robot stopped when the controller went silent; resetting it")
             await self.robot.reset()
@@ -788,6 +796,12 @@ class Scheduler:
 
     def raise_fault(self, kind: str, message: str, context: dict[str, Any]) -> int:
         trigger = "estop" if kind == "estop" else "fault"
+        same = next((f for f in self.rlog.faults(active=True) if f.kind == kind), None)
+        if same is not None:
+            # Still the same unacknowledged fault (e.g. seen again after a restart).
+            if self.machine.may(trigger):
+                self.machine.fire(trigger)
+            return same.fault_id
         with self.journal.transaction():
             fid = self.rlog.raise_fault(kind, message, context, self._now())
         self.active_fault = fid

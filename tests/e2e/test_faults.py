@@ -211,3 +211,29 @@ async def test_printer_not_ready_shipments_wait_in_labelling(daemon: Daemon, sim
     finally:
         await staff.close()
         await osys.close()
+
+
+async def test_a_latched_fault_survives_a_restart(daemon: Daemon, sim: Sim) -> None:
+    x = CODES[2]
+    staff, osys = await _start(daemon, sim, [(x, "R1", 100, 5)])
+    await sim.call("sim.inject", {"fault": "jam", "after_picks": 0})
+    await osys.call("order.submit", {"order": order("R1", "PR1", [(x, 2)])})
+    f = await _active_fault(staff, "jam")
+    await staff.close()
+    await osys.close()
+    daemon.kill()
+    daemon.start()
+    staff = await daemon.client("staff")
+    try:
+        async def latched() -> bool:
+            return bool((await staff.call("machine.status"))["state"] == "fault")
+        await wait_for(latched, 10, what="fault latched after the restart")
+        active = (await staff.call("fault.list", {"active": True}))["items"]
+        assert [a["fault_id"] for a in active] == [f["fault_id"]]  # no second record
+        await sim.call("sim.clear", {"fault": "jam"})
+        await staff.call("fault.ack", {"fault_id": f["fault_id"]})
+        await _completed(staff, "R1")
+        await check_totes_match_journal(staff, sim)
+        await check_stock_matches_slots(staff, sim)
+    finally:
+        await staff.close()
