@@ -46,7 +46,8 @@ def pick_drugs(formulary: Formulary, robot: int, fridge: int,
                                                                    min(fridge, len(fridges)))
 
 
-def demo_orders(n: int, formulary: Formulary, today: date, seed: int = 7) -> list[dict[str, Any]]:
+def demo_orders(n: int, formulary: Formulary, today: date, seed: int = 7,
+                run: str = "") -> list[dict[str, Any]]:
     rng = random.Random(seed)
     robot, fridge = pick_drugs(formulary, 10, 2, rng)
     orders: list[dict[str, Any]] = []
@@ -54,7 +55,8 @@ def demo_orders(n: int, formulary: Formulary, today: date, seed: int = 7) -> lis
     start = datetime.combine(today + timedelta(days=1), datetime.min.time(), UTC)
     for i in range(n):
         p = i if i < patients else rng.randrange(patients)  # some patients order twice
-        used = {o["items"][0]["drug_code"] for o in orders if o["patient"]["id"] == f"P{p:05d}"}
+        pid = f"P{run}{p:05d}"
+        used = {o["items"][0]["drug_code"] for o in orders if o["patient"]["id"] == pid}
         choices = [d for d in robot if d.drug_code not in used] or robot
         items = [{"drug_code": d.drug_code, "quantity": rng.choice((1, 1, 2)),
                   "days_supply": 30} for d in rng.sample(choices, rng.choice((1, 1, 2)))]
@@ -63,11 +65,11 @@ def demo_orders(n: int, formulary: Formulary, today: date, seed: int = 7) -> lis
                           "days_supply": 30})
         hour = 9 + (p % 8)
         orders.append({
-            "order_id": f"DEMO-{today:%Y%m%d}-{i + 1:04d}",
-            "patient": {"id": f"P{p:05d}",
+            "order_id": f"DEMO-{today:%Y%m%d}{run}-{i + 1:04d}",
+            "patient": {"id": pid,
                         "name": f"{_FIRST[p % 10]} {_GIVEN[(p // 10) % 10]}",
                         "phone": f"+86 22 {5550000 + p:07d}"},
-            "prescription": {"id": f"RX{p:05d}-{today:%y%m}", "issued_on":
+            "prescription": {"id": f"RX{run}{p:05d}-{today:%y%m}", "issued_on":
                              (today - timedelta(days=10)).isoformat(),
                              "institution": "Demo Diabetes Clinic", "prescriber": "Dr Demo",
                              "diagnoses": ["E11.9"]},
@@ -80,7 +82,7 @@ def demo_orders(n: int, formulary: Formulary, today: date, seed: int = 7) -> lis
 
 
 def demo_packs(orders: list[dict[str, Any]], formulary: Formulary, today: date,
-               extra: int = 2) -> list[dict[str, str]]:
+               extra: int = 2, run: str = "") -> list[dict[str, str]]:
     """Packs covering the orders' robot items: for each drug an older batch (picked first,
     FEFO) and a newer one."""
     need: Counter[str] = Counter()
@@ -97,7 +99,7 @@ def demo_packs(orders: list[dict[str, Any]], formulary: Formulary, today: date,
             older = k < first
             expiry = today + timedelta(days=(200 if older else 420) + n)
             packs.append({"gtin": code, "batch": f"{'A' if older else 'B'}{n:02d}{today:%m}",
-                          "expiry": expiry.isoformat(), "serial": f"DS{serial:08d}"})
+                          "expiry": expiry.isoformat(), "serial": f"DS{run}{serial:06d}"})
             serial += 1
     return packs
 
@@ -110,6 +112,17 @@ def scan_of(pack: dict[str, str]) -> str:
 async def load_stock(daemon: Daemon, packs: list[dict[str, str]]) -> int:
     """Put the packs at the simulator's input point and load them the normal way."""
     sim = daemon.simulator
+    # Only packs the dispensary would accept go on the input point: a refused pack would
+    # stay there and block every later load.
+    accepted = []
+    for pack in packs:
+        try:
+            daemon.dispensary.check_scan(scan_of(pack))
+        except DispenserError as exc:
+            log.warning("demo pack left out", gtin=pack["gtin"], error=exc.message)
+            continue
+        accepted.append(pack)
+    packs = accepted
     sim.put_input(packs)
     loaded = 0
     for pack in packs:
@@ -155,8 +168,11 @@ async def packing_desk(daemon: Daemon, interval_s: float = 0.5) -> None:
 def demo_task(orders_n: int) -> Callable[[Daemon], Coroutine[Any, Any, None]]:
     async def run(daemon: Daemon) -> None:
         today = daemon.clock().date()
-        orders = demo_orders(orders_n, daemon.formulary, today)
-        packs = demo_packs(orders, daemon.formulary, today)
+        # A tag per run keeps order ids and serials unique when the journal is kept
+        # between runs (--simulate with --config).
+        run = daemon.clock().strftime("%H%M%S")
+        orders = demo_orders(orders_n, daemon.formulary, today, run=run)
+        packs = demo_packs(orders, daemon.formulary, today, run=run)
         desk = asyncio.create_task(packing_desk(daemon))
         try:
             await wait_ready(daemon)
