@@ -1,0 +1,74 @@
+"""Property: whatever robot call the daemon dies at (before the request left, or after the
+robot acted but before the answer arrived), and however often, the restarted daemon picks
+every ordered pack exactly once and the journal agrees with the simulator serial by serial.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dispenser.daemon.app import Daemon
+from firmware_sim import Simulator, SimulatorOptions
+from tests.daemon.test_exactly_once import (
+    Crash,
+    _check,
+    _close,
+    _config,
+    _cycles,
+    _picking_done,
+    _prepare,
+)
+
+
+def _die_at(daemon: Daemon, call: int, after: bool) -> None:
+    """Make the ``call``-th robot transaction from now the daemon's last."""
+    robot = daemon.robot
+    real = robot._transact
+    count = 0
+
+    async def transact(*args: Any, **kwargs: Any) -> list[int]:
+        nonlocal count
+        count += 1
+        if count == call and not after:
+            raise Crash
+        result = await real(*args, **kwargs)
+        if count == call:
+            raise Crash
+        return result
+
+    robot._transact = transact  # type: ignore[method-assign]
+
+
+async def _scenario(crashes: list[tuple[int, bool]]) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        sim = Simulator(SimulatorOptions(tcp_port=0, instant=True,
+                                         printer_link=str(tmp_path / "printer")))
+        await sim.start()
+        try:
+            daemon, orders = await _prepare(tmp_path, sim)
+            for call, after in crashes:
+                _die_at(daemon, call, after)
+                with contextlib.suppress(Crash):
+                    await _cycles(daemon, lambda d=daemon: _picking_done(d))
+                await _close(daemon)
+                daemon = Daemon(_config(tmp_path, sim))
+            await _cycles(daemon, lambda: _picking_done(daemon))
+            _check(daemon, sim, orders)
+            await _close(daemon)
+        finally:
+            await sim.stop()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(st.integers(1, 120), st.booleans()), min_size=1, max_size=4))
+def test_dying_at_any_robot_call_picks_every_pack_exactly_once(
+        crashes: list[tuple[int, bool]]) -> None:
+    asyncio.run(_scenario(crashes))
