@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
@@ -303,8 +302,4 @@ class Daemon:
                 task.cancel()
 
 
-def temp_journal_dir() -> str:
-    return tempfile.mkdtemp(prefix="dispenser-demo-")
-
-
-__all__ = ["Daemon", "temp_journal_dir", "utc_now"]
+__all__ = ["Daemon", "utc_now"]

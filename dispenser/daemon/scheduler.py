@@ -386,6 +386,18 @@ class Scheduler:
                     log.error("completion could not be applied", seq=c.seq,
                               purpose=intent.purpose, shipment_id=intent.shipment_id,
                               result=name, error=str(exc))
+                    if intent.purpose in ("pick", "store") and c.detail > 0 and (
+                            c.result != Result.INVALID):
+                        # Packs moved that the journal cannot account for: a person must
+                        # look at the tote or slot before the machine goes on.
+                        ctx = {"seq": c.seq, "command": intent.purpose, "slot": intent.slot,
+                               "output": intent.output, "shipment_id": intent.shipment_id,
+                               "pack_id": intent.pack_id, "packs": c.detail,
+                               "error": exc.message}
+                        after.append(functools.partial(
+                            self.raise_fault, "unrecorded_move",
+                            f"the robot moved {c.detail} pack(s) the journal could not "
+                            "record; check the tote or slot named in the context", ctx))
                 self.rlog.complete(c.seq, c.number, int(c.result), c.detail, now)
         self.cursor = c.number
         self.counters.completions_applied += 1
