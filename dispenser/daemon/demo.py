@@ -171,8 +171,10 @@ def demo_task(orders_n: int) -> Callable[[Daemon], Coroutine[Any, Any, None]]:
         # A tag per run keeps order ids and serials unique when the journal is kept
         # between runs (--simulate with --config).
         run = daemon.clock().strftime("%H%M%S")
-        orders = demo_orders(orders_n, daemon.formulary, today, run=run)
+        # Stock enough for at least 40 orders, so --simulate alone has stock to show.
+        orders = demo_orders(max(orders_n, 40), daemon.formulary, today, run=run)
         packs = demo_packs(orders, daemon.formulary, today, run=run)
+        orders = orders[:orders_n]
         desk = asyncio.create_task(packing_desk(daemon))
         try:
             await wait_ready(daemon)
