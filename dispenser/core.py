@@ -98,8 +98,10 @@ class _Order:
     shipment_id: str | None
 
 
-_UPDATE_ORDER = ("UPDATE orders SET state=?, holds=?, shipment_id=?, updated_at=? "
-                 "WHERE order_id=?")
+# Rows are addressed by their primary key (seq): a bulk update sorted by it walks the
+# table's pages in order instead of jumping between them.
+_UPDATE_ORDER = "UPDATE orders SET state=?, holds=?, shipment_id=?, updated_at=? WHERE seq=?"
+_UPDATE_SHIPMENT = "UPDATE shipments SET state=?, updated_at=?, data=? WHERE seq=?"
 
 
 def _holds_json(holds: Sequence[Hold]) -> str:
@@ -156,7 +158,7 @@ class Dispensary:
         self.clock = clock
         # While forming many shipments, order row updates are collected here and written
         # with one executemany at the end of the transaction.
-        self._pending_orders: list[tuple[str, str, str | None, str, str]] | None = None
+        self._pending_orders: list[tuple[str, str, str | None, str, int]] | None = None
         self._pending_shipments: dict[str, Shipment] | None = None
         self._fixed_stamp: str | None = None
         self._pending_audit: list[tuple[str, str, str, str, str, object, object]] | None = None
@@ -411,7 +413,7 @@ class Dispensary:
     def _set_order_state(self, o: _Order, new: OrderState, actor: Actor, action: str,
                          holds: list[Hold] | None = None, reason: str | None = None,
                          log: bool = True, extra: dict[str, Any] | None = None,
-                         pending: list[tuple[str, str, str | None, str, str]] | None = None
+                         pending: list[tuple[str, str, str | None, str, int]] | None = None
                          ) -> None:
         """The one place an order changes state (journal row, audit, indexes). With
         ``pending`` the row update is appended there for the caller to write in bulk."""
@@ -419,8 +421,7 @@ class Dispensary:
         o.state = new
         if holds is not None:
             o.holds = holds
-        row = (new.value, _holds_json(o.holds), o.shipment_id, self._stamp(),
-               o.order_id)
+        row = (new.value, _holds_json(o.holds), o.shipment_id, self._stamp(), o.seq)
         if pending is not None:
             pending.append(row)
         else:
@@ -550,9 +551,8 @@ class Dispensary:
         if self._pending_shipments is not None:
             self._pending_shipments[sh.shipment_id] = sh  # written once, at the end
             return
-        self.journal.write("UPDATE shipments SET state=?, updated_at=?, data=? WHERE "
-                           "shipment_id=?", (sh.state.value, self._stamp(),
-                                             sh.data_json(), sh.shipment_id))
+        self.journal.write(_UPDATE_SHIPMENT, (sh.state.value, self._stamp(), sh.data_json(),
+                                              sh.seq))
 
     def _set_shipment_state(self, sh: Shipment, new: ShipmentState, actor: Actor, action: str,
                             holds: list[Hold] | None = None,
@@ -620,11 +620,12 @@ class Dispensary:
                             sh.lines.append(Line(oid, code, qty, days,
                                                  self.formulary[code].robot))
                     self._try_allocate(sh)
+                # In key order (a stable sort: a later update of the same row still wins).
+                self._pending_orders.sort(key=lambda row: row[-1])
                 self.journal.write_many(_UPDATE_ORDER, self._pending_orders)
-                self.journal.write_many(
-                    "UPDATE shipments SET state=?, updated_at=?, data=? WHERE shipment_id=?",
-                    [(sh.state.value, stamp, sh.data_json(), sh.shipment_id)
-                     for sh in self._pending_shipments.values()])
+                shipments = sorted(self._pending_shipments.values(), key=lambda sh: sh.seq)
+                self.journal.write_many(_UPDATE_SHIPMENT, [
+                    (sh.state.value, stamp, sh.data_json(), sh.seq) for sh in shipments])
                 self.journal.audit_many(self._pending_audit)
             finally:
                 self._pending_orders, self._pending_shipments = None, None
