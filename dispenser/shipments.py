@@ -11,6 +11,9 @@ from typing import Any
 from dispenser.checks import Hold
 from dispenser.states import ShipmentState
 
+# Built once (``json.dumps`` with options builds an encoder per call).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
 
 @dataclass(slots=True)
 class Line:
@@ -72,12 +75,12 @@ class Shipment:
         return self.window_start, self.priority_rank, self.arrival
 
     def data_json(self) -> str:
-        return json.dumps({
+        return _ENCODER.encode({
             "close_at": self.close_at.isoformat(), "window_start": self.window_start.isoformat(),
             "priority_rank": self.priority_rank, "arrival": self.arrival,
             "order_ids": self.order_ids, "lines": [ln.as_json() for ln in self.lines],
             "holds": [[h.code, h.detail, h.drug_code] for h in self.holds],
-        }, separators=(",", ":"))
+        })
 
     @classmethod
     def from_row(cls, shipment_id: str, seq: int, patient_id: str, address_key: str,

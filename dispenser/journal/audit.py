@@ -14,16 +14,21 @@ from dataclasses import dataclass
 
 GENESIS = "0" * 64
 
+# Built once: ``json.dumps`` with options builds a new encoder on every call, which costs
+# as much as encoding a small audit row. The output is the same.
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                              default=str)
+_PAYLOAD = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
 
 def canonical(value: object) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-                      default=str)
+    return _CANONICAL.encode(value)
 
 
 def row_hash(row_id: int, time: str, actor: str, role: str, action: str, subject: str,
              before: str | None, after: str | None, prev_hash: str) -> str:
-    payload = json.dumps([row_id, time, actor, role, action, subject, before, after, prev_hash],
-                         ensure_ascii=False, separators=(",", ":"))
+    payload = _PAYLOAD.encode([row_id, time, actor, role, action, subject, before, after,
+                               prev_hash])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
