@@ -235,6 +235,12 @@ class Dispensary:
         self._next_shipment_seq = (j.query_one("SELECT max(seq) FROM shipments")[0] or 0) + 1
         self._next_pack_id = (j.query_one("SELECT max(pack_id) FROM packs")[0] or 0) + 1
         self._next_store_seq = (j.query_one("SELECT max(store_seq) FROM packs")[0] or 0) + 1
+        # The state just loaded lives until the next reload and holds no reference cycles.
+        # Move it (with everything else alive now) out of the collector's generations: the
+        # full passes that follow a big load, and every later one, would otherwise walk its
+        # few hundred thousand objects for nothing (~80 ms per pass at 20,000 live orders).
+        # Objects dropped later are still freed by reference counting.
+        gc.freeze()
 
     def _index_order(self, o: _Order) -> None:
         self._orders[o.order_id] = o
