@@ -99,6 +99,7 @@ class _Tote:
     labelling: bool = False
     invalid: int = 0
     full_hits: int = 0
+    seen: int = -1  # generation at which its picks were last planned in full
 
 
 @dataclass
@@ -154,13 +155,20 @@ class Scheduler:
         self.last_error: str | None = None
         self.active_fault: int | None = None
         self._geometry_checked = False
+        self._generation = 0
+        self._last_output_full: frozenset[int] = frozenset()
 
     # ================================================================ helpers
     def _now(self) -> str:
         return self.clock().isoformat()
 
     def wake(self) -> None:
+        self._bump()
         self._wake.set()
+
+    def _bump(self) -> None:
+        """Something that can change what the totes need happened: plan them again."""
+        self._generation += 1
 
     def _event(self, topic: str, **body: Any) -> None:
         self.publish({"topic": topic, "at": self._now(), **body})
@@ -269,6 +277,7 @@ class Scheduler:
     # ================================================================ reconcile
     async def _reconcile(self, status: RobotStatus) -> RobotStatus:
         """After start, a lost link or a fault: agree with the robot before sending."""
+        self._bump()
         now = self._now()
         with self.journal.transaction():
             voided = self.rlog.void_above(status.last_accepted_seq, now)
@@ -356,6 +365,8 @@ class Scheduler:
             # journal never holds an effect without its cursor or the other way round.
             # Callers waiting on results are told only once that commit is on disk.
             after: list[Callable[[], object]] = []
+            if completions:
+                self._bump()
             with self.journal.transaction():
                 for c in completions:
                     self._apply(c, after)
@@ -546,6 +557,7 @@ class Scheduler:
             self.rlog.mark_released(shipment_id, self._now())
 
     def on_printed(self, shipment_id: str) -> None:
+        self._bump()
         with self.journal.transaction():
             self.rlog.mark_printed(shipment_id, self._now())
             tote = self.totes.get(shipment_id)
@@ -591,6 +603,8 @@ class Scheduler:
                 out.append(self._intent(Opcode.RELEASE_TOTE, 0, tote.output, 0, "release",
                                         shipment_id=sid))
             return out
+        if tote.seen == self._generation:
+            return out  # nothing happened since its picks were planned in full
         view = self.d.get_shipment(sid)
         if view.state is not ShipmentState.PICKING:
             if view.state in (ShipmentState.FAILED, ShipmentState.CANCELLED):
@@ -624,6 +638,8 @@ class Scheduler:
                 continue
             out.append(self._intent(Opcode.PICK, slot, tote.output, count, "pick",
                                     shipment_id=sid))
+        if len(out) < room:
+            tote.seen = self._generation
         return out
 
     def _move_tote(self, tote: _Tote, status: RobotStatus) -> None:
@@ -660,6 +676,9 @@ class Scheduler:
         st = self.machine.state
         if st is ControllerState.HOMING and room > 0:
             intents += self._plan_homing(status)
+        if status.output_full != self._last_output_full:
+            self._last_output_full = status.output_full
+            self._bump()
         if self._may_pick():
             now = time.monotonic()
             if now - self._last_form >= self.form_every_s:
@@ -752,6 +771,7 @@ class Scheduler:
                     for i in chunk:
                         self.outstanding.pop(i.seq, None)
                         self._on_void(i)
+                self._bump()
                 log.warning("robot refused the commands, planned again",
                             error=str(exc), count=len(chunk))
                 if isinstance(exc, SequenceRejected):
