@@ -70,9 +70,14 @@ class Shipment:
     def urgent(self) -> bool:
         return self.priority_rank == 0
 
-    def schedule_key(self) -> tuple[datetime, int, int]:
-        """Delivery window start, then priority, then arrival."""
-        return self.window_start, self.priority_rank, self.arrival
+    def schedule_key(self) -> tuple[float, int, int]:
+        """Delivery window start, then priority, then arrival.
+
+        The window start is compared as a POSIX timestamp (exact to the microsecond):
+        parsed times each carry their own tzinfo object, and aware datetimes with different
+        tzinfo objects compare through utcoffset() calls, which made sorting a merge
+        round's 10,000 shipments three times slower."""
+        return self.window_start.timestamp(), self.priority_rank, self.arrival
 
     def data_json(self) -> str:
         return _ENCODER.encode({
