@@ -165,11 +165,13 @@ class FormularyConfig(_Section):
 
 
 class StockConfig(_Section):
-    # Storage geometry: sides x levels x columns slots of slot_capacity packs each.
+    # Storage geometry: sides x levels x columns slots of slot_capacity packs each. The
+    # defaults are the standard machine of docs/robot-protocol.md (10,000 slots of 10
+    # packs); the daemon refuses to move a robot that reports another geometry.
     sides: int = Field(default=2, ge=1, le=16)
-    levels: int = Field(default=10, ge=1, le=1000)
-    columns: int = Field(default=50, ge=1, le=10000)
-    slot_capacity: int = Field(default=20, ge=1, le=10000)
+    levels: int = Field(default=25, ge=1, le=1000)
+    columns: int = Field(default=200, ge=1, le=10000)
+    slot_capacity: int = Field(default=10, ge=1, le=10000)
     # A drug with this many packs or fewer is reported as low stock.
     low_stock_packs: int = Field(default=5, ge=0)
 
