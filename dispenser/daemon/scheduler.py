@@ -67,6 +67,7 @@ Publish = Callable[[dict[str, Any]], None]
 MAX_OUTSTANDING = 56
 MAX_PER_WRITE = 15
 MAX_INVALID_PER_SHIPMENT = 3
+COMPLETIONS_PER_COMMIT = 4
 
 _FAULT_KIND = {FaultCode.JAM: "jam", FaultCode.DROPPED: "dropped",
                FaultCode.ESTOP: "estop", FaultCode.DOOR_OPEN: "door_open",
@@ -360,18 +361,21 @@ class Scheduler:
         while status.completion_count > self.cursor:
             upto = min(status.completion_count, self.cursor + 64)
             completions = await self.robot.read_completions(self.cursor, upto)
-            # All completions read in this cycle share one commit (one fsync); each is
-            # applied in its own savepoint together with its effect and the cursor, so the
-            # journal never holds an effect without its cursor or the other way round.
-            # Callers waiting on results are told only once that commit is on disk.
-            after: list[Callable[[], object]] = []
             if completions:
                 self._bump()
-            with self.journal.transaction():
-                for c in completions:
-                    self._apply(c, after)
-            for fn in after:
-                fn()
+            # A few completions share one commit (one fsync); each is applied in its own
+            # savepoint together with its effect and the cursor, so the journal never holds
+            # an effect without its cursor or the other way round. Callers waiting on
+            # results are told only once that commit is on disk. Between commits the loop
+            # lets API calls through, so a burst of completions never stalls them long.
+            for start in range(0, len(completions), COMPLETIONS_PER_COMMIT):
+                after: list[Callable[[], object]] = []
+                with self.journal.transaction():
+                    for c in completions[start:start + COMPLETIONS_PER_COMMIT]:
+                        self._apply(c, after)
+                for fn in after:
+                    fn()
+                await asyncio.sleep(0)
             if upto >= status.completion_count:
                 break
         return status
