@@ -209,9 +209,11 @@ class Scheduler:
         """Poll fast while the robot works or work waits; slowly (and cheaply) when idle.
         API calls that bring work wake the loop at once."""
         st = self.status
-        return bool(self.outstanding or self.loads or self.totes or st is None
-                    or st.queue_depth or self._need_reconcile
-                    or self.machine.state is not ControllerState.READY)
+        return bool(self.outstanding or self.loads or st is None or st.queue_depth
+                    or self._need_reconcile
+                    or (self.totes and self.machine.state is ControllerState.READY)
+                    or self.machine.state in (ControllerState.STARTUP,
+                                              ControllerState.HOMING))
 
     async def cycle(self) -> None:
         try:
