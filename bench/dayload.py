@@ -341,6 +341,32 @@ class Loader:
         self.loaded += took
         return took
 
+    async def load_one_by_one(self, packs: list[dict[str, str]],
+                              patience: float = 600) -> int:
+        """Load packs one at a time; while the machine cannot load (a fault, a restart)
+        wait and scan the same pack again, as staff would. For loading during faults."""
+        took = 0
+        async with self.lock:
+            await self.sim.put_input(packs)
+            for p in packs:
+                deadline = time.monotonic() + patience
+                while True:
+                    try:
+                        await self.client.call("stock.load", {"scan": scan(p), "wait": False},
+                                               timeout=60)
+                        took += 1
+                        break
+                    except ApiError as exc:
+                        if (int(exc.code) in (-32006, -32009, -32603)
+                                and time.monotonic() < deadline):
+                            await asyncio.sleep(0.5)
+                            continue
+                        reason = exc.data.get("reason") if isinstance(exc.data, dict) else None
+                        self.refused[str(reason or exc.code)] += 1
+                        break
+        self.loaded += took
+        return took
+
     async def wait_stored(self, timeout: float = 3600) -> None:
         """Until no pack is ``loading`` any more."""
         async def done() -> bool:
@@ -350,9 +376,12 @@ class Loader:
 
 
 async def restocking(stack: Stack, loader: Loader, restocker: Restocker,
-                     stop: asyncio.Event, *, interval: float = 0.5) -> Counter[str]:
-    """Staff refilling what runs low: on each ``low_stock`` event and for every shipment
-    held ``stock_short``, one more batch of that drug. Returns batches per reason."""
+                     stop: asyncio.Event, *, interval: float = 0.5,
+                     careful: bool = False) -> Counter[str]:
+    """Staff refilling what runs low: on each ``low_stock`` event, for every shipment
+    held ``stock_short`` and for every shipment being picked that is owed packs, one more
+    batch of that drug. ``careful``: one pack at a time, waiting out faults (a fault
+    campaign). Returns batches per reason."""
     done: Counter[str] = Counter()
     client = await stack.client("staff", keep=False)
     events = await stack.client("staff", keep=False)
@@ -371,6 +400,10 @@ async def restocking(stack: Stack, loader: Loader, restocker: Restocker,
                 for h in sh.get("hold_reasons", []):
                     if h.get("code") == "stock_short" and h.get("drug_code"):
                         wanted.put_nowait((str(h["drug_code"]), "stock_short"))
+            page = await client.call("shipment.list", {"state": "picking", "limit": 1000})
+            for sh in page["items"]:
+                for o in sh.get("owed", []):
+                    wanted.put_nowait((str(o["drug_code"]), "owed"))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval * 4):
                     await stop.wait()
@@ -387,7 +420,10 @@ async def restocking(stack: Stack, loader: Loader, restocker: Restocker,
             if code in restocker.fridge or now - recent.get(code, 0) < 2.0:
                 continue
             recent[code] = now
-            await loader.load(restocker.batch(code))
+            if careful:
+                await loader.load_one_by_one(restocker.batch(code))
+            else:
+                await loader.load(restocker.batch(code))
             done[why] += 1
     finally:
         for t in tasks:

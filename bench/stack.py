@@ -49,6 +49,8 @@ from dispenser.api.auth import hash_token
 from dispenser.api.client import ApiClient
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script
+    sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 FORMULARY = ROOT / "config" / "formulary.csv"
 GS = "\x1d"
@@ -207,6 +209,14 @@ class InvariantReport:
     packs: Counter[str] = field(default_factory=Counter)
     released_totes: int = 0
     packs_dispensed: int = 0
+    # Consequences of packs vanishing unseen (sim.inject slot_short / slot_empty), which the
+    # controller cannot know until it picks the slot empty or counts it: "substituted" (the
+    # robot picked the next pack of the same batch, the journal names the vanished one),
+    # "vanished_in_stock" / "vanished_quarantined" (the journal still has it in the slot).
+    known: Counter[str] = field(default_factory=Counter)
+    # Printed labels per kind: shipments with two or more copies (a reprint after a crash
+    # between printing and journaling it is allowed: printing is at least once).
+    labels: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -216,7 +226,8 @@ class InvariantReport:
         return {"ok": self.ok, "problems": len(self.problems), "orders": dict(self.orders),
                 "shipments": dict(self.shipments), "packs": dict(self.packs),
                 "released_totes": self.released_totes,
-                "packs_dispensed": self.packs_dispensed}
+                "packs_dispensed": self.packs_dispensed, "labels": self.labels,
+                "known_consequences_of_vanished_packs": dict(self.known)}
 
 
 class Stack:
@@ -584,8 +595,24 @@ async def _check(c: ApiClient, sim: SimControl, require_final: bool) -> Invarian
     by_serial_journal: dict[str, dict[str, Any]] = {}
     tote_of_shipment: dict[str, set[Any]] = defaultdict(set)
     output_of_shipment: dict[str, set[Any]] = defaultdict(set)
+    # Packs that vanished unseen (slot_short / slot_empty): the robot picks by position,
+    # not by serial, so from then on the journal names the vanished pack where the next one
+    # of the same batch went. For those batches compare counts per place, not serials.
+    removed = {p["serial"] for p in ledger["removed"]}
+    removed_batches = {(p["gtin"], p["batch"]) for p in ledger["removed"]}
+    excused: set[str] = set()
+    if removed_batches:
+        _check_batches_by_count(r, packs, ledger, where, removed_batches, removed)
+        excused = {q["serial"] for q in packs if (q["gtin"], q["batch"]) in removed_batches}
+        excused |= {p["serial"] for place in _physical_packs(ledger)
+                    for p in place if (p["gtin"], p["batch"]) in removed_batches}
+    stands_in: dict[str, str] = {}
+
     for p in packs:
         serial = p["serial"]
+        if serial in excused:
+            by_serial_journal.setdefault(serial, p)
+            continue
         if serial in by_serial_journal:
             prev = by_serial_journal[serial]
             if prev["state"] not in ("refused",) and p["state"] not in ("refused",):
@@ -593,7 +620,7 @@ async def _check(c: ApiClient, sim: SimControl, require_final: bool) -> Invarian
                     f"({prev['state']}) and {p['pack_id']} ({p['state']})")
         if serial not in by_serial_journal or p["state"] not in ("refused", "loading"):
             by_serial_journal[serial] = p
-        places = where.get(serial, [])
+        places = where.get(stands_in.get(serial, serial), [])
         kinds = {k for k, _ in places}
         state = p["state"]
         if p["gtin"] not in robot_gtins and p["slot"] is None:
@@ -639,6 +666,8 @@ async def _check(c: ApiClient, sim: SimControl, require_final: bool) -> Invarian
     # Nothing in storage, at the outputs or handed on that the journal does not hold there.
     journal_live = by_serial_journal
     for serial, places in where.items():
+        if serial in excused:
+            continue
         for kind, loc in places:
             jp = journal_live.get(serial)
             if kind == "slot" and (jp is None or jp["state"] not in ("in_stock", "quarantined")
@@ -679,7 +708,93 @@ async def _check(c: ApiClient, sim: SimControl, require_final: bool) -> Invarian
     dup = [s for s, n in Counter(serials).items() if n > 1]
     if dup:
         bad(f"serials handed on twice: {dup[:10]}")
+
+    # Labels: every completed shipment's shipping label and packing slip came out of the
+    # printer (not cancelled); copies are counted.
+    printed: Counter[tuple[str, str]] = Counter()
+    for label in ledger.get("labels", []):
+        if not label.get("printed") or label.get("cancelled"):
+            continue
+        m = _SHIPMENT_ID.search(label["zpl"])
+        if m:
+            kind = "slip" if "PACKING SLIP" in label["zpl"] else "label"
+            printed[(m.group(0), kind)] += 1
+    completed = [s["shipment_id"] for s in shipments if s["state"] == "completed"]
+    for sid in completed:
+        for kind in ("label", "slip"):
+            if printed[(sid, kind)] == 0:
+                bad(f"shipment {sid} completed but its {kind} never came out of the printer")
+    r.labels = {"printed": sum(printed.values()),
+                "shipments_with_copies": len({sid for (sid, _), n in printed.items() if n > 1})}
     return r
+
+
+_SHIPMENT_ID = re.compile(r"SH-[0-9]{8}")
+
+
+def _physical_packs(ledger: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    places = [*ledger["slots"].values(), ledger["input"]]
+    places += [t["packs"] for t in ledger["outputs"].values()]
+    places += [t["packs"] for t in ledger["totes"]]
+    return places
+
+
+def _check_batches_by_count(r: InvariantReport, packs: list[dict[str, Any]],
+                            ledger: dict[str, Any], where: dict[str, list[tuple[str, Any]]],
+                            batches: set[tuple[str, str]], removed: set[str]) -> None:
+    """For batches that lost packs unseen: per slot, the journal holds at least what is
+    physically there and at most that plus what vanished; per shipment, the tote holds as
+    many packs of the batch as the journal gave it; in total nothing extra went out."""
+    bad = r.problems.append
+    # The tote of each shipment, from its packs of other batches.
+    tote_of: dict[str, Any] = {}
+    for p in packs:
+        if (p["gtin"], p["batch"]) in batches or p["shipment_id"] is None:
+            continue
+        for kind, loc in where.get(p["serial"], []):
+            if kind in ("released", "output"):
+                tote_of[p["shipment_id"]] = (kind, loc)
+    for gtin, batch in sorted(batches):
+        mine = [p for p in packs if p["gtin"] == gtin and p["batch"] == batch]
+        vanished = sum(1 for p in ledger["removed"]
+                       if p["gtin"] == gtin and p["batch"] == batch)
+        j_slot = Counter(p["slot"] for p in mine if p["state"] in ("in_stock", "quarantined"))
+        phys_slot = Counter({int(s): sum(1 for p in ps if (p["gtin"], p["batch"]) == (gtin, batch))
+                             for s, ps in ledger["slots"].items()})
+        for slot in set(j_slot) | {s for s, n in phys_slot.items() if n}:
+            j, ph = j_slot.get(slot, 0), phys_slot.get(slot, 0)
+            if ph > j or j - ph > vanished:
+                bad(f"batch {gtin}/{batch}: slot {slot} holds {ph} packs, journal {j} "
+                    f"({vanished} vanished unseen)")
+            elif j > ph:
+                r.known["vanished_still_in_journal_stock"] += j - ph
+        j_ship = Counter(p["shipment_id"] for p in mine if p["state"] in ("dispensed", "picked"))
+        phys_tote: Counter[Any] = Counter()
+        for kind, key in (("released", "totes"), ("output", "outputs")):
+            places = (ledger[key] if kind == "released" else
+                      [{"tote": (int(o), t["tote"]), "packs": t["packs"]}
+                       for o, t in ledger[key].items()])
+            for t in places:
+                n = sum(1 for p in t["packs"] if (p["gtin"], p["batch"]) == (gtin, batch))
+                if n:
+                    phys_tote[(kind, t["tote"])] += n
+        unmapped = 0
+        for sid, n in j_ship.items():
+            tote = tote_of.get(sid)
+            if tote is None:
+                unmapped += n
+            elif phys_tote.get(tote, 0) != n:
+                bad(f"batch {gtin}/{batch}: shipment {sid} got {n} per journal, its tote "
+                    f"{tote} holds {phys_tote.get(tote, 0)}")
+        known_totes = {tote_of[s] for s in j_ship if s in tote_of}
+        others = sum(n for t, n in phys_tote.items() if t not in known_totes)
+        if others != unmapped:
+            bad(f"batch {gtin}/{batch}: {others} packs in totes of shipments the journal "
+                f"does not give this batch to (expected {unmapped})")
+        if any(p["serial"] in removed and p["state"] in ("dispensed", "picked") for p in mine):
+            r.known["journal_names_vanished_pack_as_sent"] += sum(
+                1 for p in mine if p["serial"] in removed and p["state"] in ("dispensed",
+                                                                               "picked"))
 
 
 def _stored_again(serial: str, packs: list[dict[str, Any]], p: dict[str, Any]) -> bool:
@@ -692,3 +807,25 @@ def _desc(p: dict[str, Any] | None) -> str:
     if p is None:
         return "unknown pack"
     return f"pack {p['pack_id']} {p['state']} slot={p['slot']} shipment={p['shipment_id']}"
+
+
+async def _recheck(workdir: Path) -> int:
+    """Start both processes again on a kept working directory and check the invariant."""
+    stack = Stack(workdir)
+    try:
+        await stack.start()
+        report = await stack.check_invariant(raise_on_problem=False)
+    finally:
+        await stack.stop()
+    print(json.dumps(report.summary(), indent=1))
+    for p in report.problems[:50]:
+        print("  " + p)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    # python bench/stack.py --check DIR: the invariant of a kept campaign directory.
+    if len(sys.argv) == 3 and sys.argv[1] == "--check":
+        sys.exit(asyncio.run(_recheck(Path(sys.argv[2]))))
+    print("usage: stack.py --check DIR", file=sys.stderr)
+    sys.exit(2)
