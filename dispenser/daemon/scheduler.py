@@ -582,8 +582,20 @@ class Scheduler:
                 if k not in busy and k not in status.output_full]
         if not free:
             return
+        capacity = status.tote_capacity or 40
         for view in self.d.next_shipments(limit=len(free) + 4):
             needs_tote = bool(view.robot_picks)
+            packs = sum(p.count for p in view.robot_picks)
+            if packs > capacity:
+                # One shipment is one tote; the robot would stop with OUTPUT_FULL half
+                # way. Refuse it whole, before any pack moves, so nothing is half sent.
+                failed = self.d.fail_shipment(
+                    view.shipment_id, SYSTEM,
+                    f"{packs} packs do not fit one tote ({capacity}); split the orders")
+                log.error("shipment too large for one tote", shipment_id=view.shipment_id,
+                          packs=packs, tote_capacity=capacity)
+                self._shipment_event(failed)
+                continue
             if needs_tote and not free:
                 continue
             output = free.pop(0) if needs_tote else 0

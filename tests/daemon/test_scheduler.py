@@ -40,3 +40,35 @@ async def test_geometry_mismatch_is_a_fault(tmp_path: Path, sim: Simulator) -> N
     await _cycles(daemon, lambda: daemon.machine.state is ControllerState.FAULT)
     assert [f.kind for f in daemon.robotlog.faults(active=True)] == ["geometry"]
     await _close(daemon)
+
+
+async def test_a_shipment_larger_than_a_tote_is_refused_before_any_pick(
+        tmp_path: Path, sim: Simulator) -> None:
+    from datetime import date, timedelta
+
+    from dispenser.daemon.demo import scan_of
+    from dispenser.states import OrderState
+    from tests.daemon.test_exactly_once import OSYS, STAFF
+    from tests.e2e.harness import drugs, order
+
+    daemon = Daemon(_config(tmp_path, sim))
+    codes = [r["drug_code"] for r in drugs()["robot"][80:84]]
+    exp = (date.today() + timedelta(days=300)).isoformat()
+    packs = [{"gtin": c, "batch": f"T{n}", "expiry": exp, "serial": f"T{n}-{i:02d}"}
+             for n, c in enumerate(codes) for i in range(12)]
+    sim.put_input(packs)
+    loads = [daemon.scheduler.request_load(scan_of(p), STAFF, wait=True) for p in packs]
+    await _cycles(daemon, lambda: all(f.done() for f in loads))
+    daemon.machine.fire("pause")
+    d = daemon.dispensary
+    d.submit(order("BIG1", "PBIG", [(codes[0], 12), (codes[1], 12)]), OSYS)
+    d.submit(order("BIG2", "PBIG", [(codes[2], 12), (codes[3], 6)]), OSYS)  # merges: 42
+    d.submit(order("SMALL", "PSMALL", [(codes[3], 2)]), OSYS)
+    daemon.machine.fire("resume")
+    await _cycles(daemon, lambda: d.get_order("SMALL").state is OrderState.LABELLING)
+    assert d.get_order("BIG1").state is OrderState.FAILED
+    assert d.get_order("BIG2").state is OrderState.FAILED
+    ledger = sim.ledger()
+    in_totes = [p for t in ledger["outputs"].values() for p in t["packs"]]
+    assert len(in_totes) == 2  # only SMALL's packs moved
+    await _close(daemon)
