@@ -196,6 +196,8 @@ class Dispensary:
                 "SELECT shipment_id, seq, patient_id, address_key, state, created_at, data "
                 f"FROM shipments WHERE state IN ({marks}) ORDER BY seq", _LIVE_SHIPMENT):
             sh = Shipment.from_row(*srow)
+            if sh.state is ShipmentState.HELD and not sh.lines:  # stored without them
+                sh.lines = self._lines_as_ordered(sh)
             self._shipments[sh.shipment_id] = sh
             if sh.state is ShipmentState.FORMING:
                 self._forming[(sh.patient_id, sh.address_key)] = sh.shipment_id
@@ -620,11 +622,7 @@ class Dispensary:
             try:
                 for sh in due:
                     del self._forming[(sh.patient_id, sh.address_key)]
-                    for oid in sh.order_ids:
-                        o = self._orders[oid]
-                        for code, qty, days in o.items:
-                            sh.lines.append(Line(oid, code, qty, days,
-                                                 self.formulary[code].robot))
+                    sh.lines = self._lines_as_ordered(sh)
                     self._try_allocate(sh)
                 # In key order (a stable sort: a later update of the same row still wins).
                 self._pending_orders.sort(key=lambda row: row[-1])
@@ -637,6 +635,11 @@ class Dispensary:
                 self._pending_orders, self._pending_shipments = None, None
                 self._fixed_stamp, self._pending_audit = None, None
         return due
+
+    def _lines_as_ordered(self, sh: Shipment) -> list[Line]:
+        """One line per item of the shipment's orders, nothing reserved yet."""
+        return [Line(oid, code, qty, days, self.formulary[code].robot)
+                for oid in sh.order_ids for code, qty, days in self._orders[oid].items]
 
     def _bodies(self, order_ids: list[str]) -> dict[str, str]:
         """Order bodies in a few queries (for many views at once)."""

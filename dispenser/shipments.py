@@ -41,6 +41,11 @@ class Line:
     def done(self) -> bool:
         return len(self.packs) >= self.to_send
 
+    @property
+    def as_ordered(self) -> bool:
+        """Nothing reserved, picked, owed or short: the order item and nothing more."""
+        return not (self.reserved or self.packs or self.owed or self.short)
+
     def as_json(self) -> list[Any]:
         return [self.order_id, self.drug_code, self.quantity, self.days_supply, self.robot,
                 self.reserved, self.packs, self.owed, self.short]
@@ -79,22 +84,34 @@ class Shipment:
         round's 10,000 shipments three times slower."""
         return self.window_start.timestamp(), self.priority_rank, self.arrival
 
+    @property
+    def lines_as_ordered(self) -> bool:
+        """Held with lines that are just its orders' items. Such a shipment is stored
+        without its lines (``"lines": null``): the ``Dispensary`` rebuilds them from the
+        orders when it loads, as it built them when the merge window closed. When stock is
+        short, most of a merge round's shipments are held, and their lines were half of
+        what the round encoded and wrote for shipments."""
+        return self.state is ShipmentState.HELD and all(ln.as_ordered for ln in self.lines)
+
     def data_json(self) -> str:
+        lines = None if self.lines_as_ordered else [ln.as_json() for ln in self.lines]
         return _ENCODER.encode({
             "close_at": self.close_at.isoformat(), "window_start": self.window_start.isoformat(),
             "priority_rank": self.priority_rank, "arrival": self.arrival,
-            "order_ids": self.order_ids, "lines": [ln.as_json() for ln in self.lines],
+            "order_ids": self.order_ids, "lines": lines,
             "holds": [[h.code, h.detail, h.drug_code] for h in self.holds],
         })
 
     @classmethod
     def from_row(cls, shipment_id: str, seq: int, patient_id: str, address_key: str,
                  state: str, created_at: str, data: str) -> Shipment:
+        """The shipment of a journal row; stored without lines (see ``lines_as_ordered``),
+        it comes with none and the caller adds them."""
         d = json.loads(data)
         return cls(shipment_id, seq, patient_id, address_key, ShipmentState(state),
                    datetime.fromisoformat(created_at), datetime.fromisoformat(d["close_at"]),
                    datetime.fromisoformat(d["window_start"]), d["priority_rank"], d["arrival"],
-                   d["order_ids"], [Line.from_json(v) for v in d["lines"]],
+                   d["order_ids"], [Line.from_json(v) for v in d["lines"] or ()],
                    [Hold(*h) for h in d["holds"]])
 
     def slots_reserved(self) -> set[int]:
