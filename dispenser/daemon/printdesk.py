@@ -11,35 +11,27 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from dispenser.daemon import labels
 from dispenser.formulary import Drug
 from dispenser.logs import get_logger
 from dispenser.views import ShipmentView
+from drivers.printer.client import PrintOutcome
+from drivers.printer.status import NotReadyReason
 
 log = get_logger(__name__)
 
 
-class Outcome(Protocol):
-    printed: bool
-
-    @property
-    def reasons(self) -> list[object]: ...
-
-
 class PrinterLike(Protocol):
-    async def status(self) -> object: ...
+    """What the desk needs of the printer driver (``drivers.printer.client.Printer``)."""
 
-    async def print_label(self, zpl: bytes) -> object: ...
+    async def print_label(self, zpl: bytes) -> PrintOutcome: ...
 
 
-def reason_names(reasons: object) -> list[str]:
-    out = []
-    for r in reasons if isinstance(reasons, list) else []:
-        out.append(str(getattr(r, "value", r)))
-    return out
+def reason_names(reasons: Sequence[NotReadyReason]) -> list[str]:
+    return [r.value for r in reasons]
 
 
 class PrintDesk:
@@ -115,8 +107,8 @@ class PrintDesk:
             if index < first:
                 continue
             outcome = await self.printer.print_label(zpl)
-            if not getattr(outcome, "printed", False):
-                reasons = reason_names(getattr(outcome, "reasons", []))
+            if not outcome.printed:
+                reasons = reason_names(outcome.reasons)
                 if reasons != self.waiting_reasons:
                     log.warning("printer not ready, shipment waits in labelling",
                                 shipment_id=shipment_id, document=what, reasons=reasons)
@@ -136,6 +128,6 @@ class PrintDesk:
             docs.append(labels.packing_slip(view, self.drugs))
         for zpl in docs:
             outcome = await self.printer.print_label(zpl)
-            if not getattr(outcome, "printed", False):
-                return False, reason_names(getattr(outcome, "reasons", []))
+            if not outcome.printed:
+                return False, reason_names(outcome.reasons)
         return True, []
