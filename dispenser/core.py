@@ -110,9 +110,15 @@ def _holds_json(holds: Sequence[Hold]) -> str:
     return _holds_json_cached(tuple(holds))
 
 
+# Built once (``json.dumps`` with options builds an encoder per call); holds are never
+# circular, so no check.
+_HOLDS_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+                                  check_circular=False)
+
+
 @lru_cache(maxsize=4096)
 def _holds_json_cached(holds: tuple[Hold, ...]) -> str:
-    return json.dumps([h.as_dict() for h in holds], ensure_ascii=False, separators=(",", ":"))
+    return _HOLDS_ENCODER.encode([h.as_dict() for h in holds])
 
 
 def _items_text(items: list[tuple[str, int, int]]) -> str:
@@ -676,10 +682,11 @@ class Dispensary:
             ln.owed = ln.short = 0
             if not ln.robot:
                 continue
-            need = ln.quantity - len(ln.packs) - sum(n for _, n in ln.reserved)
+            need = ln.quantity - len(ln.packs) - ln.reserved_count
             if need > 0:
                 picks, miss = self.stock.allocate(ln.drug_code, need, today)
-                self._add_reservations(sh, ln, picks)
+                if picks:
+                    self._add_reservations(sh, ln, picks)
                 if miss:
                     ln.owed = miss
                     short[ln.drug_code] = short.get(ln.drug_code, 0) + miss

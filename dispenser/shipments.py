@@ -35,6 +35,11 @@ class Line:
         return f"{self.order_id}/{self.drug_code}"
 
     @property
+    def reserved_count(self) -> int:
+        """Packs reserved and not yet picked."""
+        return sum(n for _, n in self.reserved) if self.reserved else 0
+
+    @property
     def to_send(self) -> int:
         return self.quantity - self.short
 
