@@ -80,6 +80,14 @@ def output_position(output: int) -> tuple[float, float]:
 
 INPUT_POSITION = (0.0, 0.0)
 
+# Plain ints and names looked up once, for the per-command checks.
+_OPCODES = frozenset(int(op) for op in Opcode)
+_SLOT_OPCODES = frozenset((int(Opcode.STORE), int(Opcode.PICK), int(Opcode.SCAN_SLOT)))
+_OUTPUT_OPCODES = frozenset((int(Opcode.PICK), int(Opcode.RELEASE_TOTE)))
+_HOME, _STORE, _PICK = int(Opcode.HOME), int(Opcode.STORE), int(Opcode.PICK)
+_RELEASE_TOTE = int(Opcode.RELEASE_TOTE)
+_RESULT_NAMES = {result: result.name for result in Result}
+
 
 def _report_crash(task: asyncio.Task[None]) -> None:
     """A robot task must never end on its own: say so loudly instead of going quiet."""
@@ -340,7 +348,7 @@ class Robot:
     # --- execution ---------------------------------------------------------------------
 
     def _blocked(self) -> bool:
-        return self.fault != Fault.NONE or self.controller_lost
+        return self.fault != 0 or self.controller_lost
 
     async def _executor(self) -> None:
         while True:
@@ -358,6 +366,10 @@ class Robot:
                 self.executing = None
             self.queue.popleft()
             self._complete(command, result, detail)
+            if self.instant and command.batch_end:
+                # Instant motions never suspend the executor: hand the loop back once per
+                # mailbox write, so requests are answered between batches.
+                await asyncio.sleep(0)
 
     async def _watchdog(self) -> None:
         while True:
@@ -385,17 +397,17 @@ class Robot:
             command.output & 0xFFFF,
         ]
         self.last_completed_seq = seq
-        self.results[result.name] += 1
+        self.results[_RESULT_NAMES[result]] += 1
         if command.batch_end and self.on_batch_done is not None:
             self.on_batch_done()
 
     async def _move(self, seconds: float) -> bool:
         """Spend a motion of ``seconds`` (standard machine). True if an e-stop cut it short."""
         self.machine_seconds += seconds
-        loop = asyncio.get_running_loop()
         if self.instant:
-            await asyncio.sleep(0)
-            return self.fault == Fault.ESTOP
+            # A motion of no duration: nothing can happen during it.
+            return False
+        loop = asyncio.get_running_loop()
         wall = seconds / self.speed
         began = loop.time()
         future: asyncio.Future[bool] = loop.create_future()
@@ -409,19 +421,18 @@ class Robot:
             self.busy_seconds += loop.time() - began
 
     def _static_check(self, c: Command) -> Invalid | None:
-        try:
-            op = Opcode(c.opcode)
-        except ValueError:
+        op = c.opcode
+        if op not in _OPCODES:
             return Invalid.UNKNOWN_OPCODE
-        if op in (Opcode.STORE, Opcode.PICK, Opcode.SCAN_SLOT) and not 0 <= c.slot < SLOT_COUNT:
+        if op in _SLOT_OPCODES and not 0 <= c.slot < SLOT_COUNT:
             return Invalid.SLOT_RANGE
-        if op in (Opcode.PICK, Opcode.RELEASE_TOTE) and not 1 <= c.output <= self.outputs:
+        if op in _OUTPUT_OPCODES and not 1 <= c.output <= self.outputs:
             return Invalid.OUTPUT_RANGE
-        if op == Opcode.PICK and not 1 <= c.count <= SLOT_CAPACITY:
+        if op == _PICK and not 1 <= c.count <= SLOT_CAPACITY:
             return Invalid.COUNT_RANGE
-        if op == Opcode.STORE and c.count != 1:
+        if op == _STORE and c.count != 1:
             return Invalid.COUNT_RANGE
-        if op != Opcode.HOME and not self.homed:
+        if op != _HOME and not self.homed:
             return Invalid.NOT_HOMED
         return None
 
@@ -430,17 +441,17 @@ class Robot:
         if reason is not None:
             return Result.INVALID, int(reason)
         op = c.opcode
-        if op == Opcode.HOME:
+        if op == _PICK:
+            return await self._pick(c)
+        if op == _HOME:
             if await self._move(HOME_TIME):
                 return Result.ESTOP, 0
             self.homed = True
             self.position = INPUT_POSITION
             return Result.OK, 0
-        if op == Opcode.STORE:
+        if op == _STORE:
             return await self._store(c)
-        if op == Opcode.PICK:
-            return await self._pick(c)
-        if op == Opcode.RELEASE_TOTE:
+        if op == _RELEASE_TOTE:
             if await self._move(RELEASE_TOTE_TIME):
                 return Result.ESTOP, 0
             tote = self.totes[c.output]

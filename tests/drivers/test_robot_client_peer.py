@@ -221,3 +221,24 @@ async def test_one_request_at_a_time(peer: ModbusPeer) -> None:
     assert client.stats.transactions == 20
     assert client.stats.latency_p50_s is not None
     await client.close()
+
+
+@pytest.mark.parametrize("count", [1, 2, 32, 120, 125])
+def test_driver_pdus_encode_and_decode_like_pymodbus(count: int) -> None:
+    import os
+
+    from pymodbus.pdu.register_message import (
+        ReadHoldingRegistersResponse,
+        WriteMultipleRegistersRequest,
+    )
+
+    from drivers.robot.client import _ReadHoldingRegistersReply, _WriteMultipleRegistersRequest
+
+    data = bytes([2 * count]) + os.urandom(2 * count)
+    ours, theirs = _ReadHoldingRegistersReply(), ReadHoldingRegistersResponse()
+    ours.decode(data)
+    theirs.decode(data)
+    assert ours.registers == theirs.registers
+    regs = [(v * 7919) & 0xFFFF for v in range(count)]
+    request = _WriteMultipleRegistersRequest(address=1000, registers=regs, dev_id=1)
+    assert request.encode() == WriteMultipleRegistersRequest(address=1000, registers=regs).encode()

@@ -162,3 +162,68 @@ def test_ring_reads_cover_exactly_the_asked_completions(after: int, n: int) -> N
             assert (address - 2000) // 8 + k == (first + k - 1) % 64
             numbers.append(first + k)
     assert numbers == list(range(after + 1, after + n + 1))
+
+
+entries = st.lists(
+    st.tuples(
+        st.integers(1, 2**32 - 1),
+        st.integers(0, 0xFFFF),
+        st.sampled_from(Result),
+        st.integers(0, 0xFFFF),
+        st.integers(0, 2**32 - 1),
+        st.integers(0, 0xFFFF),
+    ),
+    min_size=1,
+    max_size=15,
+)
+
+
+@given(st.integers(1, 10_000), entries)
+def test_completions_decoded_in_one_block_are_the_documented_entries(
+    first: int, items: list[tuple[int, int, Result, int, int, int]]
+) -> None:
+    regs: list[int] = []
+    for seq, opcode, result, detail, slot, output in items:
+        regs += [seq >> 16, seq & 0xFFFF, opcode, result, detail, slot >> 16, slot & 0xFFFF, output]
+    block = codec.decode_completions(first, regs)
+    expected = [
+        codec.Completion(first + k, seq, opcode, result, detail, slot, output)
+        for k, (seq, opcode, result, detail, slot, output) in enumerate(items)
+    ]
+    assert block == expected
+    assert [hash(c) for c in block] == [hash(c) for c in expected]
+    assert block[0] == decode_completion(first, regs[:8])
+    assert all(type(c.result) is Result for c in block)
+
+
+def test_completions_block_is_frozen_and_checked_like_single_entries() -> None:
+    (c,) = codec.decode_completions(3, [0, 9, 3, 0, 1, 0, 5, 2])
+    with pytest.raises(AttributeError):
+        c.detail = 2  # type: ignore[misc]
+    with pytest.raises(codec.CodecError, match="unknown result 8"):
+        codec.decode_completions(1, [0, 9, 3, 0, 1, 0, 5, 2, 0, 10, 3, 8, 0, 0, 5, 2])
+    with pytest.raises(codec.CodecError, match="not a u16"):
+        codec.decode_completions(1, [0, 9, 3, 0, 1, 0, 5, 70000])
+    with pytest.raises(codec.CodecError, match="multiple of 8"):
+        codec.decode_completions(1, [0] * 12)
+    with pytest.raises(codec.CodecError, match="8 registers"):
+        decode_completion(1, [0] * 16)
+
+
+def test_status_fault_code_and_register_range_are_checked() -> None:
+    regs = _status_regs()
+    regs[3] = 6
+    with pytest.raises(codec.CodecError, match="fault_code"):
+        decode_status(regs)
+    regs = _status_regs()
+    regs[30] = -1
+    with pytest.raises(codec.CodecError, match="not a u16"):
+        decode_status(regs)
+    regs = _status_regs()
+    regs[10] = 0xFFFF
+    assert decode_status(regs).output_full == frozenset(range(1, 17))
+
+
+def test_encoding_names_the_field_that_does_not_fit() -> None:
+    with pytest.raises(codec.CodecError, match="output=70000"):
+        encode_commands([Command(1, Opcode.PICK, 3, 1, 1), Command(2, Opcode.PICK, 3, 70000, 1)])

@@ -117,6 +117,23 @@ class TcpClient:
         body = await asyncio.wait_for(self.reader.readexactly(length - 1), 2)
         return tid, unit_back, body
 
+    async def pipelined(self, pdus: list[bytes]) -> list[bytes]:
+        """Send several PDUs in one segment, then read their responses (in order)."""
+        assert self.reader is not None and self.writer is not None
+        frames, tids = b"", []
+        for pdu in pdus:
+            self.tid = (self.tid + 1) & 0xFFFF
+            tids.append(self.tid)
+            frames += struct.pack(">HHHB", self.tid, 0, len(pdu) + 1, self.unit) + pdu
+        self.writer.write(frames)
+        bodies = []
+        for tid in tids:
+            header = await asyncio.wait_for(self.reader.readexactly(7), 2)
+            tid_back, _protocol, length, _unit = struct.unpack(">HHHB", header)
+            assert tid_back == tid
+            bodies.append(await asyncio.wait_for(self.reader.readexactly(length - 1), 2))
+        return bodies
+
     async def request(self, pdu: bytes, unit: int | None = None) -> list[int]:
         tid, unit_back, body = await self.raw(pdu, unit)
         assert tid == self.tid, "transaction id not echoed"

@@ -279,3 +279,48 @@ async def test_scanner_shows_first_pack_at_input(sim: Simulator, client: TcpClie
     assert data == b"010415012345678217270531" + b"10LOT42\x1d21SN123"
     s = await client.status()
     assert s["input_count"] == 2 and s["flags"] & 2
+
+
+async def test_instant_mode_runs_a_write_whole_after_answering_it(
+    sim: Simulator, client: TcpClient
+) -> None:
+    # docs/simulator.md --instant: commands execute after the write is answered, one after
+    # another; no request is answered in the middle of a write's commands.
+    seq = await homed(client)
+    assert sim.tcp is not None
+    counters = sim.tcp.counters
+    seen: list[int] = []
+    complete = sim.robot._complete
+
+    def record(*args: object) -> None:
+        seen.append(counters.requests)
+        complete(*args)  # type: ignore[arg-type]
+
+    sim.robot._complete = record  # type: ignore[method-assign]
+    before = counters.requests
+    await client.queue(*[command(seq + i, SCAN_SLOT, i) for i in range(15)])
+    s = await client.status()
+    assert s["completion_count"] == 16 and s["last_completed_seq"] == seq + 14
+    assert s["queue_depth"] == 0 and s["machine_state"] == 0
+    # All 15 completed after the write was counted and before the status read was.
+    assert seen == [before + 1] * 15
+    results = [e["result"] for e in await client.completions(2, 16)]
+    assert results == [0] * 15
+
+
+async def test_instant_mode_answers_requests_between_queued_writes(
+    sim: Simulator, client: TcpClient
+) -> None:
+    # Two writes and a status read sent together: all three are answered before the robot
+    # runs any of the 30 commands (the executor hands the loop back after each write).
+    seq = await homed(client)
+    assert client.writer is not None
+    pdus = [
+        write_pdu(1000, [v for i in range(15) for v in command(seq + b * 15 + i, SCAN_SLOT, i)])
+        for b in range(2)
+    ] + [read_pdu(0, 32)]
+    replies = await client.pipelined(pdus)
+    status = struct.unpack(">32H", replies[2][2:])
+    assert status[5] == 30  # queue_depth: nothing executed yet
+    s = await client.wait_completed(seq + 29)
+    assert s["completion_count"] == 31
