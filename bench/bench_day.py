@@ -365,7 +365,17 @@ async def main_async(args: argparse.Namespace) -> int:
     stack = Stack(workdir, instant=True, daemon=opts)
     try:
         await stack.start()
-        await run_day(stack, plan, args, fig)
+        try:
+            await run_day(stack, plan, args, fig)
+        except (ConnectionError, OSError) as exc:
+            # The daemon went away in the middle of the day: keep what was measured and say
+            # why, rather than a traceback.
+            fig["aborted"] = {"error": repr(exc), "daemon_alive": stack.daemon_alive(),
+                              "daemon_exit": stack.daemon_proc.poll()
+                              if stack.daemon_proc else None,
+                              "daemon_errors": stack.daemon_errors()}
+            say(f"ABORTED: {json.dumps(fig['aborted'], indent=1)}")
+            return 1
         if not args.skip_recovery:
             await recovery(stack, fig)
         if util_plan is not None:

@@ -11,9 +11,11 @@ nothing was picked twice, lost, or put in another shipment's tote.
 while the controller is dead, as a real one would: its watchdog stops it after
 ``watchdog_ms``). ``dispenserd`` is killed with SIGKILL ``--kills`` times at random moments
 (a random pause of ``--min-gap``..``--max-gap`` seconds of running after each restart) and
-started again at once. Meanwhile the order system keeps sending orders and retries any
-order whose reply it did not get (same id, same content: a safe retry). Staff acknowledge
-any fault the daemon raises (``fault.ack``), as they would after looking at the machine.
+started again after 0..``--max-down`` seconds (past the robot's 1 s watchdog the robot stops
+itself, CONTROLLER_LOST, and the daemon must reset it). Meanwhile the order system keeps
+sending orders and retries any order whose reply it did not get (same id, same content: a
+safe retry). Staff acknowledge any fault the daemon raises (``fault.ack``), as they would
+after looking at the machine.
 
 At the end every order must be in a final state (the pharmacist rejects the ones a check
 held) and the journal must equal the simulator's ledger pack by pack
@@ -113,7 +115,8 @@ async def settle(stack: Stack, acked: Counter[str], timeout: float,
 
 async def campaign(workdir: Path, *, orders: int, kills: int, seed: int,
                    speed: float | None, min_gap: float, max_gap: float,
-                   rate: float, timeout: float = 1800) -> dict[str, Any]:
+                   rate: float, max_down: float = 0.0,
+                   timeout: float = 1800) -> dict[str, Any]:
     """Run one campaign; the figures (``invariant.ok`` says whether it held)."""
     rng = random.Random(seed)
     plan = day_plan(orders, seed, fridge=0.0, merge_gap=(1, 5))
@@ -151,6 +154,14 @@ async def campaign(workdir: Path, *, orders: int, kills: int, seed: int,
                              "robot_queue": len(ledger["queue"]),
                              "robot_executing": ledger["executing_seq"] != 0,
                              "robot_state": ledger["state"]})
+            down = rng.uniform(0, max_down)
+            if down:
+                # Dead for a while (a restart delay): past watchdog_ms the robot stops by
+                # itself (CONTROLLER_LOST) and the daemon must reset it when it is back.
+                await asyncio.sleep(down)
+                kill_log[-1]["down_s"] = round(down, 2)
+                kill_log[-1]["robot_state_before_restart"] = (
+                    await stack.sim.ledger())["robot"]["state"]
             api_s = await stack.start_daemon(timeout=60)
             ready_s = 0.0
             try:
@@ -179,6 +190,8 @@ async def campaign(workdir: Path, *, orders: int, kills: int, seed: int,
         fig["kills"] = len(kill_log)
         fig["kills_with_robot_working"] = sum(1 for k in kill_log
                                               if k["robot_queue"] or k["robot_executing"])
+        fig["restarts_finding_controller_lost"] = sum(
+            1 for k in kill_log if k.get("robot_state_before_restart") == "CONTROLLER_LOST")
         fig["restart_api_s"] = {"median": round(statistics.median(a for a, _ in restarts), 2),
                                 "max": round(max(a for a, _ in restarts), 2)} \
             if restarts else None
@@ -210,6 +223,8 @@ def main() -> int:
     p.add_argument("--min-gap", type=float, default=0.2,
                    help="shortest run of the daemon between kills (s)")
     p.add_argument("--max-gap", type=float, default=2.0)
+    p.add_argument("--max-down", type=float, default=2.0,
+                   help="the daemon stays dead 0..this many seconds before its restart")
     p.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (logs, journal)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args()
@@ -220,7 +235,7 @@ def main() -> int:
     try:
         fig = asyncio.run(campaign(workdir, orders=args.orders, kills=args.kills, seed=seed,
                                    speed=args.speed or None, min_gap=args.min_gap,
-                                   max_gap=args.max_gap, rate=rate))
+                                   max_gap=args.max_gap, rate=rate, max_down=args.max_down))
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -183,6 +183,8 @@ class DaemonOptions:
     link_fault_after_s: float = 2.0
     watchdog_ms: int = 1000
     timeout_s: float = 0.5
+    # The daemon's default: a busy host can take longer than 0.5 s to answer over a pty.
+    printer_timeout_s: float = 2.0
     retry_backoff_s: float = 0.1
     min_shelf_life_days: int = 30
     low_stock_packs: int = 2
@@ -364,7 +366,7 @@ link_fault_after_s = {o.link_fault_after_s}
 
 [printer]
 url = "{self.printer_link}"
-timeout_s = 0.5
+timeout_s = {o.printer_timeout_s}
 
 [formulary]
 path = "{FORMULARY}"
@@ -435,6 +437,16 @@ format = "json"
 
     def daemon_alive(self) -> bool:
         return self.daemon_proc is not None and self.daemon_proc.poll() is None
+
+    def daemon_errors(self, limit: int = 5) -> list[str]:
+        """The last error lines of the daemon's log (why it stopped, say)."""
+        try:
+            text = self.daemon_log.read_text(errors="replace")
+        except OSError:
+            return []
+        errors = [ln[:400] for ln in text.splitlines() if '"level": "error"' in ln
+                  and "transaction_id" not in ln]
+        return errors[-limit:]
 
     def daemon_log_tail(self, lines: int = 40) -> str:
         try:

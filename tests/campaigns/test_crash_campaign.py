@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 async def test_kills_lose_nothing_and_pick_nothing_twice(tmp_path: Path,
                                                          campaign_seed: int) -> None:
     fig = await campaign(tmp_path / "work", orders=100, kills=5, seed=campaign_seed,
-                         speed=100.0, min_gap=0.2, max_gap=2.0, rate=20.0, timeout=150)
+                         speed=100.0, min_gap=0.2, max_gap=2.0, rate=20.0, max_down=2.0,
+                         timeout=150)
     inv = fig["invariant"]
     assert inv["ok"], (f"seed {campaign_seed}: " + json.dumps(inv["first_problems"], indent=1)
                        + "\n(replay: CAMPAIGN_SEED=" + str(campaign_seed) + ")")
