@@ -202,8 +202,6 @@ class Dispensary:
                 "SELECT shipment_id, seq, patient_id, address_key, state, created_at, data "
                 f"FROM shipments WHERE state IN ({marks}) ORDER BY seq", _LIVE_SHIPMENT):
             sh = Shipment.from_row(*srow)
-            if sh.state is ShipmentState.HELD and not sh.lines:  # stored without them
-                sh.lines = self._lines_as_ordered(sh)
             self._shipments[sh.shipment_id] = sh
             if sh.state is ShipmentState.FORMING:
                 self._forming[(sh.patient_id, sh.address_key)] = sh.shipment_id
@@ -501,6 +499,8 @@ class Dispensary:
         if o.shipment_id is None:
             return
         sh = self._shipments[o.shipment_id]
+        if sh.state is ShipmentState.HELD and not sh.lines:
+            sh.lines = self._lines_as_ordered(sh)
         freed = set()
         for ln in [ln for ln in sh.lines if ln.order_id == o.order_id]:
             self._release_line(sh, ln)
@@ -628,7 +628,6 @@ class Dispensary:
             try:
                 for sh in due:
                     del self._forming[(sh.patient_id, sh.address_key)]
-                    sh.lines = self._lines_as_ordered(sh)
                     self._try_allocate(sh)
                 # In key order (a stable sort: a later update of the same row still wins).
                 self._pending_orders.sort(key=lambda row: row[-1])
@@ -643,9 +642,17 @@ class Dispensary:
         return due
 
     def _lines_as_ordered(self, sh: Shipment) -> list[Line]:
-        """One line per item of the shipment's orders, nothing reserved yet."""
-        return [Line(oid, code, qty, days, self.formulary[code].robot)
-                for oid in sh.order_ids for code, qty, days in self._orders[oid].items]
+        """One line per item of the shipment's orders, nothing reserved yet. The items of
+        an order no longer live (a final shipment's) come from its body in the journal."""
+        lines: list[Line] = []
+        for oid in sh.order_ids:
+            o = self._orders.get(oid)
+            items = o.items if o is not None else [
+                (i["drug_code"], i["quantity"], i["days_supply"])
+                for i in self._order_body(oid)["items"]]
+            lines += [Line(oid, code, qty, days, self.formulary[code].robot)
+                      for code, qty, days in items]
+        return lines
 
     def _bodies(self, order_ids: list[str]) -> dict[str, str]:
         """Order bodies in a few queries (for many views at once)."""
@@ -675,7 +682,14 @@ class Dispensary:
 
     def _try_allocate(self, sh: Shipment) -> bool:
         """Reserve every robot line of a forming or held shipment; queue it, or hold it as
-        stock_short (partial dispensing: queue what there is)."""
+        stock_short (partial dispensing: queue what there is).
+
+        A held shipment keeps no lines unless a pack was already confirmed for one of
+        them: like a forming shipment's, its lines are made from its orders when stock is
+        tried again. When stock is short, most of a merge round's shipments are held, and
+        their lines were a third of the objects the round left in memory."""
+        if not sh.lines:
+            sh.lines = self._lines_as_ordered(sh)
         today = self.clock().date()
         short: dict[str, int] = {}
         for ln in sh.lines:
@@ -695,6 +709,8 @@ class Dispensary:
             for ln in sh.lines:
                 self._release_line(sh, ln)
                 ln.owed = 0
+            if all(ln.as_ordered for ln in sh.lines):
+                sh.lines = []
             for code in short:
                 self._waiting.setdefault(code, set()).add(sh.shipment_id)
             if sh.state is ShipmentState.HELD:
@@ -933,13 +949,8 @@ class Dispensary:
     def _shipment_view(self, sh: Shipment, bodies: Mapping[str, str] | None = None
                        ) -> ShipmentView:
         first = self._order_body(sh.order_ids[0], bodies) if sh.order_ids else None
-        lines = sh.lines
-        if not lines:  # still forming: bill the orders' items as asked for
-            lines = []
-            for oid in sh.order_ids:
-                for i in self._order_body(oid)["items"]:
-                    lines.append(Line(oid, i["drug_code"], i["quantity"], i["days_supply"],
-                                      self.formulary[i["drug_code"]].robot))
+        # Forming or held (nothing reserved yet): bill the orders' items as asked for.
+        lines = sh.lines or self._lines_as_ordered(sh)
         drugs: dict[str, Drug] = {ln.drug_code: self.formulary[ln.drug_code] for ln in lines}
         robot = [PickLine(ln.item, ln.drug_code, s, n) for ln in lines for s, n in ln.reserved]
         if len(robot) > 1:

@@ -92,11 +92,11 @@ class Shipment:
 
     @property
     def lines_as_ordered(self) -> bool:
-        """Held with lines that are just its orders' items. Such a shipment is stored
-        without its lines (``"lines": null``): the ``Dispensary`` rebuilds them from the
-        orders when it loads, as it built them when the merge window closed. When stock is
-        short, most of a merge round's shipments are held, and their lines were half of
-        what the round encoded and wrote for shipments."""
+        """Held with no lines, or lines that are just its orders' items. Such a shipment
+        is stored without lines (``"lines": null``) and loads with none: the ``Dispensary``
+        makes them from its orders when stock is tried again. When stock is short, most of
+        a merge round's shipments are held, and their lines were half of what the round
+        encoded and wrote for shipments."""
         return self.state is ShipmentState.HELD and all(ln.as_ordered for ln in self.lines)
 
     def data_json(self) -> str:
@@ -112,7 +112,7 @@ class Shipment:
     def from_row(cls, shipment_id: str, seq: int, patient_id: str, address_key: str,
                  state: str, created_at: str, data: str) -> Shipment:
         """The shipment of a journal row; stored without lines (see ``lines_as_ordered``),
-        it comes with none and the caller adds them."""
+        it comes with none."""
         d = json.loads(data)
         return cls(shipment_id, seq, patient_id, address_key, ShipmentState(state),
                    datetime.fromisoformat(created_at), datetime.fromisoformat(d["close_at"]),
