@@ -14,6 +14,7 @@ reconnects are switched off so that these timeouts and this backoff are the ones
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
 import time
 from collections import Counter, deque
@@ -52,6 +53,9 @@ FC_WRITE_MULTIPLE = 16
 _ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
 
 
+_PYMODBUS_LOG = logging.getLogger("pymodbus.logging")
+
+
 class _ReadHoldingRegistersReply(ReadHoldingRegistersResponse):
     """An FC03 reply decoded with one struct call (pymodbus' own class makes one call per
     register: a third of a 120-register ring read's decoding). Registered on this driver's
@@ -63,6 +67,13 @@ class _ReadHoldingRegistersReply(ReadHoldingRegistersResponse):
             self.registers = list(struct.unpack_from(f">{size // 2}H", data, 1))
         else:
             super().decode(data)
+
+    def __str__(self) -> str:
+        # pymodbus formats every decoded reply for a debug line, logged or not (11 us for
+        # 120 registers); the registers are written out only when that line is logged.
+        if _PYMODBUS_LOG.isEnabledFor(logging.DEBUG):
+            return super().__str__()
+        return f"{type(self).__name__}(dev_id={self.dev_id}, registers={len(self.registers)})"
 
 
 class _WriteMultipleRegistersRequest(WriteMultipleRegistersRequest):

@@ -239,6 +239,7 @@ def test_driver_pdus_encode_and_decode_like_pymodbus(count: int) -> None:
     ours.decode(data)
     theirs.decode(data)
     assert ours.registers == theirs.registers
+    assert f"registers={count}" in str(ours)
     regs = [(v * 7919) & 0xFFFF for v in range(count)]
     request = _WriteMultipleRegistersRequest(address=1000, registers=regs, dev_id=1)
     assert request.encode() == WriteMultipleRegistersRequest(address=1000, registers=regs).encode()
