@@ -10,16 +10,21 @@ Measures, in one run and against the same server:
 The robot is stocked first (packs put at the input point, STOREd into slots), so every
 measured PICK moves a real pack. Usage::
 
-    .venv/bin/python bench/bench_robot.py [--picks 3000] [--reads 3000]
+    .venv/bin/python bench/bench_robot.py [--picks 3000] [--reads 3000] [--rounds 1]
+
+With ``--rounds N`` both figures are measured N times, alternating, so that a change of load
+on the machine during the run weighs on both alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -75,6 +80,16 @@ def start_simulator(slots: int) -> tuple[subprocess.Popen[str], int]:
         child.kill()
         raise SystemExit(f"simulator did not start: {line!r}")
     return child, int(line)
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by process ``pid``; None without /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stop_simulator(child: subprocess.Popen[str]) -> None:
@@ -194,68 +209,145 @@ async def stock(runner: Runner, slots: int) -> None:
     runner.results.clear()
 
 
-async def bench_picks(port: int, picks: int) -> tuple[float, float, RobotClient]:
-    """(picks per second, controller CPU seconds per pick, client)."""
-    client = RobotClient.tcp("127.0.0.1", port, timeout_s=2.0)
-    await client.connect()
-    runner = Runner(client)
-    await runner.sync()
-    await stock(runner, slots_for(picks))
-    plan = pick_plan(picks)
-    client.stats.transactions = 0
-    started = time.perf_counter()
-    cpu_started = time.process_time()
-    await runner.run(plan)
-    elapsed = time.perf_counter() - started
-    cpu = time.process_time() - cpu_started
-    ok_picks = sum(1 for op, r in runner.results if op == Opcode.PICK and r is Result.OK)
-    if ok_picks != picks:
-        others = [r for r in runner.results if r[1] is not Result.OK][:5]
-        raise SystemExit(f"only {ok_picks} of {picks} picks completed OK: {others}")
-    return picks / elapsed, cpu / picks, client
+@dataclass
+class Round:
+    """One round: bare round trips, then picks, measured back to back."""
+
+    reads: int
+    read_s: float
+    picks: int
+    pick_s: float
+    batches: int
+    transactions: int
+    controller_cpu_s: float
+    sim_cpu_reads_s: float | None
+    sim_cpu_picks_s: float | None
 
 
-async def bench_bare_reads(port: int, reads: int) -> float:
-    client = AsyncModbusTcpClient("127.0.0.1", port=port, retries=0, reconnect_delay=0)
-    await client.connect()
-    for _ in range(50):  # warm up
-        await client.read_holding_registers(0, count=32, device_id=1)
+async def bare_reads(client: AsyncModbusTcpClient, reads: int) -> float:
+    """Seconds for ``reads`` back-to-back FC03 reads of the status block."""
     started = time.perf_counter()
     for _ in range(reads):
         reply = await client.read_holding_registers(0, count=32, device_id=1)
         if reply.isError() or len(reply.registers) != 32:
             raise SystemExit(f"bad reply from the simulator: {reply}")
+    return time.perf_counter() - started
+
+
+async def timed_picks(runner: Runner, plan: list[list[tuple[Opcode, int, int, int]]]) -> float:
+    """Seconds to queue ``plan`` and read every completion; every PICK must complete OK."""
+    runner.results.clear()
+    started = time.perf_counter()
+    await runner.run(plan)
     elapsed = time.perf_counter() - started
-    client.close()
-    return reads / elapsed
+    picks = sum(1 for batch in plan for op, *_ in batch if op == Opcode.PICK)
+    ok_picks = sum(1 for op, r in runner.results if op == Opcode.PICK and r is Result.OK)
+    if ok_picks != picks or len(runner.results) != sum(len(b) for b in plan):
+        others = [r for r in runner.results if r[1] is not Result.OK][:5]
+        raise SystemExit(f"only {ok_picks} of {picks} picks completed OK: {others}")
+    return elapsed
 
 
 def slots_for(picks: int) -> int:
     return (picks + SLOT_CAPACITY - 1) // SLOT_CAPACITY
 
 
-async def main(picks: int, reads: int) -> None:
-    child, port = start_simulator(slots_for(picks))
+def _sim_cpu(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+async def run_rounds(port: int, sim_pid: int, picks: int, reads: int, rounds: int) -> list[Round]:
+    bare = AsyncModbusTcpClient("127.0.0.1", port=port, retries=0, reconnect_delay=0)
+    await bare.connect()
+    for _ in range(50):  # warm up
+        await bare.read_holding_registers(0, count=32, device_id=1)
+    client = RobotClient.tcp("127.0.0.1", port, timeout_s=2.0)
+    await client.connect()
+    runner = Runner(client)
+    await runner.sync()
+    await stock(runner, slots_for(picks * rounds))
+    plan = pick_plan(picks * rounds)
+    cut = [len(plan) * r // rounds for r in range(rounds + 1)]
+    out = []
     try:
-        bare = await bench_bare_reads(port, reads)
-        picks_per_s, cpu_per_pick, client = await bench_picks(port, picks)
+        for r in range(rounds):
+            chunk = plan[cut[r] : cut[r + 1]]
+            sim0 = process_cpu(sim_pid)
+            read_s = await bare_reads(bare, reads)
+            sim1 = process_cpu(sim_pid)
+            client.stats.transactions = 0
+            cpu0 = time.process_time()
+            pick_s = await timed_picks(runner, chunk)
+            cpu1 = time.process_time()
+            sim2 = process_cpu(sim_pid)
+            out.append(
+                Round(
+                    reads=reads,
+                    read_s=read_s,
+                    picks=sum(1 for batch in chunk for op, *_ in batch if op == Opcode.PICK),
+                    pick_s=pick_s,
+                    batches=len(chunk),
+                    transactions=client.stats.transactions,
+                    controller_cpu_s=cpu1 - cpu0,
+                    sim_cpu_reads_s=_sim_cpu(sim0, sim1),
+                    sim_cpu_picks_s=_sim_cpu(sim1, sim2),
+                )
+            )
         stats = client.stats.snapshot()
+        p50, p99 = stats["latency_p50_s"], stats["latency_p99_s"]
+        print(
+            f"driver latency per transaction (last {stats['latency_samples']}): "
+            f"p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us"
+        )
+    finally:
+        bare.close()
         await client.close()
+    return out
+
+
+def _per(total: float | None, n: int) -> str:
+    return "n/a" if total is None else f"{total / n * 1e6:.0f} us"
+
+
+async def main(picks: int, reads: int, rounds: int) -> None:
+    child, port = start_simulator(slots_for(picks * rounds))
+    try:
+        results = await run_rounds(port, child.pid, picks, reads, rounds)
     finally:
         stop_simulator(child)
+    if rounds > 1:
+        for k, r in enumerate(results, 1):
+            print(
+                f"round {k}: bare {r.reads / r.read_s:6.0f} /s, picks {r.picks / r.pick_s:6.0f} /s,"
+                f" ratio {r.picks / r.pick_s / (r.reads / r.read_s):.2f}"
+            )
+    n_reads = sum(r.reads for r in results)
+    n_picks = sum(r.picks for r in results)
+    bare = n_reads / sum(r.read_s for r in results)
+    picks_per_s = n_picks / sum(r.pick_s for r in results)
+    batches = sum(r.batches for r in results)
+    transactions = sum(r.transactions for r in results)
+    sim_reads = [r.sim_cpu_reads_s for r in results]
+    sim_picks = [r.sim_cpu_picks_s for r in results]
     ratio = picks_per_s / bare
     print(f"bare pymodbus FC03 (32 registers) round trips: {bare:8.0f} /s")
     print(f"picks through RobotClient (15 per FC16):       {picks_per_s:8.0f} /s")
     print(f"ratio picks/s : round trips/s:                 {ratio:8.2f}")
-    p50, p99 = stats["latency_p50_s"], stats["latency_p99_s"]
     print(
-        f"driver transactions during the pick run: {stats['transactions']}, "
-        f"latency p50 {p50 * 1e6:.0f} us, p99 {p99 * 1e6:.0f} us"
+        f"driver transactions during the pick run: {transactions} "
+        f"({transactions / batches:.2f} per batch of {BATCH})"
     )
     print(
         f"controller process CPU per pick (driver, pymodbus and the kernel's loopback work): "
-        f"{cpu_per_pick * 1e6:.0f} us"
+        f"{_per(sum(r.controller_cpu_s for r in results), n_picks)}"
     )
+    print(
+        "simulator process CPU per pick: "
+        f"{_per(None if None in sim_picks else sum(x or 0 for x in sim_picks), n_picks)}, "
+        "per bare round trip: "
+        f"{_per(None if None in sim_reads else sum(x or 0 for x in sim_reads), n_reads)}"
+    )
+    print("load average (1, 5, 15 min) at the end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     goal = picks_per_s >= 1000 and ratio >= 2
     print("goal (>= 1000 picks/s and >= 2x round trips/s):", "met" if goal else "NOT met")
 
@@ -264,5 +356,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--picks", type=int, default=3000)
     parser.add_argument("--reads", type=int, default=3000)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure both figures this many times, alternating (each round: --reads bare "
+        "round trips, then --picks picks); the figures are totals over all rounds",
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.picks, args.reads))
+    if min(args.picks, args.reads, args.rounds) < 1:
+        parser.error("--picks, --reads and --rounds must be at least 1")
+    asyncio.run(main(args.picks, args.reads, args.rounds))
