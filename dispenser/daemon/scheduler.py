@@ -915,8 +915,12 @@ class Scheduler:
         await self._send([intent])
         if intent.seq not in self.outstanding:
             raise HardwareError("the robot did not accept the command")
-        async with asyncio.timeout(timeout_s):
-            result: Completion | bool = await fut
+        try:
+            async with asyncio.timeout(timeout_s):
+                result: Completion | bool = await fut
+        except TimeoutError:
+            raise HardwareError(f"the robot did not finish the command within {timeout_s:g} s"
+                                ) from None
         return result
 
     # ================================================================ shutdown
