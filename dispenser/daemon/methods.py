@@ -30,6 +30,7 @@ from dispenser.errors import (
 from dispenser.lifecycle import ControllerState, InvalidTransition
 from dispenser.states import OrderState, PackState, ShipmentState
 from dispenser.views import Actor, OrderView, PackView, ShipmentView
+from drivers.printer.status import PrinterError
 from drivers.robot.codec import Opcode, Result
 from drivers.robot.errors import ModbusExceptionReply, RobotError
 
@@ -241,7 +242,7 @@ def api_error(exc: Exception) -> ApiError:
         return ApiError(ErrorCode.CONFLICT, exc.message)
     if isinstance(exc, ModbusExceptionReply):
         return ApiError(ErrorCode.HARDWARE, str(exc), {"exception": exc.exception_code})
-    if isinstance(exc, HardwareError | RobotError):
+    if isinstance(exc, HardwareError | RobotError | PrinterError):
         return ApiError(ErrorCode.HARDWARE, str(exc))
     raise exc
 
@@ -272,7 +273,8 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
             async def handler(params: dict[str, Any], caller: Caller) -> Any:
                 try:
                     return await fn(params, caller)
-                except (DispenserError, HardwareError, RobotError, InvalidTransition) as exc:
+                except (DispenserError, HardwareError, RobotError, PrinterError,
+                        InvalidTransition) as exc:
                     raise api_error(exc) from None
             handler.__name__ = fn.__name__
             registry.add(name, handler, roles=roles, mutating=mutating)

@@ -19,7 +19,7 @@ from dispenser.formulary import Drug
 from dispenser.logs import get_logger
 from dispenser.views import ShipmentView
 from drivers.printer.client import PrintOutcome
-from drivers.printer.status import NotReadyReason
+from drivers.printer.status import NotReadyReason, PrinterError
 
 log = get_logger(__name__)
 
@@ -106,7 +106,11 @@ class PrintDesk:
         for index, (what, zpl) in enumerate(docs):
             if index < first:
                 continue
-            outcome = await self.printer.print_label(zpl)
+            try:
+                outcome = await self.printer.print_label(zpl)
+            except PrinterError as exc:  # an answer that does not parse: try again later
+                log.warning("printer answer not understood", error=str(exc))
+                outcome = PrintOutcome(printed=False, reasons=[NotReadyReason.NO_RESPONSE])
             if not outcome.printed:
                 reasons = reason_names(outcome.reasons)
                 if reasons != self.waiting_reasons:
