@@ -12,7 +12,9 @@ One cycle (every ``poll_s``):
 5. refresh the robot's watchdog and systemd's.
 
 Nothing here runs in a thread: the asyncio loop is the only caller of the robot client,
-the dispensary and the controller machine.
+the dispensary and the controller machine. Transactions that mix the core's calls with the
+daemon's own rows use ``Dispensary.batch()``, so if one fails the core's memory is
+reloaded from the journal along with the rollback.
 """
 
 from __future__ import annotations
@@ -233,6 +235,15 @@ class Scheduler:
                 self.raise_fault("completions_lost", str(exc), {})
         except RobotError as exc:
             self._link_trouble(exc)
+        except Exception as exc:
+            # A refusal of the core or a fault of our own: stop the machine and keep the
+            # daemon up (the API still answers, the fault says what happened) instead of
+            # dying and meeting the same error after every restart.
+            log.exception("working loop error")
+            self._need_reconcile = True
+            if self.machine.state not in (ControllerState.FAULT, ControllerState.ESTOP,
+                                          ControllerState.STOPPING):
+                self.raise_fault("internal_error", f"{type(exc).__name__}: {exc}", {})
         self._sd_watchdog()
 
     def _sd_watchdog(self) -> None:
@@ -282,7 +293,7 @@ class Scheduler:
         """After start, a lost link or a fault: agree with the robot before sending."""
         self._bump()
         now = self._now()
-        with self.journal.transaction():
+        with self.d.batch():
             voided = self.rlog.void_above(status.last_accepted_seq, now)
             for intent in voided:
                 self.outstanding.pop(intent.seq, None)
@@ -372,7 +383,7 @@ class Scheduler:
             # lets API calls through, so a burst of completions never stalls them long.
             for start in range(0, len(completions), COMPLETIONS_PER_COMMIT):
                 after: list[Callable[[], object]] = []
-                with self.journal.transaction():
+                with self.d.batch():
                     for c in completions[start:start + COMPLETIONS_PER_COMMIT]:
                         self._apply(c, after)
                 for fn in after:
@@ -599,7 +610,7 @@ class Scheduler:
             if needs_tote and not free:
                 continue
             output = free.pop(0) if needs_tote else 0
-            with self.journal.transaction():
+            with self.d.batch():
                 started = self.d.start_picking(view.shipment_id)
                 self.rlog.assign_tote(view.shipment_id, output, self._now())
             self.totes[view.shipment_id] = _Tote(view.shipment_id, output)
@@ -751,7 +762,7 @@ class Scheduler:
             # The pack's slot and its STORE intent are committed together: a crash can
             # never leave a pack "loading" without a command that says where it went.
             seq = self.next_seq
-            with self.journal.transaction():
+            with self.d.batch():
                 view = self.d.begin_load(req.scan, req.actor)
                 assert view.slot is not None
                 intent = Intent(seq, int(Opcode.STORE), view.slot, 0, 1, "store",
@@ -784,7 +795,7 @@ class Scheduler:
                 await self.robot.queue(commands)
             except (QueueFull, SequenceRejected) as exc:
                 # Refused whole: nothing was queued. Void and plan again next cycle.
-                with self.journal.transaction():
+                with self.d.batch():
                     self.rlog.void([i.seq for i in chunk], self._now())
                     for i in chunk:
                         self.outstanding.pop(i.seq, None)

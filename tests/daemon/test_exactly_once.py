@@ -30,8 +30,8 @@ STAFF = Actor("test-staff", "staff")
 OSYS = Actor("test-order-system", "order_system")
 
 
-class Crash(Exception):
-    """The daemon dies here."""
+class Crash(BaseException):
+    """The daemon dies here (not an Exception: the working loop must not catch it)."""
 
 
 def _config(tmp_path: Path, sim: Simulator) -> Config:
