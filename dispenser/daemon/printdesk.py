@@ -80,6 +80,12 @@ class PrintDesk:
             self.busy = True
             try:
                 done = await self._print_one(shipment_id)
+            except Exception:
+                # Not the printer's fault (a label that cannot be built, say): keep the
+                # others printing and come back to this one later.
+                log.exception("label could not be printed", shipment_id=shipment_id)
+                self._queue.rotate(-1)
+                done = False
             finally:
                 self.busy = False
             if done:
@@ -87,7 +93,12 @@ class PrintDesk:
                 self._queued.discard(shipment_id)
                 self.waiting_reasons = []
                 self.printed_count += 1
-                self._on_printed(shipment_id)
+                try:
+                    self._on_printed(shipment_id)
+                except Exception:
+                    log.exception("printed label could not be recorded",
+                                  shipment_id=shipment_id)
+                    self.submit(shipment_id)  # printed again: better twice than lost
             elif not self._stopping:
                 try:
                     async with asyncio.timeout(self.retry_s):
