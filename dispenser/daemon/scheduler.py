@@ -161,6 +161,7 @@ class Scheduler:
         self._geometry_checked = False
         self._generation = 0
         self._fast_stores = False
+        self._faulted_intent: Intent | None = None
         self._store_sent_at = 0.0
         self._last_output_full: frozenset[int] = frozenset()
 
@@ -328,6 +329,10 @@ class Scheduler:
         self.outstanding = {i.seq: i for i in self.rlog.planned()}
         self.next_seq = max(self.rlog.max_seq(), status.last_accepted_seq) + 1
         if not self.totes:
+            # Shipments whose tote was handed on (and label printed) but which were not
+            # completed yet, e.g. waiting for a fridge pack's scan when the daemon stopped.
+            for view in self.d.list_shipments(ShipmentState.LABELLING, limit=100000):
+                self.maybe_complete(view.shipment_id)
             for t in self.rlog.open_totes():
                 self.totes[t.shipment_id] = _Tote(t.shipment_id, t.output, printed=t.printed)
                 try:
@@ -410,6 +415,8 @@ class Scheduler:
         now = self._now()
         name = Result(c.result).name
         self.counters.results[name] = self.counters.results.get(name, 0) + 1
+        if intent is not None and c.result in (Result.JAM, Result.DROPPED, Result.ESTOP):
+            self._faulted_intent = intent
         with self.journal.transaction():
             if intent is None:
                 log.error("completion for a command the journal does not know",
@@ -548,8 +555,10 @@ class Scheduler:
             tote.released = True
             if not tote.labelling:  # a failed shipment's tote, handed on for a person
                 self.totes.pop(sid, None)
-        after.append(lambda: log.info("tote handed on", shipment_id=sid, output=intent.output))
-        after.append(lambda: self.maybe_complete(sid))
+        log.info("tote handed on", shipment_id=sid, output=intent.output)
+        # In the same transaction as the hand-on: no crash can leave the shipment
+        # handed on but not completed.
+        self.maybe_complete(sid)
 
     def _check_low_stock(self, gtin: str) -> None:
         level = self.d.stock_level(gtin)
@@ -561,9 +570,12 @@ class Scheduler:
 
     # ================================================================ shipments
     def maybe_complete(self, shipment_id: str) -> bool:
-        """Complete a labelled shipment once printed, handed on and manual lines scanned."""
-        tote = self.totes.get(shipment_id)
-        if tote is None or not tote.printed or not tote.released:
+        """Complete a labelled shipment once printed, handed on and manual lines scanned.
+
+        Reads the tote's state from the journal, so it also completes shipments whose
+        tote was handed on before a restart."""
+        record = self.rlog.tote(shipment_id)
+        if record is None or not record.printed or not record.released:
             return False
         try:
             view = self.d.get_shipment(shipment_id)
@@ -861,8 +873,18 @@ class Scheduler:
             "last_completed_seq": status.last_completed_seq,
             "executing_seq": status.executing_seq,
         }
-        seq = status.executing_seq or status.last_completed_seq
-        intent = self.outstanding.get(seq) or self.rlog.get(seq)
+        # The command the fault stopped: the one in motion, else the last one that
+        # completed with a fault result (what completed after it was ABORTED).
+        intent = None
+        if status.executing_seq:
+            intent = self.outstanding.get(status.executing_seq) or self.rlog.get(
+                status.executing_seq)
+        if intent is None and self._faulted_intent is not None:
+            intent = self._faulted_intent
+        if intent is None:
+            seq = status.last_completed_seq
+            intent = self.outstanding.get(seq) or self.rlog.get(seq)
+        self._faulted_intent = None
         if intent is not None:
             ctx.update(seq=intent.seq, command=intent.purpose, slot=intent.slot,
                        output=intent.output, shipment_id=intent.shipment_id,
@@ -910,6 +932,10 @@ class Scheduler:
                 raise HardwareError(f"robot not reachable: {exc}") from exc
         with self.journal.transaction():
             self.rlog.ack_fault(fault_id, actor.name, actor.role, note, self._now())
+        if self._link_down_since is not None:
+            # A person looked: give the link (and the driver's reconnect backoff) the full
+            # time again before calling it a fault once more.
+            self._link_down_since = time.monotonic()
         self._event("fault", fault_id=fault_id, kind=record.kind, active=False)
         log.info("fault acknowledged", fault_id=fault_id, kind=record.kind, by_role=actor.role)
         if others:

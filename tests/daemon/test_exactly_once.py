@@ -181,3 +181,29 @@ async def test_crash_around_the_completions(tmp_path: Path, sim: Simulator, wher
     await _cycles(daemon, lambda: _picking_done(daemon))
     _check(daemon, sim, orders)
     await _close(daemon)
+
+
+async def test_crash_while_completing_a_handed_on_shipment(tmp_path: Path,
+                                                           sim: Simulator) -> None:
+    """Handing the tote on and completing the shipment are one transaction: a crash in
+    between undoes both, and the restart applies the RELEASE_TOTE completion again."""
+    daemon, orders = await _prepare(tmp_path, sim)
+    real = daemon.scheduler.maybe_complete
+
+    def complete(shipment_id: str) -> bool:
+        record = daemon.robotlog.tote(shipment_id)
+        if record is not None and record.released:  # right after the hand-on, same tx
+            raise Crash
+        return real(shipment_id)
+
+    daemon.scheduler.maybe_complete = complete  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        await _cycles(daemon, lambda: False)
+    daemon = await _restart(daemon, tmp_path, sim)
+
+    def all_completed() -> bool:
+        return all(daemon.dispensary.get_order(o["order_id"]).state.value == "completed"
+                   for o in orders)
+    await _cycles(daemon, all_completed)
+    _check(daemon, sim, orders)
+    await _close(daemon)

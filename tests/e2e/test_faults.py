@@ -106,7 +106,10 @@ async def test_pack_lost_in_a_fault_latches_until_ack(daemon: Daemon, sim: Sim, 
         await sim.call("sim.inject", inject)
         await osys.call("order.submit", {"order": order("J1", "PJ1", [(x, 2)])})
         f = await _active_fault(staff, fault)
-        assert f["context"]["shipment_id"]
+        j1 = await staff.call("order.get", {"order_id": "J1"})
+        # The context names the pick that faulted (not an aborted command after it).
+        assert f["context"]["command"] == "pick"
+        assert f["context"]["shipment_id"] == j1["shipment_id"]
         assert (await staff.call("machine.status"))["state"] == "fault"
         # Latched: nothing moves, and ack is refused while the cause is still there.
         with pytest.raises(ApiError) as err:
