@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from dispenser.api.protocol import ApiError, ErrorCode, parse_params
 from dispenser.api.server import Caller, MethodRegistry, Outcome
@@ -50,6 +50,27 @@ _AUDIT_KEYS = ("order_id", "shipment_id", "fault_id", "gtin", "batch", "reason",
 
 # ---------------------------------------------------------------- params
 
+# Params are taken as JSON gives them: no "true" for a boolean, no 1 for a boolean, no
+# "5" for a number; text must be valid Unicode (no lone surrogate escapes), numbers fit
+# the journal's 64-bit integers.
+MAX_ID = 2**63 - 1
+MAX_SLOT = 2**32 - 1
+
+
+def _unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (a lone surrogate escape is not)"
+                         ) from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_unicode)]
+Ident = Annotated[Text, Field(min_length=1, max_length=64)]
+Reason = Annotated[Text, Field(max_length=500)]
+Id = Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
+
 
 class _P(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,7 +81,7 @@ class _Empty(_P):
 
 
 class _Page(_P):
-    limit: int = Field(default=100, ge=1, le=1000)
+    limit: Annotated[StrictInt, Field(ge=1, le=1000)] = 100
 
 
 class _Submit(_P):
@@ -72,85 +93,85 @@ class _SubmitBatch(_P):
 
 
 class _OrderAction(_P):
-    order_id: str = Field(min_length=1, max_length=64)
-    reason: str = Field(default="", max_length=500)
+    order_id: Ident
+    reason: Reason = ""
 
 
 class _OrderId(_P):
-    order_id: str = Field(min_length=1, max_length=64)
+    order_id: Ident
 
 
 class _OrderList(_Page):
     state: OrderState | None = None
-    after: str | None = None
+    after: Ident | None = None
 
 
 class _ShipmentId(_P):
-    shipment_id: str = Field(min_length=1, max_length=64)
+    shipment_id: Ident
 
 
 class _ShipmentList(_Page):
     state: ShipmentState | None = None
-    after: str | None = None
+    after: Ident | None = None
 
 
 class _ConfirmManual(_P):
-    shipment_id: str = Field(min_length=1, max_length=64)
-    scan: str = Field(min_length=1, max_length=500)
+    shipment_id: Ident
+    scan: Annotated[Text, Field(min_length=1, max_length=500)]
 
 
 class _StockList(_Page):
-    drug_code: str | None = None
+    drug_code: Annotated[Text, Field(pattern=r"^[0-9]{14}$")] | None = None
     state: PackState | None = PackState.IN_STOCK
-    slot: int | None = None
-    after: int | None = None
+    slot: Annotated[StrictInt, Field(ge=0, le=MAX_SLOT)] | None = None
+    after: Id | None = None
 
 
 class _Load(_P):
-    scan: str = Field(min_length=1, max_length=500)
-    wait: bool = False
+    scan: Annotated[Text, Field(min_length=1, max_length=500)]
+    wait: StrictBool = False
 
 
 class _Quarantine(_P):
-    gtin: str = Field(pattern=r"^[0-9]{14}$")
-    batch: str = Field(min_length=1, max_length=20)
-    reason: str = Field(min_length=1, max_length=500)
+    gtin: Annotated[Text, Field(pattern=r"^[0-9]{14}$")]
+    batch: Annotated[Text, Field(min_length=1, max_length=20)]
+    reason: Annotated[Text, Field(min_length=1, max_length=500)]
 
 
 class _Discrepancies(_Page):
-    after: int | None = None
+    after: Id | None = None
 
 
 class _Pause(_P):
-    reason: str = Field(default="", max_length=500)
+    reason: Reason = ""
 
 
 class _Maintenance(_P):
-    on: bool
+    on: StrictBool
 
 
 class _FaultList(_Page):
-    active: bool | None = None
-    after: int | None = None
+    active: StrictBool | None = None
+    after: Id | None = None
 
 
 class _FaultAck(_P):
-    fault_id: int
-    note: str | None = Field(default=None, max_length=500)
+    fault_id: Id
+    note: Reason | None = None
 
 
 class _Reprint(_P):
-    shipment_id: str = Field(min_length=1, max_length=64)
+    shipment_id: Ident
     what: Literal["label", "slip", "both"] = "both"
 
 
 class _Registers(_P):
-    address: int = Field(ge=0, le=65535)
-    count: int = Field(ge=1, le=125)
+    address: Annotated[StrictInt, Field(ge=0, le=65535)]
+    count: Annotated[StrictInt, Field(ge=1, le=125)]
 
 
 class _Selftest(_P):
-    slot: int = Field(default=0, ge=0)
+    slot: Annotated[StrictInt, Field(ge=0, le=MAX_SLOT)] = 0
 
 
 # ---------------------------------------------------------------- JSON views
@@ -333,7 +354,7 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
         results = await commit.run(work)
         out: list[dict[str, Any]] = []
         for raw, r in zip(p.orders, results, strict=True):
-            oid = raw.get("order_id") if isinstance(raw.get("order_id"), str) else None
+            oid = _storable(raw["order_id"]) if isinstance(raw.get("order_id"), str) else None
             if isinstance(r, OrderView):
                 daemon.order_event(r)
                 out.append({"order_id": r.order_id, "state": r.state.value,
@@ -551,14 +572,24 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
                 "seconds": round(time.perf_counter() - started, 3)}
 
 
+def _storable(value: Any) -> Any:
+    """Text as it can be stored (a lone surrogate escape becomes a visible backslash
+    escape), so that even a refused call with broken text keeps its audit row."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_ID:
+        return str(value)
+    return value
+
+
 def audit_summary(method: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(subject, safe params) for the API audit row: ids and reasons, no patient data."""
-    safe = {k: params[k] for k in _AUDIT_KEYS if k in params and not isinstance(
+    safe = {k: _storable(params[k]) for k in _AUDIT_KEYS if k in params and not isinstance(
         params[k], dict | list)}
     subject = ""
     order = params.get("order")
     if isinstance(order, dict) and isinstance(order.get("order_id"), str):
-        subject = order["order_id"]
+        subject = _storable(order["order_id"])
     orders = params.get("orders")
     if isinstance(orders, list):
         ids = [o.get("order_id") for o in orders if isinstance(o, dict)]
