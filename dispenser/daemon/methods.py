@@ -66,6 +66,38 @@ def _unicode(value: str) -> str:
     return value
 
 
+def broken_text(value: Any, path: str = "") -> str | None:
+    """The path of the first string (key or value) in ``value`` that is not valid Unicode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "(order)"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            found = broken_text(k, here) or broken_text(v, here)
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = broken_text(v, f"{path}.{i}" if path else str(i))
+            if found:
+                return found
+    return None
+
+
+def _order_text_error(order: Any) -> ApiError | None:
+    path = broken_text(order)
+    if path is None:
+        return None
+    message = "text must be valid Unicode (a lone surrogate escape is not)"
+    return ApiError(ErrorCode.INVALID_ORDER, f"order refused, fix these fields and send it "
+                    f"again: {path}: {message}", {"errors": [{"path": path,
+                                                               "message": message}]})
+
+
 Text = Annotated[StrictStr, AfterValidator(_unicode)]
 Ident = Annotated[Text, Field(min_length=1, max_length=64)]
 Reason = Annotated[Text, Field(max_length=500)]
@@ -320,6 +352,9 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
     async def order_submit(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(_Submit, params)
         who = actor(caller)
+        refused = _order_text_error(p.order)
+        if refused is not None:
+            raise refused
 
         def work() -> OrderView:
             # An accepted order is audited by the core ("order.received", with this
@@ -344,14 +379,20 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
     async def order_submit_batch(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(_SubmitBatch, params)
         who = actor(caller)
+        text_errors = {i: e for i, o in enumerate(p.orders)
+                       if (e := _order_text_error(o)) is not None}
+        good = [o for i, o in enumerate(p.orders) if i not in text_errors]
 
         def work() -> list[OrderView | DispenserError]:
-            results = d.submit_many(p.orders, who)
+            results = d.submit_many(good, who)
             audit_row(caller, "order.submit_batch", params, True, None)
             daemon.mark_audited(caller)
             return results
 
-        results = await commit.run(work)
+        accepted = iter(await commit.run(work))
+        results: list[OrderView | DispenserError | ApiError] = [
+            text_errors[i] if i in text_errors else next(accepted)
+            for i in range(len(p.orders))]
         out: list[dict[str, Any]] = []
         for raw, r in zip(p.orders, results, strict=True):
             oid = _storable(raw["order_id"]) if isinstance(raw.get("order_id"), str) else None

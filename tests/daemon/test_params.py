@@ -43,3 +43,9 @@ def test_audit_summary_of_broken_text_is_storable() -> None:
     text.encode("utf-8")  # does not raise
     assert safe["order_id"] == "\\ud800"
     assert safe["fault_id"] == str(2**70)
+
+
+def test_orders_with_broken_text_are_invalid_orders_naming_the_field() -> None:
+    assert m.broken_text({"patient": {"name": "ok", "phone": "x\ud800"}}) == "patient.phone"
+    assert m.broken_text({"items": [{"drug_code": "1"}, {"\udcff": 1}]}) == "items.1.\udcff"
+    assert m.broken_text({"a": ["fine", 1, None]}) is None
