@@ -237,7 +237,8 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
                          "p99_ms": round(pct(lat_burst, 0.99) * 1000, 2)},
         "submit_errors": dict(errors), "orders_final": counts,
         "holds_seen": dict(holds), "restock_batches": dict(restocked),
-        "restock_refused": dict(loader.refused), "fridge_packs_confirmed": confirmed,
+        "restock_refused": dict(loader.refused), "loads_scanned_again": loader.rescanned,
+        "fridge_packs_confirmed": confirmed,
         "group_commit": s1["group_commit"], "modbus_errors": s1["errors"],
     }
     say(f"  {json.dumps(fig['day'], indent=1)}")
