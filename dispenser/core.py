@@ -79,6 +79,14 @@ _ORDER_FOR_SHIPMENT = {
 }
 
 
+# Was this serial of this GTIN dispensed before? Looked up for every loading scan and every
+# manual pack. Without INDEXED BY, SQLite answers from the index on state alone (it has no
+# statistics to prefer the other), walking every dispensed pack: 10 ms per scan with 57,000
+# dispensed packs, against 5 us through (gtin, serial).
+SERIAL_DISPENSED = ("SELECT 1 FROM packs INDEXED BY packs_serial "
+                    "WHERE gtin=? AND serial=? AND state='dispensed' LIMIT 1")
+
+
 @dataclass(slots=True)
 class _Order:
     """A live (not final) order as the core keeps it in memory."""
@@ -1029,8 +1037,7 @@ class Dispensary:
             if (d.gtin, d.serial) in self._serials:
                 raise LoadRefused("serial_in_stock", f"serial {d.serial} is already in stock: "
                                   "this scan is a duplicate or the pack is a copy")
-            if self.journal.query_one("SELECT 1 FROM packs WHERE gtin=? AND serial=? AND "
-                                      "state='dispensed' LIMIT 1", (d.gtin, d.serial)):
+            if self.journal.query_one(SERIAL_DISPENSED, (d.gtin, d.serial)):
                 raise LoadRefused("serial_dispensed", f"serial {d.serial} was already "
                                   "dispensed; quarantine the pack and report it")
         return PackScan(d.gtin, d.expiry, d.batch, d.serial, drug.label, drug.robot)
@@ -1244,8 +1251,7 @@ class Dispensary:
                 if (d.gtin, d.serial) in self._serials:
                     raise LoadRefused("serial_in_stock", f"serial {d.serial} was already "
                                                          "scanned")
-                if self.journal.query_one("SELECT 1 FROM packs WHERE gtin=? AND serial=? AND "
-                                          "state='dispensed' LIMIT 1", (d.gtin, d.serial)):
+                if self.journal.query_one(SERIAL_DISPENSED, (d.gtin, d.serial)):
                     raise LoadRefused("serial_dispensed", f"serial {d.serial} was already "
                                                           "dispensed; quarantine the pack")
             line = next((ln for ln in sh.lines if not ln.robot and ln.drug_code == d.gtin
