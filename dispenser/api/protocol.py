@@ -20,6 +20,7 @@ Rules a client may rely on:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeVar
@@ -128,8 +129,53 @@ def _request_id(obj: Any) -> RequestId:
     return None
 
 
+# Python refuses to convert longer integers (sys.get_int_max_str_digits), so such a number
+# could be neither used nor echoed.
+MAX_NUMBER_DIGITS = 4300
+# A \u escape of half a surrogate pair (U+D800-U+DFFF); alone it is no character.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+class _NotJson(ValueError):
+    pass
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_NUMBER_DIGITS:
+        raise _NotJson(f"a number has more than {MAX_NUMBER_DIGITS} digits")
+    return int(text)
+
+
+def _parse_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON value")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def parse_request(line: bytes) -> Request:
-    """Decode one line; raises :class:`MessageError` when it is not a usable request."""
+    """Decode one line; raises :class:`MessageError` when it is not a usable request.
+
+    Parse errors (-32700), besides bytes that are not UTF-8 and text that is not JSON:
+    ``NaN``/``Infinity``, numbers of more than ``MAX_NUMBER_DIGITS`` digits, nesting
+    deeper than the parser's stack and ``\\uD800``-style escapes of a lone surrogate (no
+    character, not representable in UTF-8). So every string a handler sees can be stored
+    and sent back as UTF-8, and every number converted.
+    """
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -137,11 +183,18 @@ def parse_request(line: bytes) -> Request:
             ErrorCode.PARSE_ERROR, f"message is not valid UTF-8 ({exc.reason})"
         ) from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, parse_int=_parse_int, parse_constant=_parse_constant)
     except json.JSONDecodeError as exc:
         raise MessageError(ErrorCode.PARSE_ERROR, f"message is not valid JSON: {exc.msg}") from None
+    except _NotJson as exc:
+        raise MessageError(ErrorCode.PARSE_ERROR, f"message is not valid JSON: {exc}") from None
     except RecursionError:
         raise MessageError(ErrorCode.PARSE_ERROR, "message is nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
+        raise MessageError(
+            ErrorCode.PARSE_ERROR,
+            "message is not valid UTF-8: a \\u escape names half of a surrogate pair",
+        )
     if isinstance(obj, list):
         raise MessageError(
             ErrorCode.INVALID_REQUEST,

@@ -571,12 +571,15 @@ class ApiServer:
         self.registry.add("events.unsubscribe", self._unsubscribe)
 
     async def _ping(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        _no_other_params("system.ping", params, set())
         return {"pong": True, "time": datetime.now(UTC).isoformat(timespec="milliseconds")}
 
     async def _login(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        _no_other_params("auth.login", params, {"token"})
         token = params.get("token")
-        if not isinstance(token, str) or not token or set(params) != {"token"}:
-            raise ApiError(ErrorCode.INVALID_PARAMS, 'auth.login takes exactly {"token": "..."}')
+        if not isinstance(token, str) or not token:
+            raise _invalid_params('auth.login takes exactly {"token": "..."}', "token",
+                                  "must be a non-empty string")
         identity = self._auth.check_token(token)
         if identity is None:
             log.warning("api login refused", connection=caller.connection_id)
@@ -591,8 +594,7 @@ class ApiServer:
         return {"role": identity.role}
 
     async def _subscribe(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        if set(params) - {"topics"}:
-            raise ApiError(ErrorCode.INVALID_PARAMS, 'events.subscribe takes only "topics"')
+        _no_other_params("events.subscribe", params, {"topics"})
         topics = params.get("topics")
         if topics is None:
             chosen = None
@@ -603,10 +605,11 @@ class ApiServer:
         ):
             chosen = frozenset(topics)
         else:
-            raise ApiError(
-                ErrorCode.INVALID_PARAMS,
+            raise _invalid_params(
                 f'"topics" must be a non-empty list of: {", ".join(sorted(EVENT_TOPICS))}',
-                {"topics": sorted(EVENT_TOPICS)},
+                "topics",
+                f"must be a non-empty list of: {', '.join(sorted(EVENT_TOPICS))}",
+                topics=sorted(EVENT_TOPICS),
             )
         connection = self._connections[caller.connection_id]
         connection.topics = chosen
@@ -614,5 +617,23 @@ class ApiServer:
         return {"topics": sorted(chosen if chosen is not None else EVENT_TOPICS)}
 
     async def _unsubscribe(self, params: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        _no_other_params("events.unsubscribe", params, set())
         self._subscribers.discard(self._connections[caller.connection_id])
         return {"topics": []}
+
+
+def _invalid_params(message: str, path: str, problem: str, **data: Any) -> ApiError:
+    """-32602 in the documented form: ``data.errors`` lists ``{path, message}``."""
+    return ApiError(ErrorCode.INVALID_PARAMS, message,
+                    {"errors": [{"path": path, "message": problem}], **data})
+
+
+def _no_other_params(method: str, params: dict[str, Any], known: set[str]) -> None:
+    unknown = sorted(set(params) - known)
+    if unknown:
+        takes = ", ".join(f'"{k}"' for k in sorted(known)) or "no params"
+        raise ApiError(
+            ErrorCode.INVALID_PARAMS,
+            f"{method} takes {takes}; unknown: {', '.join(unknown)}",
+            {"errors": [{"path": k, "message": "unknown parameter"} for k in unknown]},
+        )

@@ -176,3 +176,30 @@ def test_registry_validates_declarations() -> None:
 
     with pytest.raises(TypeError, match="async"):
         registry.add("e.f", not_async)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    (b'{"jsonrpc":"2.0","id":"\\ud800","method":"system.ping"}', "surrogate"),
+    (b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"a":["x\\uDFFF"]}}', "surrogate"),
+    (b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"\\udbff":1}}', "surrogate"),
+    (b'{"jsonrpc":"2.0","id":' + b"9" * 4301 + b',"method":"m"}', "4300 digits"),
+    (b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"n":-' + b"9" * 5000 + b"}}",
+     "4300 digits"),
+    (b'{"jsonrpc":"2.0","id":1,"method":"m","params":{"n":NaN}}', "NaN"),
+    (b'{"jsonrpc":"2.0","id":Infinity,"method":"m"}', "Infinity"),
+])
+def test_what_could_not_be_stored_or_echoed_is_a_parse_error(line: bytes, words: str) -> None:
+    # Before, a lone surrogate or a 4301-digit number got through (and later broke the
+    # reply, SQLite or the audit trail), NaN/Infinity were taken as numbers.
+    with pytest.raises(MessageError) as caught:
+        parse_request(line)
+    assert caught.value.code == ErrorCode.PARSE_ERROR
+    assert caught.value.request_id is None
+    assert words in caught.value.message
+
+
+def test_surrogate_pairs_escaped_backslashes_and_long_numbers_are_fine() -> None:
+    assert parse_request(b'{"jsonrpc":"2.0","id":"\\ud83d\\udc8a","method":"m"}').id == "\U0001f48a"
+    assert parse_request(b'{"jsonrpc":"2.0","id":"\\\\ud800","method":"m"}').id == "\\ud800"
+    assert parse_request(b'{"jsonrpc":"2.0","id":-' + b"9" * 4300 + b',"method":"m"}').id == -(
+        10**4300 - 1)

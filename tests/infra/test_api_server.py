@@ -144,11 +144,11 @@ async def test_oversize_line_gets_error_and_close(
     await make_server(max_message_bytes=1024)
     conn = await Raw.open(sock_dir / "api.sock")
     # Exactly at the limit is still accepted.
-    message = call("system.ping", {"pad": ""}, 1)
+    message = call("system.info", {"pad": ""}, 1)
     message["params"]["pad"] = "x" * (1024 - len(json.dumps(message)))
     line = json.dumps(message).encode()
     assert len(line) == 1024
-    assert (await conn.rpc(line + b"\n"))["result"]["pong"]
+    assert (await conn.rpc(line + b"\n"))["result"] == {"product": "dispenser"}
     # One byte more is refused and the connection is closed.
     reply = await conn.rpc(b"x" * 1025 + b"\n")
     assert reply["id"] is None
@@ -450,3 +450,34 @@ async def test_no_patient_data_or_token_in_the_log(
     assert "api login refused" in logged and "api login" in logged
     assert secret not in logged
     assert TOKENS["order_system"] not in logged
+
+
+@pytest.mark.parametrize("line", [
+    b'{"jsonrpc":"2.0","id":"\\ud800","method":"system.ping"}\n',
+    b'{"jsonrpc":"2.0","id":' + b"7" * 5000 + b',"method":"system.ping"}\n',
+])
+async def test_an_id_that_cannot_be_echoed_is_a_parse_error_not_a_dropped_connection(
+        raw: Raw, line: bytes) -> None:
+    # Before, encoding the reply (or converting the number) raised in the connection's task
+    # and the client saw the connection close without an answer.
+    reply = await raw.rpc(line)
+    assert reply["error"]["code"] == -32700 and reply["id"] is None
+    assert (await raw.rpc(ping(2)))["result"]["pong"]
+
+
+@pytest.mark.parametrize(("message", "path"), [
+    (call("system.ping", {"extra": 1}, 1), "extra"),
+    (call("events.unsubscribe", {"topics": []}, 1), "topics"),
+    (call("events.subscribe", {"topics": ["order"], "x": 1}, 1), "x"),
+    (call("events.subscribe", {"topics": "order"}, 1), "topics"),
+    (call("auth.login", {"token": 5}, 1), "token"),
+    (call("auth.login", {"token": "t", "role": "technician"}, 1), "role"),
+])
+async def test_built_in_methods_refuse_bad_params_listing_them(
+        raw: Raw, message: dict[str, Any], path: str) -> None:
+    # Before, system.ping and events.unsubscribe ignored unknown params, and the -32602 of
+    # auth.login and events.subscribe had no data.errors (docs/api.md promises both).
+    await raw.rpc(call("auth.login", {"token": TOKENS["staff"]}, 0))
+    reply = await raw.rpc(message)
+    assert reply["error"]["code"] == ErrorCode.INVALID_PARAMS
+    assert [e["path"] for e in reply["error"]["data"]["errors"]] == [path]
