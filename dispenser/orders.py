@@ -9,13 +9,15 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from datetime import date
 from typing import Annotated, Any
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -51,6 +53,25 @@ InsuranceId = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9A-Za-
 DrugCode = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9]{14}$")]
 
 
+def _iso_text(pattern: str, example: str) -> Callable[[Any], Any]:
+    """Dates and times come as ISO 8601 text; pydantic alone would also take a number (or
+    a text of digits) as seconds since 1970."""
+    form = re.compile(pattern)
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, str) or not form.match(value):
+            raise ValueError(f"must be ISO 8601 text such as {example}")
+        return value
+
+    return check
+
+
+IsoDate = Annotated[date, BeforeValidator(_iso_text(r"[0-9]{4}-[0-9]{2}-[0-9]{2}$",
+                                                    "2026-11-01"))]
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(
+    _iso_text(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T", "2026-11-24T09:00:00+08:00"))]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,7 +85,7 @@ class Patient(_Strict):
 
 class Prescription(_Strict):
     id: Ident
-    issued_on: date
+    issued_on: IsoDate
     institution: Text
     prescriber: Text
     diagnoses: list[Icd10] = Field(min_length=1, max_length=20)
@@ -79,8 +100,8 @@ class Item(_Strict):
 class Delivery(_Strict):
     address: Annotated[str, StringConstraints(strict=True, strip_whitespace=True,
                                               min_length=1, max_length=500)]
-    window_start: AwareDatetime
-    window_end: AwareDatetime
+    window_start: IsoDatetime
+    window_end: IsoDatetime
 
     @model_validator(mode="after")
     def _window(self) -> Delivery:

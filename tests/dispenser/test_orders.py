@@ -135,3 +135,23 @@ def test_idempotency_property(make_dispensary: Factory, quantity: int, other: in
         with pytest.raises(Conflict):
             d.submit(changed, API)
     assert count_rows(d, "orders") == 1
+
+
+@pytest.mark.parametrize(("path", "value"), [
+    # Before, pydantic took each of these as seconds since 1970.
+    ("delivery.window_start", 1),
+    ("delivery.window_start", 1764288000.5),
+    ("delivery.window_end", "1764288000"),
+    ("prescription.issued_on", 1764288000),
+    ("prescription.issued_on", "20261101"),
+])
+def test_dates_and_times_are_iso_text_never_numbers(disp: Dispensary, path: str,
+                                                   value: object) -> None:
+    order = make_order()
+    section, name = path.split(".")
+    order[section][name] = value
+    with pytest.raises(InvalidOrder) as caught:
+        disp.submit(order, API)
+    assert [e.path for e in caught.value.errors] == [path]
+    assert "ISO 8601" in caught.value.errors[0].message
+    assert count_rows(disp, "orders") == 0
