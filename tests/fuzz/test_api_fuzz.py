@@ -20,25 +20,7 @@ SEED = int(os.environ.get("FUZZ_SEED", "20261128"))
 # Failures of a known, still open defect (docs/reliability.md lists them): tolerated here so
 # that the run still catches everything else. Each entry: (category or "*", pattern of the
 # problem, pattern of the payload).
-SURROGATE = rb"\\u[dD][89a-fA-F]"
-KNOWN_OPEN: list[tuple[str, str, bytes]] = [
-    # Finding 1: a \ud800 escape in an id closes the connection (the reply cannot be
-    # encoded).
-    ("*", "closed the connection", SURROGATE),
-    # Finding 2: an integer of more than 4300 digits closes the connection.
-    ("*", "closed the connection", rb"\d{4301}"),
-    # Finding 4: NaN and Infinity are taken as numbers.
-    ("malformed_json", "NaN/Infinity|reply id", rb"NaN|Infinity"),
-    # Finding 6: system.ping and events.unsubscribe ignore unknown params.
-    ("hostile_params", "got a result", rb"system\.ping|events\.unsubscribe"),
-    # Finding 8: numbers (and numeric strings) are taken as Unix times for an order's dates.
-    ("hostile_orders", "got a result|got None",
-     rb'"(window_start|window_end|issued_on)": "?[0-9]+(\.[0-9]+)?"?[,}]'),
-    # The daemon's log of findings 1 and 2 (unhandled exceptions in a connection's task).
-    ("invariants", "the daemon logged", b""),
-    # Finding 7: events.subscribe's and auth.login's -32602 have no data.errors.
-    ("*", "without data.errors", rb"events\.subscribe|auth\.login"),
-]
+KNOWN_OPEN: list[tuple[str, str, bytes]] = []
 
 
 def known(category: str, problem: str, payload: bytes) -> bool:
