@@ -80,9 +80,13 @@ async def run(config: Config, args: argparse.Namespace, simulate: bool) -> int:
         workdir = tempfile.mkdtemp(prefix="dispenserd-sim-")
         state_file = None
         if args.config is None:
+            # A demo without a configuration: the account that started it may use
+            # dispenserctl on the demo socket as a technician (SO_PEERCRED), no token needed.
+            peer_uids = {**config.api.peer_uids, os.getuid(): "technician"}
             config = _with(config, journal=_with(config.journal,
                                                  path=Path(workdir) / "journal.sqlite"),
-                           policy=_with(config.policy, merge_window_s=2.0))
+                           policy=_with(config.policy, merge_window_s=2.0),
+                           api=_with(config.api, peer_uids=peer_uids))
         else:
             state_file = str(Path(config.journal.path).with_suffix(".sim-state.json"))
         opts = SimulatorOptions(
