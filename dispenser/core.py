@@ -723,9 +723,12 @@ class Dispensary:
                 sh.lines = []
             for code in short:
                 self._waiting.setdefault(code, set()).add(sh.shipment_id)
-            if sh.state is ShipmentState.HELD:
-                return False  # still short: nothing new to record
             holds = [Hold(STOCK_SHORT, f"{n} pack(s) short", code) for code, n in short.items()]
+            if sh.state is ShipmentState.HELD and sh.holds == holds:
+                return False  # still short of the same: nothing new to record
+            # Held anew, or held still but for another drug (the one it was held for came in,
+            # another of its orders' drugs ran out meanwhile): the hold names what it waits
+            # for, which is what staff load.
             self._set_shipment_state(sh, ShipmentState.HELD, SYSTEM, "shipment.held",
                                      holds=holds, extra={"short": short})
             return False
