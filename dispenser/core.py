@@ -13,6 +13,7 @@ State changes go through one function per entity: ``_set_order_state``,
 
 from __future__ import annotations
 
+import bisect
 import gc
 import hashlib
 import json
@@ -195,6 +196,10 @@ class Dispensary:
         self._orders: dict[str, _Order] = {}
         self._by_patient: dict[str, list[str]] = {}  # live order ids per patient
         self._shipments: dict[str, Shipment] = {}
+        # Queued shipments in schedule order, (schedule key, id), kept up to date as
+        # shipments are queued; one that left the queue is dropped when next_shipments
+        # meets it. None: built again on the next call.
+        self._schedule: list[tuple[tuple[float, int, int], str]] | None = None
         self._forming: dict[tuple[str, str], str] = {}
         self._waiting: dict[str, set[str]] = {}
         self._slot_res: dict[int, set[str]] = {}
@@ -431,6 +436,7 @@ class Dispensary:
             sh.window_start = min(o.window_start for o in orders)
             sh.priority_rank = min(o.priority_rank for o in orders)
             sh.arrival = min(o.seq for o in orders)
+            self._schedule = None  # its key may have changed
 
     def _set_order_state(self, o: _Order, new: OrderState, actor: Actor, action: str,
                          holds: list[Hold] | None = None, reason: str | None = None,
@@ -583,6 +589,9 @@ class Dispensary:
                             extra: dict[str, Any] | None = None) -> None:
         """The one place a shipment changes state; its orders follow."""
         before = {"state": sh.state.value}
+        if (new is ShipmentState.QUEUED and sh.state is not ShipmentState.QUEUED
+                and self._schedule is not None):
+            bisect.insort(self._schedule, (sh.schedule_key(), sh.shipment_id))
         sh.state = new
         if holds is not None:
             sh.holds = holds
@@ -799,10 +808,29 @@ class Dispensary:
             self._fill_owed(sh, "shipment.reallocated")
 
     def next_shipments(self, limit: int = 10) -> list[ShipmentView]:
-        """Queued shipments in schedule order: delivery window start, priority, arrival."""
-        queued = sorted((sh for sh in self._shipments.values()
-                         if sh.state is ShipmentState.QUEUED), key=Shipment.schedule_key)
-        return [self._shipment_view(sh) for sh in queued[:limit]]
+        """Queued shipments in schedule order: delivery window start, priority, arrival.
+
+        The scheduler asks every cycle; sorting every queued shipment each time (12,000 in
+        a day's burst) was 30-44 % of the daemon's CPU, so the order is kept (see
+        ``_schedule``) and only its front is read."""
+        if self._schedule is None:
+            self._schedule = sorted((sh.schedule_key(), sh.shipment_id)
+                                    for sh in self._shipments.values()
+                                    if sh.state is ShipmentState.QUEUED)
+        schedule = self._schedule
+        found: list[Shipment] = []
+        seen: set[str] = set()
+        i = 0
+        while i < len(schedule) and len(found) < limit:
+            sid = schedule[i][1]
+            sh = self._shipments.get(sid)
+            if sh is None or sh.state is not ShipmentState.QUEUED or sid in seen:
+                del schedule[i]  # left the queue (or queued again: a second entry)
+                continue
+            seen.add(sid)
+            found.append(sh)
+            i += 1
+        return [self._shipment_view(sh) for sh in found]
 
     def _live_shipment(self, shipment_id: str, *states: ShipmentState) -> Shipment:
         sh = self._shipments.get(shipment_id)
