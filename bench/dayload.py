@@ -446,13 +446,14 @@ async def restocking(stack: Stack, loader: Loader, restocker: Restocker,
             if code in restocker.fridge or now - recent.get(code, 0) < 2.0:
                 continue
             recent[code] = now
-            # Only what is really low: a held shipment's reason can name a drug that has
-            # come in since (docs/performance.md, "A day's load"), and loading it again and
-            # again fills the machine.
-            page = await client.call("stock.list", {"drug_code": code, "limit": 5})
-            if len(page["items"]) >= 5:
-                done["skipped_in_stock"] += 1
-                continue
+            # A held shipment names what it is short of (it once could name a drug that
+            # had come in since: docs/reliability.md, finding 8); a low-stock event or an
+            # owed pack is looked at first, so a drug is not loaded again and again.
+            if why != "stock_short":
+                page = await client.call("stock.list", {"drug_code": code, "limit": 5})
+                if len(page["items"]) >= 5:
+                    done["skipped_in_stock"] += 1
+                    continue
             if careful:
                 await loader.load_one_by_one(restocker.batch(code))
             else:
