@@ -155,6 +155,25 @@ def _bulk() -> Iterator[None]:
             gc.enable()
 
 
+def _page_query(table: str, id_column: str, columns: str,
+                state: OrderState | ShipmentState | None, after: str | None,
+                limit: int) -> tuple[str, list[Any]]:
+    """One page of a list in arrival order (``seq``), optionally of one state; ``after`` is
+    the last id of the previous page. ``table`` and the column names are this module's
+    constants, never caller input."""
+    sql = f"SELECT {columns} FROM {table} WHERE 1=1"
+    params: list[Any] = []
+    if state is not None:
+        sql += " AND state=?"
+        params.append(state.value)
+    if after is not None:
+        sql += f" AND seq > (SELECT seq FROM {table} WHERE {id_column}=?)"
+        params.append(after)
+    sql += " ORDER BY seq LIMIT ?"
+    params.append(limit)
+    return sql, params
+
+
 def _holds_from(text: str) -> list[Hold]:
     if text == "[]":
         return []
@@ -551,17 +570,10 @@ class Dispensary:
     def list_orders(self, state: OrderState | None = None, limit: int = 100,
                     after: str | None = None) -> list[OrderView]:
         """Orders in arrival order; ``after`` is the last order_id of the previous page."""
-        sql = ("SELECT order_id, state, patient_id, priority, received_at, items, holds, "
-               "shipment_id FROM orders WHERE 1=1")
-        params: list[Any] = []
-        if state is not None:
-            sql += " AND state=?"
-            params.append(state.value)
-        if after is not None:
-            sql += " AND seq > (SELECT seq FROM orders WHERE order_id=?)"
-            params.append(after)
-        sql += " ORDER BY seq LIMIT ?"
-        params.append(limit)
+        sql, params = _page_query(
+            "orders", "order_id",
+            "order_id, state, patient_id, priority, received_at, items, holds, shipment_id",
+            state, after, limit)
         return [self._order_view_row(r) for r in self.journal.query(sql, params)]
 
     def _order_view(self, o: _Order) -> OrderView:
@@ -959,17 +971,10 @@ class Dispensary:
 
     def list_shipments(self, state: ShipmentState | None = None, limit: int = 100,
                        after: str | None = None) -> list[ShipmentView]:
-        sql = ("SELECT shipment_id, seq, patient_id, address_key, state, created_at, data "
-               "FROM shipments WHERE 1=1")
-        params: list[Any] = []
-        if state is not None:
-            sql += " AND state=?"
-            params.append(state.value)
-        if after is not None:
-            sql += " AND seq > (SELECT seq FROM shipments WHERE shipment_id=?)"
-            params.append(after)
-        sql += " ORDER BY seq LIMIT ?"
-        params.append(limit)
+        sql, params = _page_query(
+            "shipments", "shipment_id",
+            "shipment_id, seq, patient_id, address_key, state, created_at, data",
+            state, after, limit)
         out = []
         for row in self.journal.query(sql, params):
             sh = self._shipments.get(row[0]) or Shipment.from_row(*row)

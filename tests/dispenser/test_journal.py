@@ -16,6 +16,7 @@ import pytest
 from dispenser.core import Dispensary
 from dispenser.journal import Journal, JournalError, Migration
 from dispenser.policy import Policy
+from dispenser.states import OrderState, ShipmentState
 from dispenser.stock import SlotGeometry
 from tests.dispenser.conftest import (
     _FORMULARY,
@@ -157,3 +158,22 @@ def test_kill_at_random_moments_never_corrupts(tmp_path: Path) -> None:
         start = max(len(orders), len(packs)) + 1
         j.close()
     assert len(reported["order"]) > 5
+
+
+def test_lists_page_in_arrival_order_and_filter_by_state(make: Factory,
+                                                         clock: FakeClock) -> None:
+    d = make()
+    ids = [d.submit(make_order(patient=f"P{n}"), API).order_id for n in range(5)]
+    held = d.submit(make_order(patient="P9", diagnoses=["I10"]), API).order_id
+    first = d.list_orders(limit=2)
+    assert [o.order_id for o in first] == ids[:2]
+    assert [o.order_id for o in d.list_orders(limit=10, after=ids[1])] == [*ids[2:], held]
+    assert [o.order_id for o in d.list_orders(state=OrderState.HELD)] == [held]
+    clock.advance(d.policy.merge_window_s + 1)
+    formed = [s.shipment_id for s in d.form_shipments()]
+    assert len(formed) == 5
+    assert [s.shipment_id for s in d.list_shipments(limit=2)] == formed[:2]
+    assert [s.shipment_id for s in d.list_shipments(after=formed[2])] == formed[3:]
+    short = d.list_shipments(state=ShipmentState.HELD)
+    assert [s.shipment_id for s in short] == formed  # no stock loaded: all stock_short
+    assert d.list_shipments(state=ShipmentState.QUEUED) == []
