@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.stack import pack_key, scan
 from dispenser.api.auth import hash_token
 from dispenser.api.client import ApiClient
 
@@ -42,11 +43,6 @@ def drugs() -> dict[str, list[dict[str, str]]]:
 
 def pack(gtin: str, batch: str, expiry: date, serial: str) -> dict[str, str]:
     return {"gtin": gtin, "batch": batch, "expiry": expiry.isoformat(), "serial": serial}
-
-
-def scan(p: dict[str, str]) -> str:
-    y, m, d = p["expiry"].split("-")
-    return f"]d201{p['gtin']}17{y[2:]}{m}{d}10{p['batch']}{GS}21{p['serial']}"
 
 
 def order(order_id: str, patient: str, items: list[tuple[str, int]], *,
@@ -300,10 +296,6 @@ async def all_shipments(client: ApiClient) -> list[dict[str, Any]]:
 
 def released_totes(ledger: dict[str, Any]) -> list[dict[str, Any]]:
     return [t for t in ledger["totes"] if t["packs"]]
-
-
-def pack_key(p: dict[str, Any]) -> tuple[str, str, str, str]:
-    return (p["gtin"], p["batch"], p["expiry"], p["serial"])
 
 
 async def check_totes_match_journal(client: ApiClient, sim: Sim,
