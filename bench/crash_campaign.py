@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import shutil
 import statistics
@@ -55,12 +54,10 @@ from bench.stack import (  # noqa: E402
     DaemonOptions,
     Stack,
     list_all,
+    report_campaign,
+    say,
 )
 from dispenser.api.protocol import ApiError  # noqa: E402
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 async def ack_faults(stack: Stack, acked: Counter[str], note: str) -> None:
@@ -239,13 +236,7 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    shown = {k: v for k, v in fig.items() if k != "kill_log"}
-    say(json.dumps(shown, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(fig, indent=1))
-    ok = bool(fig["invariant"]["ok"])
-    say(f"crash campaign seed={seed}: invariant {'HOLDS' if ok else 'VIOLATED'}")
-    return 0 if ok else 1
+    return report_campaign("crash", seed, fig, args.json, hidden=("kill_log",))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,15 @@ from bench.dayload import (  # noqa: E402
     restocking,
     stock_for,
 )
-from bench.stack import BIN, TOKENS, DaemonOptions, Stack, list_all  # noqa: E402
+from bench.stack import (  # noqa: E402
+    BIN,
+    TOKENS,
+    DaemonOptions,
+    Stack,
+    list_all,
+    report_campaign,
+    say,
+)
 from dispenser.api.client import ApiClient  # noqa: E402
 from dispenser.api.protocol import ApiError  # noqa: E402
 
@@ -62,10 +70,6 @@ FAULTS = ("jam", "dropped", "estop", "door_open", "slot_short", "slot_empty",
 
 LINK_FAULT_AFTER_S = 2.0
 ROBOT_TIMEOUT_S = 0.5
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 class Scenario:
@@ -441,12 +445,7 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    say(json.dumps(fig, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(fig, indent=1))
-    ok = bool(fig["invariant"]["ok"])
-    say(f"fault campaign seed={seed}: invariant {'HOLDS' if ok else 'VIOLATED'}")
-    return 0 if ok else 1
+    return report_campaign("fault", seed, fig, args.json)
 
 
 if __name__ == "__main__":
