@@ -56,7 +56,7 @@ from bench.dayload import (  # noqa: E402
     pharmacist_review,
     restocking,
 )
-from bench.stack import ORDER_FINAL, DaemonOptions, Stack, list_all  # noqa: E402
+from bench.stack import ORDER_FINAL, DaemonOptions, Stack, list_all, say  # noqa: E402
 from dispenser.api.client import ApiClient  # noqa: E402
 from dispenser.api.protocol import ApiError  # noqa: E402
 
@@ -66,10 +66,6 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     s = sorted(values)
     return s[min(len(s) - 1, int(q * len(s)))]
-
-
-def say(text: str) -> None:
-    print(text, flush=True)
 
 
 async def bare_modbus(port: int, n: int) -> dict[str, float]:
