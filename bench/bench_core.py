@@ -28,16 +28,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dispenser.checks import run_checks  # noqa: E402
 from dispenser.core import Dispensary  # noqa: E402
-from dispenser.formulary import Formulary  # noqa: E402
-from dispenser.gs1 import compose_scan  # noqa: E402
+from dispenser.core.checks import run_checks  # noqa: E402
+from dispenser.core.formulary import Formulary  # noqa: E402
+from dispenser.core.gs1 import compose_scan  # noqa: E402
+from dispenser.core.orders import parse_order  # noqa: E402
+from dispenser.core.policy import Policy  # noqa: E402
+from dispenser.core.states import ShipmentState  # noqa: E402
+from dispenser.core.stock import SlotGeometry  # noqa: E402
+from dispenser.core.views import Actor  # noqa: E402
 from dispenser.journal import Journal  # noqa: E402
-from dispenser.orders import parse_order  # noqa: E402
-from dispenser.policy import Policy  # noqa: E402
-from dispenser.states import ShipmentState  # noqa: E402
-from dispenser.stock import SlotGeometry  # noqa: E402
-from dispenser.views import Actor  # noqa: E402
 
 CST = timezone(timedelta(hours=8))
 
@@ -190,7 +190,7 @@ def form_phase(path: Path) -> int:
     t = time.perf_counter()
     d = Dispensary(Journal(path), formulary, Policy(), SlotGeometry(), clock)
     t_open = time.perf_counter() - t
-    live = len(d._orders)
+    live = len(d.orders.live)
     rss_open = peak_rss_mb()
     t, c = time.perf_counter(), time.process_time()
     formed = d.form_shipments()

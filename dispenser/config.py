@@ -11,7 +11,7 @@ where ``dispenser-sim`` listens. Production installs use absolute paths
 (``config/dispenser.toml`` is the documented example).
 
 Sections: ``journal``, ``api`` (with ``[[api.tokens]]`` and ``[api.peer_uids]``), ``robot``,
-``printer``, ``formulary``, ``stock``, ``policy`` (:class:`dispenser.policy.Policy`),
+``printer``, ``formulary``, ``stock``, ``policy`` (:class:`dispenser.core.policy.Policy`),
 ``log``, ``simulate``.
 """
 
@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from dispenser.policy import Policy
+from dispenser.core.policy import Policy
 
 __all__ = [
     "ROLES",

@@ -24,19 +24,19 @@ from dispenser.api.protocol import ApiError
 from dispenser.api.server import ApiServer, Caller, MethodRegistry, Outcome
 from dispenser.config import Config
 from dispenser.core import Dispensary
+from dispenser.core.errors import DispenserError
+from dispenser.core.formulary import Formulary
+from dispenser.core.stock import SlotGeometry
+from dispenser.core.views import OrderView
 from dispenser.daemon import labels
 from dispenser.daemon.commit import GroupCommit
+from dispenser.daemon.controller import ControllerMachine, ControllerState
 from dispenser.daemon.methods import audit_summary, outcome_dict, register_methods
 from dispenser.daemon.printdesk import PrintDesk, reason_names
 from dispenser.daemon.robotlog import DAEMON_MIGRATIONS, RobotLog
 from dispenser.daemon.scheduler import Scheduler
-from dispenser.errors import DispenserError
-from dispenser.formulary import Formulary
 from dispenser.journal import Journal
-from dispenser.lifecycle import ControllerMachine, ControllerState
 from dispenser.logs import get_logger
-from dispenser.stock import SlotGeometry
-from dispenser.views import OrderView
 from drivers.printer.client import Printer
 from drivers.robot.client import RobotClient
 
@@ -149,9 +149,9 @@ class Daemon:
     def order_body(self, order_id: str) -> dict[str, Any] | None:
         """The order as submitted (patient, prescription, delivery) for ``order.get``.
 
-        Uses the core's private reader until it offers a public one (asked for)."""
+        Patient data: for the API reply only, never for logs."""
         try:
-            return self.dispensary._order_body(order_id)
+            return self.dispensary.order_body(order_id)
         except (DispenserError, TypeError, LookupError):
             return None
 

@@ -17,12 +17,12 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from dispenser.errors import DispenserError
-from dispenser.formulary import Drug, Formulary
-from dispenser.gs1 import compose_scan
+from dispenser.core.errors import DispenserError
+from dispenser.core.formulary import Drug, Formulary
+from dispenser.core.gs1 import compose_scan
+from dispenser.core.states import ShipmentState
+from dispenser.core.views import Actor
 from dispenser.logs import get_logger
-from dispenser.states import ShipmentState
-from dispenser.views import Actor
 
 if TYPE_CHECKING:
     from dispenser.daemon.app import Daemon
@@ -135,7 +135,7 @@ async def load_stock(daemon: Daemon, packs: list[dict[str, str]]) -> int:
 
 
 async def wait_ready(daemon: Daemon, timeout_s: float = 60.0) -> None:
-    from dispenser.lifecycle import ControllerState
+    from dispenser.daemon.controller import ControllerState
 
     async with asyncio.timeout(timeout_s):
         while daemon.machine.state is not ControllerState.READY:

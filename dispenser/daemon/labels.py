@@ -17,8 +17,8 @@ from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
 
-from dispenser.formulary import Drug
-from dispenser.views import ShipmentView
+from dispenser.core.formulary import Drug
+from dispenser.core.views import ShipmentView
 from drivers.printer.zpl import Label
 
 __all__ = ["packing_slip", "selftest_label", "shipping_label"]

@@ -31,7 +31,7 @@ from typing import Any
 
 from dispenser.api.server import ApiStartError
 from dispenser.config import Config, ConfigError, load_config
-from dispenser.formulary import FormularyError
+from dispenser.core.formulary import FormularyError
 from dispenser.journal import JournalError
 from dispenser.logs import configure_logging, get_logger
 

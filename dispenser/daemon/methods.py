@@ -17,8 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 
 from dispenser.api.protocol import ApiError, ErrorCode, parse_params
 from dispenser.api.server import Caller, MethodRegistry, Outcome
-from dispenser.daemon.scheduler import HardwareError
-from dispenser.errors import (
+from dispenser.core.errors import (
     Conflict,
     DispenserError,
     InvalidOrder,
@@ -27,9 +26,10 @@ from dispenser.errors import (
     NotFound,
     UnknownDrug,
 )
-from dispenser.lifecycle import ControllerState, InvalidTransition
-from dispenser.states import OrderState, PackState, ShipmentState
-from dispenser.views import Actor, OrderView, PackView, ShipmentView
+from dispenser.core.states import OrderState, PackState, ShipmentState
+from dispenser.core.views import Actor, OrderView, PackView, ShipmentView
+from dispenser.daemon.controller import ControllerState, InvalidTransition
+from dispenser.daemon.scheduler import HardwareError
 from drivers.printer.status import PrinterError
 from drivers.robot.codec import Opcode, Result
 from drivers.robot.errors import ModbusExceptionReply, RobotError

@@ -14,10 +14,10 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from dispenser.core.formulary import Drug
+from dispenser.core.views import ShipmentView
 from dispenser.daemon import labels
-from dispenser.formulary import Drug
 from dispenser.logs import get_logger
-from dispenser.views import ShipmentView
 from drivers.printer.client import PrintOutcome
 from drivers.printer.status import NotReadyReason, PrinterError
 

@@ -32,14 +32,14 @@ from typing import Any
 from dispenser import sdnotify
 from dispenser.config import RobotConfig
 from dispenser.core import Dispensary
+from dispenser.core.errors import DispenserError, LoadRefused
+from dispenser.core.gs1 import parse_scan
+from dispenser.core.states import PackState, ShipmentState
+from dispenser.core.views import SYSTEM, Actor, PackView, ShipmentView
+from dispenser.daemon.controller import ControllerMachine, ControllerState
 from dispenser.daemon.printdesk import PrintDesk
 from dispenser.daemon.robotlog import Intent, RobotLog
-from dispenser.errors import DispenserError, LoadRefused
-from dispenser.gs1 import parse_scan
-from dispenser.lifecycle import ControllerMachine, ControllerState
 from dispenser.logs import get_logger
-from dispenser.states import PackState, ShipmentState
-from dispenser.views import SYSTEM, Actor, PackView, ShipmentView
 from drivers.robot.client import RobotClient
 from drivers.robot.codec import (
     Command,

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from dispenser.core import Dispensary
+from dispenser.core.errors import NotFound
+from dispenser.core.formulary import Formulary
+from dispenser.core.policy import Policy
+from dispenser.core.stock import SlotGeometry
+from dispenser.core.views import Actor
 from dispenser.daemon.commit import GroupCommit
 from dispenser.daemon.robotlog import DAEMON_MIGRATIONS
-from dispenser.errors import NotFound
-from dispenser.formulary import Formulary
 from dispenser.journal import Journal
-from dispenser.policy import Policy
-from dispenser.stock import SlotGeometry
-from dispenser.views import Actor
 from tests.e2e.harness import FORMULARY, drugs, order
 
 ACTOR = Actor("t", "order_system")

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 
 from dispenser.config import Config, parse_config
+from dispenser.core.states import ShipmentState
+from dispenser.core.views import Actor
 from dispenser.daemon.app import Daemon
 from dispenser.daemon.demo import scan_of
-from dispenser.states import ShipmentState
-from dispenser.views import Actor
 from firmware_sim import Simulator
 from tests.e2e.harness import FORMULARY, drugs, order
 

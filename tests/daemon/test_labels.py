@@ -9,11 +9,11 @@ from decimal import Decimal
 import zplkit
 import zxingcpp
 
-from dispenser.billing import BillingLine
+from dispenser.core.billing import BillingLine
+from dispenser.core.formulary import Drug
+from dispenser.core.states import PackState, ShipmentState
+from dispenser.core.views import ManualLine, PackView, ShipmentView
 from dispenser.daemon.labels import packing_slip, selftest_label, shipping_label
-from dispenser.formulary import Drug
-from dispenser.states import PackState, ShipmentState
-from dispenser.views import ManualLine, PackView, ShipmentView
 
 DRUG = Drug("06900000010006", "metformin", "500 mg", "tablet", 30, Decimal("12.00"),
             Decimal("0.80"), False, False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dispenser.daemon.app import Daemon
-from dispenser.lifecycle import ControllerState
+from dispenser.daemon.controller import ControllerState
 from firmware_sim import Simulator, SimulatorOptions
 from tests.daemon.test_exactly_once import _close, _config, _cycles, _picking_done, _prepare
 
@@ -46,8 +46,8 @@ async def test_a_shipment_larger_than_a_tote_is_refused_before_any_pick(
         tmp_path: Path, sim: Simulator) -> None:
     from datetime import date, timedelta
 
+    from dispenser.core.states import OrderState
     from dispenser.daemon.demo import scan_of
-    from dispenser.states import OrderState
     from tests.daemon.test_exactly_once import OSYS, STAFF
     from tests.e2e.harness import drugs, order
 

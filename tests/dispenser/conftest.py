@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from dispenser.core import Dispensary
-from dispenser.formulary import Drug, Formulary
-from dispenser.gs1 import compose_scan
+from dispenser.core.formulary import Drug, Formulary
+from dispenser.core.gs1 import compose_scan
+from dispenser.core.policy import Policy
+from dispenser.core.stock import SlotGeometry
+from dispenser.core.views import Actor
 from dispenser.journal import Journal
-from dispenser.policy import Policy
-from dispenser.stock import SlotGeometry
-from dispenser.views import Actor
 
 ROOT = Path(__file__).resolve().parents[2]
 CST = timezone(timedelta(hours=8))

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from dispenser.core import Dispensary
+from dispenser.core.policy import Policy
+from dispenser.core.stock import SlotGeometry
 from dispenser.journal import Journal
-from dispenser.policy import Policy
-from dispenser.stock import SlotGeometry
 from tests.dispenser.conftest import (
     _FORMULARY,
     API,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dispenser.core import Dispensary
-from dispenser.errors import InvalidState
-from dispenser.policy import Policy
-from dispenser.states import OrderState
+from dispenser.core.errors import InvalidState
+from dispenser.core.policy import Policy
+from dispenser.core.states import OrderState
 from tests.dispenser.conftest import (
     API,
     PHARMACIST,

@@ -7,9 +7,9 @@ from decimal import Decimal
 import pytest
 
 from dispenser.core import Dispensary
-from dispenser.errors import InvalidState, LoadRefused
-from dispenser.policy import Policy
-from dispenser.states import OrderState, PackState, ShipmentState
+from dispenser.core.errors import InvalidState, LoadRefused
+from dispenser.core.policy import Policy
+from dispenser.core.states import OrderState, PackState, ShipmentState
 from tests.dispenser.conftest import (
     API,
     LOADER,
@@ -268,9 +268,10 @@ def test_restart_restores_the_same_state(make: Factory, clock: FakeClock) -> Non
     d.begin_load(scan(robot_drugs()[2]), LOADER)
     form(d, clock)
     d2 = Dispensary(d.journal, d.formulary, d.policy, d.geometry, clock)
-    for attr in ("_orders", "_shipments", "_forming", "_packs", "_serials"):
-        assert getattr(d2, attr) == getattr(d, attr), attr
+    for part, attr in (("orders", "live"), ("shipments", "live"), ("shipments", "forming"),
+                       ("packs", "live"), ("packs", "serials")):
+        assert getattr(getattr(d2, part), attr) == getattr(getattr(d, part), attr), attr
     assert {k: (s.reserved, s.packs, s.incoming, s.blocked) for k, s in d2.stock.slots.items()} \
         == {k: (s.reserved, s.packs, s.incoming, s.blocked) for k, s in d.stock.slots.items()}
-    assert {k: v for k, v in d2._waiting.items() if v} == {k: v for k, v in d._waiting.items()
-                                                           if v}
+    assert {k: v for k, v in d2.allocator.waiting.items() if v} == {
+        k: v for k, v in d.allocator.waiting.items() if v}

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from dispenser.formulary import Formulary, FormularyError, gtin_check_digit, is_valid_gtin14
+from dispenser.core.formulary import Formulary, FormularyError, gtin_check_digit, is_valid_gtin14
 from tests.dispenser.conftest import ROOT
 
 

@@ -7,9 +7,9 @@ from datetime import date, timedelta
 import pytest
 
 from dispenser.core import Dispensary
-from dispenser.errors import LoadRefused
-from dispenser.gs1 import GS, parse_scan
-from dispenser.states import PackState
+from dispenser.core.errors import LoadRefused
+from dispenser.core.gs1 import GS, parse_scan
+from dispenser.core.states import PackState
 from tests.dispenser.conftest import (
     LOADER,
     PHARMACIST,
@@ -111,7 +111,7 @@ def test_loading_lifecycle_and_slot_choice(make: Factory) -> None:
 
 
 def test_slot_holds_capacity_then_next_slot(make: Factory) -> None:
-    from dispenser.stock import SlotGeometry
+    from dispenser.core.stock import SlotGeometry
     d = make(geometry=SlotGeometry(1, 2, 3, 2))
     ids = load(d, robot_drugs()[0], 3)
     slots = [d.get_pack(i).slot for i in ids]
@@ -119,7 +119,7 @@ def test_slot_holds_capacity_then_next_slot(make: Factory) -> None:
 
 
 def test_full_robot_refuses_with_no_free_slot(make: Factory) -> None:
-    from dispenser.stock import SlotGeometry
+    from dispenser.core.stock import SlotGeometry
     d = make(geometry=SlotGeometry(1, 1, 1, 1))
     load(d, robot_drugs()[0], 1)
     assert reason(d, scan(robot_drugs()[0])) == "no_free_slot"

@@ -4,7 +4,7 @@ for comes in but another drug of its orders is short by then, the hold names tha
 from __future__ import annotations
 
 from dispenser.core import Dispensary
-from dispenser.states import ShipmentState
+from dispenser.core.states import ShipmentState
 from tests.dispenser.conftest import API, FakeClock, load, make_order, robot_drugs
 
 A, B = (d.drug_code for d in robot_drugs()[:2])

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from dispenser.core import Dispensary
+from dispenser.core.policy import Policy
+from dispenser.core.states import OrderState, ShipmentState
+from dispenser.core.stock import SlotGeometry
 from dispenser.journal import Journal, JournalError, Migration
-from dispenser.policy import Policy
-from dispenser.states import OrderState, ShipmentState
-from dispenser.stock import SlotGeometry
 from tests.dispenser.conftest import (
     _FORMULARY,
     API,
@@ -102,11 +102,11 @@ def test_verify_finds_the_first_tampered_row(make: Factory, clock: FakeClock,
 def test_a_failed_call_leaves_memory_and_journal_as_before(make: Factory) -> None:
     d = make()
     load(d, robot_drugs()[0], 2)
-    before = (dict(d._orders), d.audit_verify().rows)
+    before = (dict(d.orders.live), d.audit_verify().rows)
     with pytest.raises(RuntimeError), d.batch():
         d.submit(make_order(), API)
         raise RuntimeError("power cut in the middle of a batch")
-    assert (dict(d._orders), d.audit_verify().rows) == before
+    assert (dict(d.orders.live), d.audit_verify().rows) == before
 
 
 def test_a_caller_savepoint_rolled_back_after_a_call_is_undone_in_memory(
@@ -117,10 +117,10 @@ def test_a_caller_savepoint_rolled_back_after_a_call_is_undone_in_memory(
         with pytest.raises(RuntimeError), d.journal.transaction():
             lost = d.submit(make_order(patient="LOSE"), API)
             raise RuntimeError("the caller's own step failed after the call")
-    assert kept.order_id in d._orders and lost.order_id not in d._orders
+    assert kept.order_id in d.orders.live and lost.order_id not in d.orders.live
     assert [o.order_id for o in d.list_orders()] == [kept.order_id]
     again = Dispensary(d.journal, d.formulary, d.policy, d.geometry, d.clock)
-    assert again._orders == d._orders and again._shipments == d._shipments
+    assert again.orders.live == d.orders.live and again.shipments.live == d.shipments.live
 
 
 def test_kill_at_random_moments_never_corrupts(tmp_path: Path) -> None:

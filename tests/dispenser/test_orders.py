@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dispenser.core import Dispensary
-from dispenser.errors import Conflict, InvalidOrder, UnknownDrug
-from dispenser.states import OrderState
+from dispenser.core.errors import Conflict, InvalidOrder, UnknownDrug
+from dispenser.core.states import OrderState
 from tests.dispenser.conftest import API, Factory, make_order, robot_drugs
 
 
@@ -28,7 +28,7 @@ def test_valid_order_is_received_and_joins_a_forming_shipment(disp: Dispensary) 
 
 
 def test_issue_example_validates() -> None:
-    from dispenser.orders import parse_order
+    from dispenser.core.orders import parse_order
     raw = json.loads("""{"order_id": "SO-20261123-000001", "patient": {"id": "P000123",
       "name": "王建国", "phone": "13800000000", "insurance_id": "120101195001011234"},
       "prescription": {"id": "RX-88231", "issued_on": "2026-11-01", "institution":

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from dispenser.core import Dispensary
-from dispenser.errors import DispenserError, InvalidState
+from dispenser.core.errors import DispenserError, InvalidState
+from dispenser.core.policy import Policy
+from dispenser.core.states import PackState, ShipmentState
+from dispenser.core.stock import SlotGeometry, StockIndex
 from dispenser.journal import Journal
-from dispenser.policy import Policy
-from dispenser.states import PackState, ShipmentState
-from dispenser.stock import SlotGeometry, StockIndex
 from tests.dispenser.conftest import (
     _FORMULARY,
     API,
@@ -55,9 +55,9 @@ class CoreMachine(RuleBasedStateMachine):
             result = self.d.audit_verify()
             assert result.ok, result
             again = Dispensary(self.journal, _FORMULARY, POLICY, self.d.geometry, self.clock)
-            assert again._orders == self.d._orders
-            assert again._shipments == self.d._shipments
-            assert again._packs == self.d._packs
+            assert again.orders.live == self.d.orders.live
+            assert again.shipments.live == self.d.shipments.live
+            assert again.packs.live == self.d.packs.live
             assert {n: (s.reserved, s.packs, s.blocked) for n, s in again.stock.slots.items()} \
                 == {n: (s.reserved, s.packs, s.blocked) for n, s in self.d.stock.slots.items()}
         finally:
@@ -109,7 +109,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     @rule(pick=st.integers(0, 50))
     def cancel(self, pick: int) -> None:
-        live = sorted(self.d._orders)
+        live = sorted(self.d.orders.live)
         if live:
             with contextlib.suppress(InvalidState):
                 self.d.cancel(live[pick % len(live)], API, "test")
@@ -154,7 +154,7 @@ class CoreMachine(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 50), lost=st.sampled_from([PackState.MISSING,
                                                          PackState.DROPPED]))
     def lose(self, pick: int, lost: PackState) -> None:
-        packs = sorted(p for p, v in self.d._packs.items()
+        packs = sorted(p for p, v in self.d.packs.live.items()
                        if v.state in (PackState.IN_STOCK, PackState.PICKED) and v.slot is not None)
         if packs:
             self.d.record_pack_lost(packs[pick % len(packs)], lost)
@@ -179,21 +179,21 @@ class CoreMachine(RuleBasedStateMachine):
                 assert s.reserved == 0
             else:
                 assert s.reserved <= len(s.packs)
-                assert all(self.d._packs[p].state is PackState.IN_STOCK for p in s.packs)
+                assert all(self.d.packs.live[p].state is PackState.IN_STOCK for p in s.packs)
         owners: dict[int, str] = {}
-        for sh in self.d._shipments.values():
+        for sh in self.d.shipments.live.values():
             for ln in sh.lines:
                 for p in ln.packs:
                     assert p not in owners, f"pack {p} in two lines"
                     owners[p] = sh.shipment_id
-                    assert self.d._packs[p].state is PackState.PICKED
-        picked = {p for p, v in self.d._packs.items() if v.state is PackState.PICKED}
+                    assert self.d.packs.live[p].state is PackState.PICKED
+        picked = {p for p, v in self.d.packs.live.items() if v.state is PackState.PICKED}
         assert picked == set(owners)
 
     @invariant()
     def one_patient_one_address_per_shipment(self) -> None:
-        for sh in self.d._shipments.values():
-            orders = [self.d._orders[o] for o in sh.order_ids]
+        for sh in self.d.shipments.live.values():
+            orders = [self.d.orders.live[o] for o in sh.order_ids]
             assert {(o.patient_id, o.address_key) for o in orders} <= {
                 (sh.patient_id, sh.address_key)}
             assert all(o.shipment_id == sh.shipment_id for o in orders)
@@ -208,7 +208,7 @@ class CoreMachine(RuleBasedStateMachine):
 
     def _reserved(self) -> dict[int, int]:
         out: dict[int, int] = {}
-        for sh in self.d._shipments.values():
+        for sh in self.d.shipments.live.values():
             for ln in sh.lines:
                 for slot_no, n in ln.reserved:
                     out[slot_no] = out.get(slot_no, 0) + n
@@ -218,7 +218,7 @@ class CoreMachine(RuleBasedStateMachine):
         return [self.d.stock.slots[n] for _, n in self.d.stock.by_drug.get(gtin, [])]
 
     def _shipments(self, state: ShipmentState) -> list[str]:
-        return sorted(s for s, sh in self.d._shipments.items() if sh.state is state)
+        return sorted(s for s, sh in self.d.shipments.live.items() if sh.state is state)
 
 
 CoreMachine.TestCase.settings = settings(

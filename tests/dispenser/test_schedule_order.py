@@ -6,15 +6,15 @@ from __future__ import annotations
 import random
 
 from dispenser.core import Dispensary
-from dispenser.shipments import Shipment
-from dispenser.states import ShipmentState
+from dispenser.core.shipments import Shipment
+from dispenser.core.states import ShipmentState
 from tests.dispenser.conftest import API, FakeClock, load, make_order, robot_drugs
 
 DRUGS = robot_drugs()[:6]
 
 
 def expected(d: Dispensary, limit: int) -> list[str]:
-    queued = sorted((sh for sh in d._shipments.values()
+    queued = sorted((sh for sh in d.shipments.live.values()
                      if sh.state is ShipmentState.QUEUED), key=Shipment.schedule_key)
     return [sh.shipment_id for sh in queued[:limit]]
 

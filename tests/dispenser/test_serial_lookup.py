@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dispenser.core import SERIAL_DISPENSED
+from dispenser.core.packs import SERIAL_DISPENSED
 from dispenser.journal import Journal
 
 
@@ -23,9 +23,9 @@ def test_dispensed_serial_lookup_uses_the_serial_index(tmp_path: Path) -> None:
 
 def test_stock_of_one_drug_is_read_through_the_drug_index(tmp_path: Path) -> None:
     from dispenser.core import Dispensary
-    from dispenser.formulary import Formulary
-    from dispenser.policy import Policy
-    from dispenser.stock import SlotGeometry
+    from dispenser.core.formulary import Formulary
+    from dispenser.core.policy import Policy
+    from dispenser.core.stock import SlotGeometry
 
     root = Path(__file__).resolve().parents[2]
     journal = Journal(tmp_path / "journal.sqlite")

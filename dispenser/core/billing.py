@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 
-from dispenser.formulary import Drug
+from dispenser.core.formulary import Drug
 
 CENT = Decimal("0.01")
 

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from dispenser.errors import FieldError, InvalidOrder
+from dispenser.core.errors import FieldError, InvalidOrder
 
 
 class Priority(enum.Enum):

@@ -13,7 +13,7 @@ from bisect import insort
 from dataclasses import dataclass, field
 from datetime import date
 
-from dispenser.states import PackState
+from dispenser.core.states import PackState
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,12 @@ or ``off`` (not run). Reason codes are stable strings (see docs/orders.md).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Protocol
 
-from dispenser.orders import Order
-from dispenser.policy import Policy
+from dispenser.core.orders import Order
+from dispenser.core.policy import Policy
 
 NOT_ELIGIBLE = "not_eligible"
 PRESCRIPTION_EXPIRED = "prescription_expired"
@@ -61,9 +61,8 @@ class PatientHistory:
     prescription_drugs: set[str]
 
 
-class History(Protocol):
-    def patient_history(self, order: Order) -> PatientHistory:
-        """The patient's dispensed and open supply, excluding ``order`` itself."""
+# The patient's dispensed and open supply, excluding the order itself.
+History = Callable[[Order], PatientHistory]
 
 
 def run_checks(order: Order, policy: Policy, today: date, history: History) -> list[CheckResult]:
@@ -99,7 +98,7 @@ def run_checks(order: Order, policy: Policy, today: date, history: History) -> l
                                   item.drug_code))
         add(QUANTITY_LIMIT, policy.quantity_limit, holds)
     if policy.duplicate_dispensing != "off" or policy.duplicate_prescription != "off":
-        past = history.patient_history(order)
+        past = history(order)
     if policy.duplicate_dispensing != "off":
         holds = []
         grace = timedelta(days=policy.refill_grace_days)

@@ -11,8 +11,8 @@ from datetime import date
 
 import biip
 
-from dispenser.errors import LoadRefused
-from dispenser.formulary import is_valid_gtin14
+from dispenser.core.errors import LoadRefused
+from dispenser.core.formulary import is_valid_gtin14
 
 GS = "\x1d"
 
