@@ -15,6 +15,8 @@ import stat
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from firmware_sim.errors import SimulatorError
+
 if TYPE_CHECKING:
     from firmware_sim.simulator import Simulator
 
@@ -135,8 +137,6 @@ class ControlServer:
         except RpcError as exc:
             return None if is_notification else _error(rid, exc.code, exc.message)
         except Exception as exc:  # a bad request must not kill the socket
-            from firmware_sim.simulator import SimulatorError
-
             if isinstance(exc, SimulatorError):
                 return None if is_notification else _error(rid, INVALID_PARAMS, str(exc))
             return None if is_notification else _error(rid, INTERNAL_ERROR, repr(exc))

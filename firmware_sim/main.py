@@ -7,7 +7,8 @@ import asyncio
 import signal
 import sys
 
-from firmware_sim.simulator import Simulator, SimulatorError, SimulatorOptions
+from firmware_sim.errors import SimulatorError
+from firmware_sim.simulator import Simulator, SimulatorOptions
 
 
 def _host_port(text: str) -> tuple[str, int]:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from firmware_sim.codes import Fault
+from firmware_sim.control import ControlServer
+from firmware_sim.errors import SimulatorError
 from firmware_sim.packs import Pack
 from firmware_sim.printer import Printer, PrinterPort
 from firmware_sim.registers import RobotRegisters
@@ -51,10 +53,6 @@ FAULT_PARAMS: dict[str, frozenset[str]] = {name: frozenset() for name in FAULTS}
     "delay": frozenset({"ms"}),
     "corrupt_frame": frozenset({"count", "mode"}),
 }
-
-
-class SimulatorError(ValueError):
-    """A request to the simulator that cannot be carried out (bad fault name, bad pack...)."""
 
 
 @dataclass
@@ -111,8 +109,6 @@ class Simulator:
                 self.printer_port = PrinterPort(self.printer, o.printer_link)
                 await self.printer_port.start()
             if o.control_path:
-                from firmware_sim.control import ControlServer
-
                 self.control = ControlServer(self, o.control_path)
                 await self.control.start()
         except BaseException:

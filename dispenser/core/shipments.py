@@ -268,6 +268,9 @@ class ShipmentBook:
                 "created_at, updated_at, data) VALUES (?,?,?,?,?,?,?,?)",
                 (seq, sh.shipment_id, sh.patient_id, sh.address_key, sh.state.value,
                  now.isoformat(), now.isoformat(), sh.data_json()))
+            self.books.audit(SYSTEM, "shipment.created", sh.shipment_id, None,
+                             {"state": sh.state.value, "orders": [o.order_id],
+                              "close_at": sh.close_at.isoformat()})
         else:
             sh = self.live[sid]
             sh.order_ids.append(o.order_id)

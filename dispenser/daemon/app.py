@@ -32,13 +32,14 @@ from dispenser.daemon import labels
 from dispenser.daemon.commit import GroupCommit
 from dispenser.daemon.controller import ControllerMachine, ControllerState
 from dispenser.daemon.methods import audit_summary, outcome_dict, register_methods
+from dispenser.daemon.modbus_robot import ModbusRobot
 from dispenser.daemon.printdesk import PrintDesk, reason_names
-from dispenser.daemon.robotlog import DAEMON_MIGRATIONS, RobotLog
+from dispenser.daemon.robot import Robot
 from dispenser.daemon.scheduler import Scheduler
+from dispenser.daemon.schema import DAEMON_MIGRATIONS
 from dispenser.journal import Journal
 from dispenser.logs import get_logger
 from drivers.printer.client import Printer
-from drivers.robot.client import RobotClient
 
 log = get_logger(__name__)
 
@@ -73,16 +74,7 @@ class Daemon:
         self.geometry = SlotGeometry(s.sides, s.levels, s.columns, s.slot_capacity)
         self.dispensary = Dispensary(self.journal, self.formulary, config.policy,
                                      self.geometry, clock)
-        self.robotlog = RobotLog(self.journal)
-        r = config.robot
-        backoff = (r.retry_backoff_s, max(r.retry_backoff_s, 5.0))
-        if r.transport == "tcp":
-            self.robot = RobotClient.tcp(r.host, r.port, device_id=r.device_id,
-                                         timeout_s=r.timeout_s, backoff_s=backoff)
-        else:
-            self.robot = RobotClient.rtu(r.device, baudrate=r.baudrate, parity=r.parity,
-                                         device_id=r.device_id, timeout_s=r.timeout_s,
-                                         backoff_s=backoff)
+        self.robot: Robot = ModbusRobot.from_config(config.robot)
         p = config.printer
         self.printer = Printer.serial(p.url, baudrate=p.baudrate, timeout_s=p.timeout_s)
         self.machine = ControllerMachine(
@@ -93,7 +85,7 @@ class Daemon:
         self.desk = PrintDesk(self.printer, self.formulary, self.dispensary.get_shipment,
                               on_printed=self._on_printed, on_waiting=self._on_print_waiting)
         self.scheduler = Scheduler(
-            robot=self.robot, dispensary=self.dispensary, robotlog=self.robotlog,
+            robot=self.robot, dispensary=self.dispensary,
             machine=self.machine, desk=self.desk, config=config.robot, publish=self.publish,
             clock=clock, low_stock_packs=config.stock.low_stock_packs)
         self.commit = GroupCommit(self.dispensary)
@@ -184,7 +176,7 @@ class Daemon:
         robot: dict[str, Any] = {"link": "up" if sched.link_up else "down"}
         if st is not None:
             robot.update({
-                "machine_state": st.machine_state.name, "fault_code": st.fault_code.name,
+                "machine_state": st.mode.name, "fault_code": st.fault.name,
                 "homed": st.homed, "door_open": st.door_open,
                 "queue_depth": st.queue_depth, "queue_capacity": st.queue_capacity,
                 "last_accepted_seq": st.last_accepted_seq,
@@ -197,9 +189,8 @@ class Daemon:
             for state, n in self.journal.query(
                     f"SELECT state, count(*) FROM {table} GROUP BY state"):
                 counts[key][state] = int(n)
-        active = self.robotlog.faults(active=True, limit=10)
-        busy = {t.output: t.shipment_id for t in sched.totes.values()
-                if t.output and not t.released}
+        active = sched.faults.log.page(active=True, limit=10)
+        busy = sched.totes.outputs_in_use()
         return {
             "state": self.machine.state.value,
             "fault": active[0].as_dict() if active else None,
@@ -208,12 +199,12 @@ class Daemon:
             "printer": {"waiting": self.desk.pending, "reasons": self.desk.waiting_reasons},
             "outputs": [{"output": k, "shipment_id": busy.get(k)}
                         for k in range(1, sched.outputs + 1)],
-            "loads_waiting": len(sched.loads),
+            "loads_waiting": len(sched.loading.loads),
             **counts,
         }
 
     def stats(self) -> dict[str, Any]:
-        s = self.robot.stats.snapshot()
+        s = self.robot.traffic()
         p50, p99 = s.get("latency_p50_s"), s.get("latency_p99_s")
         c = self.scheduler.counters
         return {

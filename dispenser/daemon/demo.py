@@ -1,4 +1,6 @@
-"""Demo stock and demo orders for ``dispenserd --simulate``.
+"""The demo: ``dispenserd --simulate`` with the simulated robot and printer, demo stock
+and demo orders. This module is the one place outside the tests that imports the
+simulator (``firmware_sim``).
 
 Demo stock is put at the simulated robot's input point, as staff would, and loaded through
 the normal path (scan check, input scanner check, STORE, confirmation), so the journal and
@@ -11,12 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import random
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dispenser.config import Config
 from dispenser.core.errors import DispenserError
 from dispenser.core.formulary import Drug, Formulary
 from dispenser.core.gs1 import compose_scan
@@ -205,3 +212,66 @@ def demo_task(orders_n: int) -> Callable[[Daemon], Coroutine[Any, Any, None]]:
 
 
 __all__ = ["demo_orders", "demo_packs", "demo_task", "load_stock", "packing_desk", "scan_of"]
+
+
+# The simulated machine (docs/robot-protocol.md §2.1): 2 x 25 x 200 slots of 10 packs.
+SIM_GEOMETRY = {"sides": 2, "levels": 25, "columns": 200, "slot_capacity": 10}
+
+
+def _with(model: Any, **update: Any) -> Any:
+    return model.model_copy(update=update)
+
+
+class SimulatedMachine:
+    """The simulator running inside the daemon, and the configuration that points the
+    daemon at it. Without a configuration file (``configured`` False) the demo journal is
+    a fresh temporary one, merge windows are short, and the account that started it may
+    use dispenserctl as a technician (SO_PEERCRED, no token needed)."""
+
+    def __init__(self, config: Config, *, configured: bool, speed: float | None,
+                 instant: bool, orders: int) -> None:
+        self.config = config
+        self.configured = configured
+        self.speed = speed
+        self.instant = instant
+        self.orders = orders
+        self.workdir = tempfile.mkdtemp(prefix="dispenserd-sim-")
+        self.simulator: Any = None
+        self.tasks: list[Callable[[Daemon], Coroutine[Any, Any, None]]] = []
+
+    async def start(self) -> Config:
+        from firmware_sim import Simulator, SimulatorOptions
+
+        config = self.config
+        state_file = None
+        if not self.configured:
+            peer_uids = {**config.api.peer_uids, os.getuid(): "technician"}
+            config = _with(config, journal=_with(config.journal,
+                                                 path=Path(self.workdir) / "journal.sqlite"),
+                           policy=_with(config.policy, merge_window_s=2.0),
+                           api=_with(config.api, peer_uids=peer_uids))
+        else:
+            state_file = str(Path(config.journal.path).with_suffix(".sim-state.json"))
+        opts = SimulatorOptions(
+            tcp_port=0, printer_link=str(Path(self.workdir) / "printer"),
+            speed=self.speed or config.simulate.speed,
+            instant=self.instant or config.simulate.instant, state_file=state_file,
+            outputs=config.robot.outputs)
+        self.simulator = Simulator(opts)
+        await self.simulator.start()
+        config = config.model_copy(update=dict(
+            robot=_with(config.robot, transport="tcp", host="127.0.0.1",
+                        port=self.simulator.tcp_port),
+            printer=_with(config.printer, url=self.simulator.printer_device, timeout_s=1.0),
+            stock=_with(config.stock, **SIM_GEOMETRY)))
+        log.info("simulator running", listeners=self.simulator.listeners(), speed=opts.speed,
+                 instant=opts.instant)
+        self.tasks.append(demo_task(self.orders))
+        return config
+
+    async def stop(self) -> None:
+        if self.simulator is not None:
+            await self.simulator.stop()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)

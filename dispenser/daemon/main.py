@@ -22,12 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from dispenser.api.server import ApiStartError
 from dispenser.config import Config, ConfigError, load_config
@@ -36,10 +34,6 @@ from dispenser.journal import JournalError
 from dispenser.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
-
-# The simulated machine (docs/robot-protocol.md §2.1): 2 x 25 x 200 slots of 10 packs.
-SIM_GEOMETRY = {"sides": 2, "levels": 25, "columns": 200, "slot_capacity": 10}
-
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="dispenserd", description=__doc__.split("\n\n")[0])
@@ -61,68 +55,37 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _with(model: Any, **update: Any) -> Any:
-    return model.model_copy(update=update)
-
-
 async def run(config: Config, args: argparse.Namespace, simulate: bool) -> int:
     from dispenser.daemon.app import Daemon
 
-    sim = None
-    workdir: str | None = None
-    extra = []
+    demo = None
     if simulate:
-        import tempfile
+        from dispenser.daemon.demo import SimulatedMachine
 
-        from dispenser.daemon.demo import demo_task
-        from firmware_sim import Simulator, SimulatorOptions
-
-        workdir = tempfile.mkdtemp(prefix="dispenserd-sim-")
-        state_file = None
-        if args.config is None:
-            # A demo without a configuration: the account that started it may use
-            # dispenserctl on the demo socket as a technician (SO_PEERCRED), no token needed.
-            peer_uids = {**config.api.peer_uids, os.getuid(): "technician"}
-            config = _with(config, journal=_with(config.journal,
-                                                 path=Path(workdir) / "journal.sqlite"),
-                           policy=_with(config.policy, merge_window_s=2.0),
-                           api=_with(config.api, peer_uids=peer_uids))
-        else:
-            state_file = str(Path(config.journal.path).with_suffix(".sim-state.json"))
-        opts = SimulatorOptions(
-            tcp_port=0, printer_link=str(Path(workdir) / "printer"),
-            speed=args.speed or config.simulate.speed,
-            instant=args.instant or config.simulate.instant, state_file=state_file,
-            outputs=config.robot.outputs)
-        sim = Simulator(opts)
-        await sim.start()
-        config = _with(
-            config,
-            robot=_with(config.robot, transport="tcp", host="127.0.0.1", port=sim.tcp_port),
-            printer=_with(config.printer, url=sim.printer_device, timeout_s=1.0),
-            stock=_with(config.stock, **SIM_GEOMETRY))
-        log.info("simulator running", listeners=sim.listeners(), speed=opts.speed,
-                 instant=opts.instant)
-        extra.append(demo_task(args.demo_orders))
+        demo = SimulatedMachine(config, configured=args.config is not None,
+                                speed=args.speed, instant=args.instant,
+                                orders=args.demo_orders)
+        config = await demo.start()
     try:
         try:
-            daemon = Daemon(config, simulator=sim, extra_tasks=extra, clock=clock_from_env())
+            daemon = Daemon(config, simulator=demo.simulator if demo else None,
+                            extra_tasks=demo.tasks if demo else [], clock=clock_from_env())
         except (OSError, FormularyError, JournalError) as exc:
             log.error("cannot start", error=str(exc))
-            if sim is not None:
-                await sim.stop()
+            if demo is not None:
+                await demo.stop()
             return 2
         try:
             return await daemon.run()
         except ApiStartError as exc:
             log.error("cannot serve the API", error=str(exc))
             daemon.journal.close()
-            if sim is not None:
-                await sim.stop()
+            if demo is not None:
+                await demo.stop()
             return 2
     finally:
-        if workdir is not None:
-            shutil.rmtree(workdir, ignore_errors=True)
+        if demo is not None:
+            demo.cleanup()
 
 
 def clock_from_env() -> Callable[[], datetime]:

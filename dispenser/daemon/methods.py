@@ -11,12 +11,13 @@ import time
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from dispenser.api.protocol import ApiError, ErrorCode, parse_params
 from dispenser.api.server import Caller, MethodRegistry, Outcome
+from dispenser.core import Dispensary
 from dispenser.core.errors import (
     Conflict,
     DispenserError,
@@ -28,16 +29,39 @@ from dispenser.core.errors import (
 )
 from dispenser.core.states import OrderState, PackState, ShipmentState
 from dispenser.core.views import Actor, OrderView, PackView, ShipmentView
-from dispenser.daemon.controller import ControllerState, InvalidTransition
-from dispenser.daemon.scheduler import HardwareError
+from dispenser.daemon import robot as robot_api
+from dispenser.daemon.commit import GroupCommit
+from dispenser.daemon.controller import ControllerMachine, ControllerState, InvalidTransition
+from dispenser.daemon.loading import HardwareError
+from dispenser.daemon.printdesk import PrintDesk
+from dispenser.daemon.robot import Motion, Robot, RobotRefused, RobotUnavailable
+from dispenser.daemon.scheduler import Scheduler
 from drivers.printer.status import PrinterError
-from drivers.robot.codec import Opcode, Result
-from drivers.robot.errors import ModbusExceptionReply, RobotError
 
-if TYPE_CHECKING:
-    from dispenser.daemon.app import Daemon
 
-__all__ = ["ALL", "STAFF", "TECHNICIAN", "register_methods"]
+class Services(Protocol):
+    """What the methods need of the daemon (``dispenser.daemon.app.Daemon`` offers it)."""
+
+    dispensary: Dispensary
+    scheduler: Scheduler
+    commit: GroupCommit
+    machine: ControllerMachine
+    desk: PrintDesk
+    robot: Robot
+
+    def publish(self, event: dict[str, Any]) -> None: ...
+    def order_event(self, view: OrderView) -> None: ...
+    def order_body(self, order_id: str) -> dict[str, Any] | None: ...
+    def info(self) -> dict[str, Any]: ...
+    async def machine_status(self) -> dict[str, Any]: ...
+    def stats(self) -> dict[str, Any]: ...
+    async def printer_status(self) -> dict[str, Any]: ...
+    async def print_test_label(self) -> tuple[bool, list[str]]: ...
+    def mark_audited(self, caller: Caller) -> None: ...
+    def write_api_audit(self, caller: Caller, method: str, params: dict[str, Any], ok: bool,
+                        error: ApiError | None) -> None: ...
+
+__all__ = ["ALL", "STAFF", "TECHNICIAN", "Services", "register_methods"]
 
 ALL = ("order_system", "staff", "technician")
 STAFF = ("staff", "technician")
@@ -293,9 +317,9 @@ def api_error(exc: Exception) -> ApiError:
         return ApiError(ErrorCode.LOAD_REFUSED, exc.message, {"reason": exc.reason_code})
     if isinstance(exc, DispenserError):
         return ApiError(ErrorCode.CONFLICT, exc.message)
-    if isinstance(exc, ModbusExceptionReply):
-        return ApiError(ErrorCode.HARDWARE, str(exc), {"exception": exc.exception_code})
-    if isinstance(exc, HardwareError | RobotError | PrinterError):
+    if isinstance(exc, RobotRefused):
+        return ApiError(ErrorCode.HARDWARE, str(exc), {"exception": exc.code})
+    if isinstance(exc, HardwareError | RobotUnavailable | PrinterError):
         return ApiError(ErrorCode.HARDWARE, str(exc))
     raise exc
 
@@ -307,7 +331,7 @@ def _page(items: list[dict[str, Any]], limit: int, key: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- registration
 
 
-def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
+def register_methods(registry: MethodRegistry, daemon: Services) -> None:
     d = daemon.dispensary
     sched = daemon.scheduler
     commit = daemon.commit
@@ -326,7 +350,7 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
             async def handler(params: dict[str, Any], caller: Caller) -> Any:
                 try:
                     return await fn(params, caller)
-                except (DispenserError, HardwareError, RobotError, PrinterError,
+                except (DispenserError, HardwareError, RobotUnavailable, PrinterError,
                         InvalidTransition) as exc:
                     raise api_error(exc) from None
             handler.__name__ = fn.__name__
@@ -334,12 +358,7 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
             return fn
         return deco
 
-    def output_of(shipment_id: str) -> int | None:
-        tote = sched.totes.get(shipment_id)
-        if tote is not None:
-            return tote.output or None
-        rec = sched.rlog.tote(shipment_id)
-        return rec.output or None if rec is not None else None
+    output_of = sched.totes.output_of
 
     # -- system
     @method("system.info", None)
@@ -536,20 +555,18 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
     @method("fault.list", STAFF)
     async def fault_list(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(_FaultList, params)
-        faults = sched.rlog.faults(p.active, p.limit, p.after)
+        faults = sched.faults.log.page(p.active, p.limit, p.after)
         return _page([f.as_dict() for f in faults], p.limit, "fault_id")
 
     @method("fault.ack", STAFF, mutating=True)
     async def fault_ack(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(_FaultAck, params)
         try:
-            await sched.ack_fault(p.fault_id, actor(caller), p.note)
+            record = await sched.ack_fault(p.fault_id, actor(caller), p.note)
         except KeyError:
             raise ApiError(ErrorCode.NOT_FOUND, f"no fault {p.fault_id}") from None
         except ValueError as exc:
             raise ApiError(ErrorCode.WRONG_STATE, str(exc)) from None
-        record = sched.rlog.fault(p.fault_id)
-        assert record is not None
         return record.as_dict()
 
     # -- labels
@@ -580,11 +597,11 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
             raise ApiError(ErrorCode.WRONG_STATE, "the self-test moves the robot: switch "
                            "to maintenance mode first (machine.maintenance on)")
         steps: list[dict[str, Any]] = []
-        homed = await sched.manual_command(Opcode.HOME)
+        homed = await sched.manual_command(Motion.HOME)
         steps.append({"step": "home", "ok": homed is True,
                       "detail": "homed" if homed is True else "home failed"})
-        c = await sched.manual_command(Opcode.SCAN_SLOT, p.slot)
-        ok = not isinstance(c, bool) and c.result == Result.OK
+        c = await sched.manual_command(Motion.SCAN_SLOT, p.slot)
+        ok = not isinstance(c, bool) and c.outcome is robot_api.Outcome.OK
         steps.append({"step": "scan_slot", "ok": ok,
                       "detail": f"{c.detail} packs" if ok and not isinstance(c, bool)
                       else "scan failed"})

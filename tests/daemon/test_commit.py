@@ -14,7 +14,7 @@ from dispenser.core.policy import Policy
 from dispenser.core.stock import SlotGeometry
 from dispenser.core.views import Actor
 from dispenser.daemon.commit import GroupCommit
-from dispenser.daemon.robotlog import DAEMON_MIGRATIONS
+from dispenser.daemon.schema import DAEMON_MIGRATIONS
 from dispenser.journal import Journal
 from tests.e2e.harness import FORMULARY, drugs, order
 

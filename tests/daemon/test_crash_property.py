@@ -29,7 +29,7 @@ from tests.daemon.test_exactly_once import (
 
 def _die_at(daemon: Daemon, call: int, after: bool) -> None:
     """Make the ``call``-th robot transaction from now the daemon's last."""
-    robot = daemon.robot
+    robot = daemon.robot.client  # type: ignore[attr-defined]
     real = robot._transact
     count = 0
 

@@ -23,6 +23,7 @@ from dispenser.core.states import ShipmentState
 from dispenser.core.views import Actor
 from dispenser.daemon.app import Daemon
 from dispenser.daemon.demo import scan_of
+from dispenser.daemon.robot import Motion
 from firmware_sim import Simulator
 from tests.e2e.harness import FORMULARY, drugs, order
 
@@ -118,7 +119,7 @@ def _crash_on_pick_queue(daemon: Daemon, send_first: bool) -> None:
     real = robot.queue
 
     async def queue(commands: Any) -> None:
-        if any(int(c.opcode) == 3 for c in commands):
+        if any(c.motion is Motion.PICK for c in commands):
             if send_first:
                 await real(commands)
             raise Crash
@@ -134,11 +135,11 @@ async def test_crash_around_the_write(tmp_path: Path, sim: Simulator, send_first
     _crash_on_pick_queue(daemon, send_first)
     with pytest.raises(Crash):
         await _cycles(daemon, lambda: False)
-    planned = daemon.robotlog.planned()
-    assert planned and all(i.purpose == "pick" for i in planned)
+    planned = daemon.scheduler.ledger.log.planned()
+    assert planned and all(i.motion is Motion.PICK for i in planned)
     daemon = await _restart(daemon, tmp_path, sim)
     await _cycles(daemon, lambda: _picking_done(daemon))
-    states = {i.state for i in (daemon.robotlog.get(p.seq) for p in planned) if i}
+    states = {i.state for i in (daemon.scheduler.ledger.log.get(p.seq) for p in planned) if i}
     assert states == ({"void"} if not send_first else {"done"})
     _check(daemon, sim, orders)
     await _close(daemon)
@@ -154,29 +155,30 @@ async def test_crash_around_the_completions(tmp_path: Path, sim: Simulator, wher
 
         async def read(after: int, count: int) -> Any:
             got = await real_read(after, count)
-            if any(int(c.opcode) == 3 for c in got):
+            pending = sched.ledger.outstanding
+            if any(c.seq in pending and pending[c.seq].motion is Motion.PICK for c in got):
                 raise Crash
             return got
 
         sched.robot.read_completions = read  # type: ignore[method-assign]
     else:
-        real_complete = daemon.robotlog.complete
+        real_complete = daemon.scheduler.ledger.log.complete
 
         def complete(seq: int, completion: int, result: int, detail: int, now: str) -> None:
             nonlocal picks_seen
-            intent = daemon.robotlog.get(seq)
-            if intent is not None and intent.purpose == "pick":
+            intent = daemon.scheduler.ledger.log.get(seq)
+            if intent is not None and intent.motion is Motion.PICK:
                 picks_seen += 1
                 if picks_seen == 2:  # the first pick's effect is in the same commit
                     raise Crash
             real_complete(seq, completion, result, detail, now)
 
-        daemon.robotlog.complete = complete  # type: ignore[method-assign]
-    cursor_before = daemon.robotlog.applied_completion()
+        daemon.scheduler.ledger.log.complete = complete  # type: ignore[method-assign]
+    cursor_before = daemon.scheduler.ledger.log.applied_completion()
     with pytest.raises(Crash):
         await _cycles(daemon, lambda: False)
     # Nothing of the crashed cycle's completions reached the journal.
-    assert daemon.robotlog.applied_completion() == cursor_before
+    assert daemon.scheduler.ledger.log.applied_completion() == cursor_before
     daemon = await _restart(daemon, tmp_path, sim)
     await _cycles(daemon, lambda: _picking_done(daemon))
     _check(daemon, sim, orders)
@@ -188,15 +190,15 @@ async def test_crash_while_completing_a_handed_on_shipment(tmp_path: Path,
     """Handing the tote on and completing the shipment are one transaction: a crash in
     between undoes both, and the restart applies the RELEASE_TOTE completion again."""
     daemon, orders = await _prepare(tmp_path, sim)
-    real = daemon.scheduler.maybe_complete
+    real = daemon.scheduler.totes.maybe_complete
 
     def complete(shipment_id: str) -> bool:
-        record = daemon.robotlog.tote(shipment_id)
-        if record is not None and record.released:  # right after the hand-on, same tx
+        record = daemon.scheduler.totes.log.get(shipment_id)
+        if record is not None and record.handed_on:  # right after the hand-on, same tx
             raise Crash
         return real(shipment_id)
 
-    daemon.scheduler.maybe_complete = complete  # type: ignore[method-assign]
+    daemon.scheduler.totes.maybe_complete = complete  # type: ignore[method-assign]
     with pytest.raises(Crash):
         await _cycles(daemon, lambda: False)
     daemon = await _restart(daemon, tmp_path, sim)

@@ -12,8 +12,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from dispenser.daemon.app import Daemon
 from dispenser.core.lifecycles import ORDER_LIFECYCLE, PACK_LIFECYCLE, SHIPMENT_LIFECYCLE
+from dispenser.daemon.app import Daemon
 from dispenser.daemon.demo import scan_of
 from firmware_sim import Simulator
 from tests.daemon.test_exactly_once import OSYS, STAFF, _close, _config, _cycles

@@ -24,7 +24,7 @@ async def test_robot_with_cleared_memory_latches_a_fault(tmp_path: Path,
         await _cycles(other, lambda: other.machine.state is ControllerState.FAULT)
         for _ in range(5):
             await other.scheduler.cycle()
-        faults = other.robotlog.faults(active=True)
+        faults = other.scheduler.faults.log.page(active=True)
         assert [f.kind for f in faults] == ["robot_mismatch"]
         assert fresh.ledger()["robot"]["last_accepted_seq"] == 0  # nothing was sent
         await _close(other)
@@ -38,7 +38,7 @@ async def test_geometry_mismatch_is_a_fault(tmp_path: Path, sim: Simulator) -> N
         update={"slot_capacity": 20})})
     daemon = Daemon(config)
     await _cycles(daemon, lambda: daemon.machine.state is ControllerState.FAULT)
-    assert [f.kind for f in daemon.robotlog.faults(active=True)] == ["geometry"]
+    assert [f.kind for f in daemon.scheduler.faults.log.page(active=True)] == ["geometry"]
     await _close(daemon)
 
 

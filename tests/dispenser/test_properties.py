@@ -2,16 +2,19 @@
 
 After every step: no pack is reserved twice, every shipment holds orders of one patient
 and one address, picked packs belong to exactly one shipment line; after every merge
-round FEFO holds; at the end the audit chain verifies and a restart rebuilds the same
-state.
+round FEFO holds; at the end the audit chain verifies, a restart rebuilds the same
+state, and every change of state the audit trail records is a row of its lifecycle table
+(and each entity's recorded changes follow on from each other up to its state now).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import tempfile
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,8 +22,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from dispenser.core import Dispensary
 from dispenser.core.errors import DispenserError, InvalidState
+from dispenser.core.lifecycles import (
+    ORDER_LIFECYCLE,
+    PACK_LIFECYCLE,
+    SHIPMENT_LIFECYCLE,
+    Lifecycle,
+)
 from dispenser.core.policy import Policy
-from dispenser.core.states import PackState, ShipmentState
+from dispenser.core.states import OrderState, PackState, ShipmentState
 from dispenser.core.stock import SlotGeometry, StockIndex
 from dispenser.journal import Journal
 from tests.dispenser.conftest import (
@@ -60,6 +69,7 @@ class CoreMachine(RuleBasedStateMachine):
             assert again.packs.live == self.d.packs.live
             assert {n: (s.reserved, s.packs, s.blocked) for n, s in again.stock.slots.items()} \
                 == {n: (s.reserved, s.packs, s.blocked) for n, s in self.d.stock.slots.items()}
+            self._audit_follows_the_tables()
         finally:
             self.journal.close()
             self.tmp.cleanup()
@@ -81,12 +91,13 @@ class CoreMachine(RuleBasedStateMachine):
     @rule(patient=st.integers(0, 2), address=st.integers(0, 1),
           items=st.lists(st.tuples(st.integers(0, 3), st.integers(1, 3)), min_size=1,
                          max_size=3, unique_by=lambda t: t[0]),
-          urgent=st.booleans())
+          urgent=st.booleans(), eligible=st.integers(0, 4))
     def submit(self, patient: int, address: int, items: list[tuple[int, int]],
-               urgent: bool) -> None:
+               urgent: bool, eligible: int = 1) -> None:
         codes = [(DRUGS[i] if i < 3 else FRIDGE.drug_code, q) for i, q in items]
         self.d.submit(make_order(codes, patient=f"P{patient}", address=f"Street {address}",
-                                 priority="urgent" if urgent else "normal"), API)
+                                 priority="urgent" if urgent else "normal",
+                                 diagnoses=["E11"] if eligible else ["I10"]), API)
 
     @rule(patient=st.integers(0, 2), drug=st.integers(0, 2), q=st.integers(1, 2))
     def submit_and_form(self, patient: int, drug: int, q: int) -> None:
@@ -169,6 +180,25 @@ class CoreMachine(RuleBasedStateMachine):
             self.d.record_slot_count(n, max(0, len(self.d.stock.slots[n].packs) + delta),
                                      LOADER)
 
+    @rule(pick=st.integers(0, 50), release=st.booleans())
+    def decide_hold(self, pick: int, release: bool) -> None:
+        held = sorted(o for o, v in self.d.orders.live.items()
+                      if v.state is OrderState.HELD and v.shipment_id is None)
+        if held:
+            oid = held[pick % len(held)]
+            if release:
+                self.d.release(oid, PHARMACIST, "checked")
+            else:
+                self.d.reject(oid, PHARMACIST, "refused")
+
+    @rule(pick=st.integers(0, 50), go=st.integers(0, 3))
+    def fail(self, pick: int, go: int) -> None:
+        if go:
+            return
+        live = sorted(self.d.shipments.live)
+        if live:
+            self.d.fail_shipment(live[pick % len(live)], PHARMACIST, "test")
+
     # ---------------------------------------------------------------- invariants
     @invariant()
     def no_pack_reserved_twice(self) -> None:
@@ -197,6 +227,40 @@ class CoreMachine(RuleBasedStateMachine):
             assert {(o.patient_id, o.address_key) for o in orders} <= {
                 (sh.patient_id, sh.address_key)}
             assert all(o.shipment_id == sh.shipment_id for o in orders)
+
+    # ---------------------------------------------------------------- the audit trail
+    def _audit_follows_the_tables(self) -> None:
+        def lifecycle(subject: str) -> Lifecycle[Any]:
+            if subject.startswith("SH-"):
+                return SHIPMENT_LIFECYCLE
+            if subject.startswith("pack:"):
+                return PACK_LIFECYCLE
+            return ORDER_LIFECYCLE
+
+        states: dict[str, str] = {}
+        for subject, action, before, after in self.journal.query(
+                "SELECT subject, action, before, after FROM audit ORDER BY id"):
+            a = json.loads(after) if after else {}
+            b = json.loads(before) if before else {}
+            if "state" not in a:
+                continue
+            lc = lifecycle(subject)
+            kind = type(next(iter(lc.created)))
+            if "state" not in b:  # created
+                assert kind(a["state"]) in lc.created, (subject, action, a)
+            else:
+                assert states.get(subject) == b["state"], (subject, action, b)
+                assert lc.next_state(kind(b["state"]), a["trigger"]).value == a["state"], (
+                    subject, action, b, a)
+            states[subject] = a["state"]
+        assert not [r for r in self.journal.query(
+            "SELECT 1 FROM audit WHERE action = 'lifecycle.refused'")]
+        for oid, state in self.journal.query("SELECT order_id, state FROM orders"):
+            assert states[oid] == state, oid
+        for sid, state in self.journal.query("SELECT shipment_id, state FROM shipments"):
+            assert states[sid] == state, sid
+        for pid, state in self.journal.query("SELECT pack_id, state FROM packs"):
+            assert states[f"pack:{pid}"] == state, pid
 
     # ---------------------------------------------------------------- helpers
     def _per_slot(self, sid: str) -> dict[int, int]:

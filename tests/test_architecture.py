@@ -1,0 +1,126 @@
+"""The shape of the code: every module imports, and dependencies point one way.
+
+- the core (``dispenser.core``) imports nothing of the daemon, the API, the CLI, the
+  drivers or the simulator;
+- only the drivers import pymodbus and pyserial;
+- nothing imports the simulator (``firmware_sim``) but the demo composition
+  (``dispenser.daemon.demo``) and the tests;
+- in the daemon, only ``modbus_robot`` imports the robot driver;
+- the API and the CLI import nothing of the daemon;
+- no module imports another that (at run time) imports it back, directly or not.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("dispenser", "drivers", "firmware_sim")
+
+
+def _modules() -> list[str]:
+    names = []
+    for package in PACKAGES:
+        pkg = importlib.import_module(package)
+        names.append(package)
+        names += [m.name for m in pkgutil.walk_packages(pkg.__path__, package + ".")]
+    return sorted(names)
+
+
+def _source(module: str) -> Path:
+    path = ROOT / Path(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def _imports(path: Path, runtime_only: bool) -> Iterator[str]:
+    """Modules imported by a file; with ``runtime_only``, not those under
+    ``if TYPE_CHECKING:``."""
+    tree = ast.parse(path.read_text(), str(path))
+    skip: set[int] = set()
+    if runtime_only:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                skip |= {id(n) for n in ast.walk(node)}
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.module
+            yield from (f"{node.module}.{a.name}" for a in node.names)
+
+
+MODULES = _modules()
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_every_module_imports(module: str) -> None:
+    assert importlib.import_module(module).__name__ == module
+
+
+def _violations(module: str) -> list[str]:
+    found = []
+    for name in _imports(_source(module), runtime_only=False):
+        top = name.split(".")[0]
+        if module.startswith("dispenser.core") and (
+                name.startswith(("dispenser.daemon", "dispenser.api", "dispenser.cli"))
+                or top in ("drivers", "firmware_sim")):
+            found.append(f"the core imports {name}")
+        if top in ("pymodbus", "serial") and not module.startswith("drivers"):
+            found.append(f"only drivers import {top}: {name}")
+        if top == "firmware_sim" and not module.startswith(
+                ("firmware_sim", "dispenser.daemon.demo")):
+            found.append(f"only the demo composition imports the simulator: {name}")
+        if (name.startswith("drivers.robot") and module.startswith("dispenser")
+                and module != "dispenser.daemon.modbus_robot"):
+            found.append(f"only modbus_robot imports the robot driver: {name}")
+        if module.startswith(("dispenser.api", "dispenser.cli")) and name.startswith(
+                "dispenser.daemon"):
+            found.append(f"the API and the CLI do not import the daemon: {name}")
+    return found
+
+
+def test_dependencies_point_one_way() -> None:
+    problems = {m: v for m in MODULES if (v := _violations(m))}
+    assert problems == {}
+
+
+def test_no_import_cycles() -> None:
+    known = set(MODULES)
+    graph: dict[str, set[str]] = {}
+    for module in MODULES:
+        targets = set()
+        for name in _imports(_source(module), runtime_only=True):
+            # "from package import module" names the module; "from module import name"
+            # the module itself.
+            while name and name not in known:
+                name = name.rpartition(".")[0]
+            if name and name != module and not module.startswith(name + "."):
+                targets.add(name)
+        graph[module] = targets
+    cycles = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append([*stack[stack.index(nxt):], nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for module in MODULES:
+        if module not in state:
+            visit(module)
+    assert cycles == []
