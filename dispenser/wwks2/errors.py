@@ -62,6 +62,8 @@ class FrameTooLarge(Exception):
     """A message grew past ``max_message_bytes`` before its ``</WWKS>``: framing is lost and
     the connection must be closed."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, frames: list[bytes] | None = None) -> None:
         super().__init__(f"message longer than {limit} bytes")
         self.limit = limit
+        # Complete messages that came before the oversized one in the same read.
+        self.frames = frames or []

@@ -49,7 +49,8 @@ class FrameSplitter:
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the messages they complete, in order.
 
-        Raises :class:`FrameTooLarge` when the current message passes the limit.
+        Raises :class:`FrameTooLarge` when the current message passes the limit; the
+        messages completed before it in this call are in its ``frames``.
         """
         self._buf += data
         frames: list[bytes] = []
@@ -59,10 +60,10 @@ class FrameSplitter:
             end = self._find_end()
             if end is None:
                 if len(self._buf) - self._start > self.max_message_bytes:
-                    raise FrameTooLarge(self.max_message_bytes)
+                    raise FrameTooLarge(self.max_message_bytes, frames)
                 break
             if end - self._start > self.max_message_bytes:
-                raise FrameTooLarge(self.max_message_bytes)
+                raise FrameTooLarge(self.max_message_bytes, frames)
             frames.append(bytes(self._buf[self._start:end]))
             self._start = self._scan = end
             self._started = False
