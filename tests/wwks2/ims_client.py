@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,18 +89,24 @@ class Received:
         return self.lead.get("Id")
 
 
-@dataclass
 class ImsClient:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    subscriber_id: int = 100
-    answer_keepalive: bool = True
-    robot_id: int | None = None
-    frames: list[Received] = field(default_factory=list)  # everything received, in order
-    _inbox: list[Received] = field(default_factory=list)  # not yet taken by expect()
-    _buffer: bytearray = field(default_factory=bytearray)
-    _ids: Any = field(default_factory=lambda: itertools.count(2))
-    _eof: bool = False
+    """One IMS connection. A background task reads everything the storage system sends
+    (answering its KeepAliveRequests, like the client library) into an inbox."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                 subscriber_id: int = 100, answer_keepalive: bool = True) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.subscriber_id = subscriber_id
+        self.answer_keepalive = answer_keepalive
+        self.robot_id: int | None = None
+        self.frames: list[Received] = []  # everything received, in order
+        self._inbox: list[Received] = []  # not yet taken by expect()
+        self._buffer = bytearray()
+        self._ids = itertools.count(2)
+        self._arrived = asyncio.Event()
+        self.eof = False
+        self._task = asyncio.create_task(self._read_loop())
 
     @classmethod
     async def connect(cls, port: int, host: str = "127.0.0.1", **options: Any) -> ImsClient:
@@ -148,47 +154,56 @@ class ImsClient:
 
     # -- receiving
 
-    async def _read_more(self, timeout: float) -> None:
-        data = await asyncio.wait_for(self.reader.read(65536), timeout)
-        if not data:
-            self._eof = True
-            raise ConnectionResetError("the storage system closed the connection")
-        self._buffer += data
-        for raw in split_messages(self._buffer):
-            root = ET.fromstring(raw)
-            assert root.tag == "WWKS" and len(root) == 1, raw[:200]
-            received = Received(raw, root[0])
-            self.frames.append(received)
-            if received.tag == "KeepAliveRequest" and self.answer_keepalive:
-                await self.send(E("KeepAliveResponse", Id=received.id,
-                                  Source=received.lead.get("Destination"),
-                                  Destination=received.lead.get("Source")))
-            self._inbox.append(received)
+    async def _read_loop(self) -> None:
+        try:
+            while data := await self.reader.read(65536):
+                self._buffer += data
+                for raw in split_messages(self._buffer):
+                    root = ET.fromstring(raw)
+                    assert root.tag == "WWKS" and len(root) == 1, raw[:200]
+                    received = Received(raw, root[0])
+                    self.frames.append(received)
+                    if received.tag == "KeepAliveRequest" and self.answer_keepalive:
+                        await self.send(E("KeepAliveResponse", Id=received.id,
+                                          Source=received.lead.get("Destination"),
+                                          Destination=received.lead.get("Source")))
+                    self._inbox.append(received)
+                self._arrived.set()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.eof = True
+            self._arrived.set()
+
+    async def _wait(self, deadline: float) -> bool:
+        """Wait for news until ``deadline``; False when the time is up."""
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return False
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), left)
+        except TimeoutError:
+            return False
+        return True
 
     async def expect(self, tag: str, message_id: str | None = None,
                      timeout: float = 10.0) -> Received:
         """The next message with this tag (and Id); others stay in the inbox."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         while True:
             for i, received in enumerate(self._inbox):
                 if received.tag == tag and (message_id is None or received.id == message_id):
                     return self._inbox.pop(i)
-            left = deadline - loop.time()
-            if left <= 0:
+            if self.eof:
+                raise ConnectionResetError(f"closed by the storage system; no {tag} came")
+            if not await self._wait(deadline):
                 raise TimeoutError(f"no {tag} {message_id or ''} within {timeout} s; inbox: "
                                    f"{[r.tag for r in self._inbox]}")
-            await self._read_more(left)
 
     async def collect(self, seconds: float) -> list[Received]:
         """Everything that arrives within ``seconds`` (taken off the inbox)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-        while (left := deadline - loop.time()) > 0:
-            try:
-                await self._read_more(left)
-            except TimeoutError:
-                break
+        await asyncio.sleep(seconds)
         taken, self._inbox = self._inbox, []
         return taken
 
@@ -197,18 +212,16 @@ class ImsClient:
 
     async def closed_by_server(self, timeout: float = 15.0) -> bool:
         """True when the storage system closes the connection within ``timeout``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        try:
-            while (left := deadline - loop.time()) > 0:
-                await self._read_more(left)
-        except (ConnectionError, OSError):
-            return True
-        except TimeoutError:
-            return False
-        return False
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.eof:
+            if not await self._wait(deadline):
+                return False
+        return True
 
     async def close(self) -> None:
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
