@@ -347,8 +347,9 @@ class Wwks2Backend(Protocol):
         ...
 
     async def create_output(self, task: OutputTask) -> OutputDecision:
-        """Queue or reject an output task. Rejected when the machine is not ready, an
-        article is unknown, or the key is in use by a task with another fingerprint.
+        """Queue or reject an output task. Rejected when the machine is not ready, the
+        output point does not exist, an article is unknown, or the key is in use by a
+        task with another fingerprint.
         The same key and fingerprint again answers Queued without a second task (and, if
         that task already finished, reports its outcome again)."""
         ...

@@ -131,6 +131,8 @@ class MemoryBackend:
             return OutputDecision("Queued")
         if not self.ready:
             return OutputDecision("Rejected", "the machine is not ready")
+        if not 1 <= task.output_point <= self.outputs:
+            return OutputDecision("Rejected", f"no output point {task.output_point}")
         record = _Task(task, "Queued")
         for criterion in task.criteria:
             if criterion.article_id is not None and criterion.article_id not in self.articles:
