@@ -3,6 +3,8 @@ path, in the order the pharmacy client library needs."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 from dispenser.wwks2.backend import TaskKey
 from dispenser.wwks2.server import Wwks2Server
 
@@ -12,7 +14,8 @@ from .memory_backend import MemoryBackend, settle
 
 
 def sdk_output(client: ImsClient, order: str, article: str = "A1", quantity: int = 1,
-               destination: int = 2, priority: str = "Normal", **criteria: object) -> E:
+               destination: int = 2, priority: str = "Normal",
+               **criteria: object) -> ET.Element:
     """An OutputRequest as the client library writes it (zeros mean "not set")."""
     values = {"ArticleId": article, "Quantity": quantity, "SubItemQuantity": 0, "PackId": 0,
               "SingleBatchNumber": "False", **criteria}
@@ -22,7 +25,7 @@ def sdk_output(client: ImsClient, order: str, article: str = "A1", quantity: int
                          E("Criteria", **values), Id=order)
 
 
-async def place(client: ImsClient, request: E) -> Received:
+async def place(client: ImsClient, request: ET.Element) -> Received:
     await client.send(request)
     return await client.expect("OutputResponse", request.get("Id"))
 
