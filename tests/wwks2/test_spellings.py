@@ -106,6 +106,6 @@ async def test_every_response_repeats_the_request_id_under_its_exact_name(
     assert responses == ["HelloResponse", "StatusResponse", "StockInfoResponse",
                          "OutputResponse", "OutputResponse", "OutputResponse",
                          "TaskInfoResponse", "TaskCancelResponse", "ArticleMasterSetResponse"]
-    task_info = next(r for r in responses if r.tag == "TaskInfoResponse")
+    task_info = next(r for r in client.frames if r.tag == "TaskInfoResponse")
     assert [(t.get("Id"), t.get("Status")) for t in task_info.lead] == [("1", "Completed"),
                                                                        ("404", "Unknown")]
