@@ -4,6 +4,7 @@ connect, several clients, and messages that cannot be processed."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from dispenser.wwks2.server import HELLO_TIMEOUT_S, Wwks2Server
 
@@ -88,6 +89,13 @@ async def test_the_server_sends_keep_alives_after_hello_only_and_closes_a_dead_p
     assert server.snapshot()["keepalive_timeouts"] >= 1
     await asyncio.sleep(0.5)
     assert (await alive.request("StatusRequest")).lead.get("State") == "Ready"
+
+
+async def test_tcp_keep_alive_is_on_for_every_connection(server: Wwks2Server,
+                                                        client: ImsClient) -> None:
+    (connection,) = server._connections.values()
+    sock = connection.writer.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
 
 
 async def test_a_client_without_the_keep_alive_capability_is_not_sent_any(
