@@ -49,6 +49,7 @@ from dispenser.wwks2.backend import (
     StockQuery,
     TaskKey,
     Wwks2Backend,
+    Wwks2Events,
 )
 from dispenser.wwks2.config import Wwks2Config
 from dispenser.wwks2.connection import Connection
@@ -243,6 +244,7 @@ class Wwks2Server:
                      subscriber=connection.subscriber_id)
 
     async def on_frame(self, connection: Connection, frame: bytes) -> None:
+        message: Envelope | None = None
         try:
             if len(frame) > _PARSE_IN_THREAD_BYTES:
                 message = await asyncio.to_thread(self._decode, frame)
@@ -251,6 +253,15 @@ class Wwks2Server:
             await self.handlers.handle(connection, message)
         except UnprocessedError as error:
             self._unprocessed(connection, error, frame)
+        except Exception:
+            # A defect must not cost the client its connection (and its other tasks).
+            incident = secrets.token_hex(4)
+            log.exception("wwks2 message handling failed", connection=connection.id,
+                          incident=incident)
+            self._unprocessed(connection, UnprocessedError(
+                f"the storage system failed on this message (incident {incident})",
+                message_id=message.id if message else None,
+                lead=message.TAG if message else None), frame)
 
     @staticmethod
     def _decode(frame: bytes) -> Envelope:
@@ -429,3 +440,8 @@ class Wwks2Server:
                                          articles=articles))
 
 
+
+
+def _implements_events(server: Wwks2Server) -> Wwks2Events:
+    """Static check (mypy): the server is what the machine reports to."""
+    return server

@@ -98,3 +98,16 @@ async def test_stock_changes_are_broadcast_coalesced(
     assert all(m.id is not None and m.id.isdigit() for m in messages)
     assert len([r for r in await second.collect(0) if r.tag == "StockInfoMessage"]) == \
         len(messages)
+
+
+async def test_a_defect_while_answering_keeps_the_connection(
+        client: ImsClient, backend: MemoryBackend) -> None:
+    async def broken_status() -> None:
+        return None  # not a MachineStatus: the server trips over it
+
+    backend.machine_status = broken_status  # type: ignore[assignment,method-assign]
+    await client.send(client.routed("StatusRequest", Id="66", IncludeDetails="true"))
+    answer = await client.expect("UnprocessedMessage")
+    assert "incident" in answer.lead.get("Text", "")
+    assert answer.lead.find("Message").get("Id") == "66"  # type: ignore[union-attr]
+    assert (await client.request("StockInfoRequest")).tag == "StockInfoResponse"
