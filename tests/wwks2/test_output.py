@@ -256,3 +256,19 @@ async def test_aborted_midway_lists_the_packs_already_dispensed(
     aborted = await client.expect("OutputMessage", "1200")
     assert status(aborted) == "Aborted"
     assert packs(aborted) == [("A1", "502", "2")]
+
+
+async def test_control_character_text_is_echoed_unchanged_and_plain_for_the_machine(
+        client: ImsClient, backend: MemoryBackend) -> None:
+    backend.add_pack("A3", 701, batch="X\x1dY")
+    request = client.routed("OutputRequest", E("Details", OutputDestination=1),
+                            E("Criteria", ArticleId="A3", Quantity=1, BatchNumber="X\\x1dY"),
+                            Id="1300")
+    response = await place(client, request)
+    assert b'BatchNumber="X\\x1dY"' in response.raw  # lower case, as the IMS sent it
+    task = backend.tasks[TaskKey(100, "1300")]
+    assert task.task.criteria[0].batch_number == "X\x1dY"
+    assert task.picks == [701]
+    backend.dispense(TaskKey(100, "1300"))
+    done = await client.expect("OutputMessage", "1300")
+    assert b'BatchNumber="X\\x1DY"' in done.raw  # from the machine: upper-case hex
