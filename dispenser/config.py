@@ -12,7 +12,7 @@ where ``dispenser-sim`` listens. Production installs use absolute paths
 
 Sections: ``journal``, ``api`` (with ``[[api.tokens]]`` and ``[api.peer_uids]``), ``robot``,
 ``printer``, ``formulary``, ``stock``, ``policy`` (:class:`dispenser.core.policy.Policy`),
-``log``, ``simulate``.
+``log``, ``simulate``, ``wwks2`` (:class:`dispenser.wwks2.config.Wwks2Config`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from dispenser.core.policy import Policy
+from dispenser.wwks2.config import Wwks2Config
 
 __all__ = [
     "ROLES",
@@ -41,6 +42,7 @@ __all__ = [
     "SimulateConfig",
     "StockConfig",
     "TokenConfig",
+    "Wwks2Config",
     "load_config",
     "parse_config",
 ]
@@ -201,6 +203,7 @@ class Config(_Section):
     policy: Policy = Policy()
     log: LogConfig = LogConfig()
     simulate: SimulateConfig = SimulateConfig()
+    wwks2: Wwks2Config = Wwks2Config()
 
 
 def _key_path(loc: Sequence[int | str]) -> str:
