@@ -514,8 +514,9 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
 
     @method("machine.pause", STAFF, mutating=True)
     async def machine_pause(params: dict[str, Any], caller: Caller) -> Any:
-        parse_params(_Pause, params)
+        p = parse_params(_Pause, params)
         daemon.machine.fire("pause")
+        daemon.note_pause(actor(caller).name, p.reason)
         return await daemon.machine_status()
 
     @method("machine.resume", STAFF, mutating=True)
@@ -578,7 +579,7 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
         p = parse_params(_Selftest, params)
         if daemon.machine.state is not ControllerState.MAINTENANCE:
             raise ApiError(ErrorCode.WRONG_STATE, "the self-test moves the robot: switch "
-                           "to maintenance mode first (machine.maintenance on)")
+                           "to maintenance mode first (dispenserctl maintenance on)")
         steps: list[dict[str, Any]] = []
         homed = await sched.manual_command(Opcode.HOME)
         steps.append({"step": "home", "ok": homed is True,
