@@ -1,8 +1,4 @@
-"""``dispenserctl``: the command line for pharmacy staff and technicians.
-
-Talks to ``dispenserd`` over its socket API (docs/api.md) with the caller's token, and shows
-results as tables, or as the raw JSON result with ``--json``. See docs/cli.md.
-"""
+"""``dispenserctl``: the command line for pharmacy staff and technicians (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -22,6 +18,11 @@ from dispenser.cli.render import api_error_lines, code_name
 from dispenser.config import ApiConfig
 
 __all__ = ["build_parser", "main"]
+
+DESCRIPTION = (
+    "Talks to dispenserd over its socket API (docs/api.md) with the caller's token. Shows "
+    "results as tables on a terminal, as plain aligned text in a pipe or a file, or as the "
+    "raw JSON result with --json. See docs/cli.md.")
 
 EXIT_CODES = """\
 exit codes:
@@ -62,7 +63,7 @@ def _common() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
-        prog="dispenserctl", parents=[common], description=__doc__.split("\n\n")[1],
+        prog="dispenserctl", parents=[common], description=DESCRIPTION,
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     register_all(sub, common)
