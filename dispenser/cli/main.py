@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.text import Text
 
 from dispenser.api.protocol import ApiError
-from dispenser.cli.args import seconds
+from dispenser.cli.args import complete_files, seconds
 from dispenser.cli.commands import register_all
 from dispenser.cli.context import Context, Exit, Unreachable, UsageError, dumps
 from dispenser.cli.render import api_error_lines, code_name
@@ -47,12 +47,13 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connection and output")
     s = argparse.SUPPRESS  # unset unless given, so a later level does not overwrite it
-    group.add_argument("--socket", default=s, metavar="PATH",
-                       help="dispenserd's socket or host:port (default $DISPENSER_SOCKET, "
-                       f"else {ApiConfig.model_fields['socket'].default})")
+    complete_files(group.add_argument(
+        "--socket", default=s, metavar="PATH",
+        help="dispenserd's socket or host:port (default $DISPENSER_SOCKET, "
+        f"else {ApiConfig.model_fields['socket'].default})"))
     group.add_argument("--token", default=s, help="API token (default $DISPENSER_TOKEN)")
-    group.add_argument("--token-file", default=s, metavar="FILE",
-                       help="read the API token from FILE")
+    complete_files(group.add_argument("--token-file", default=s, metavar="FILE",
+                                      help="read the API token from FILE"))
     group.add_argument("--json", action="store_true", default=s,
                        help="print the raw JSON result on stdout (errors as JSON on stderr)")
     group.add_argument("--timeout", type=seconds(0.01, 3600), default=s, metavar="SECONDS",
