@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-__all__ = ["limit", "number", "seconds"]
+import shtab
+
+__all__ = ["complete_files", "limit", "number", "seconds"]
+
+
+def complete_files(action: argparse.Action) -> argparse.Action:
+    """Mark an argument as a file name for shell completion (``dispenserctl completion``)."""
+    setattr(action, "complete", shtab.FILE)  # noqa: B010 - argparse.Action declares no such field
+    return action
 
 
 def limit(text: str) -> int:

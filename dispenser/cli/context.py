@@ -18,9 +18,9 @@ from enum import IntEnum
 from typing import Any
 
 from rich.console import Console, RenderableType
-from rich.table import Table
 
 from dispenser.api.client import SyncApiClient
+from dispenser.cli.sheet import Sheet, plain_output
 
 __all__ = ["Context", "Exit", "Unreachable", "UsageError", "dumps"]
 
@@ -58,7 +58,8 @@ def _reason(exc: BaseException) -> str:
 def _console(*, stderr: bool) -> Console:
     console = Console(stderr=stderr, highlight=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        # Into a file or a pipe: wide enough that ids and messages stay on one line.
+        # Into a file or a pipe: lists and records are plain lines that are never broken
+        # (dispenser.cli.sheet); messages are printed whole too (soft_wrap in print()).
         console.width = 200
     return console
 
@@ -83,6 +84,13 @@ class Context:
                 raise Unreachable(
                     f"no socket at {self.socket}: is dispenserd running? "
                     "(choose another with --socket or $DISPENSER_SOCKET)"
+                ) from None
+            except ConnectionRefusedError:
+                # Nobody listens: a port that is closed, or the socket file a crashed daemon
+                # left behind.
+                raise Unreachable(
+                    f"cannot connect to dispenserd at {self.socket}: connection refused: "
+                    "is dispenserd running?"
                 ) from None
             except TimeoutError:
                 raise Unreachable(
@@ -125,8 +133,13 @@ class Context:
             self.print(shown)
 
     def print(self, shown: RenderableType) -> None:
-        """Tables fit the width; plain lines are never broken (grep finds them whole)."""
-        self.out.print(shown, soft_wrap=not isinstance(shown, Table))
+        """Lists fit the width; plain lines are never broken (grep finds them whole). In a
+        pipe or a file a list's page hint goes to stderr, apart from the rows."""
+        if isinstance(shown, Sheet) and shown.hint is not None and plain_output(self.out):
+            self.out.print(shown, soft_wrap=True)
+            self.err.print(shown.hint, soft_wrap=True)
+            return
+        self.out.print(shown, soft_wrap=True)
 
     def print_json(self, value: Any) -> None:
         sys.stdout.write(dumps(value) + "\n")

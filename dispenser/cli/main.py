@@ -1,8 +1,4 @@
-"""``dispenserctl``: the command line for pharmacy staff and technicians.
-
-Talks to ``dispenserd`` over its socket API (docs/api.md) with the caller's token, and shows
-results as tables, or as the raw JSON result with ``--json``. See docs/cli.md.
-"""
+"""``dispenserctl``: the command line for pharmacy staff and technicians (docs/cli.md)."""
 
 from __future__ import annotations
 
@@ -15,13 +11,18 @@ from pathlib import Path
 from rich.text import Text
 
 from dispenser.api.protocol import ApiError
-from dispenser.cli.args import seconds
+from dispenser.cli.args import complete_files, seconds
 from dispenser.cli.commands import register_all
 from dispenser.cli.context import Context, Exit, Unreachable, UsageError, dumps
 from dispenser.cli.render import api_error_lines, code_name
 from dispenser.config import ApiConfig
 
 __all__ = ["build_parser", "main"]
+
+DESCRIPTION = (
+    "Talks to dispenserd over its socket API (docs/api.md) with the caller's token. Shows "
+    "results as tables on a terminal, as plain aligned text in a pipe or a file, or as the "
+    "raw JSON result with --json. See docs/cli.md.")
 
 EXIT_CODES = """\
 exit codes:
@@ -46,12 +47,13 @@ def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("connection and output")
     s = argparse.SUPPRESS  # unset unless given, so a later level does not overwrite it
-    group.add_argument("--socket", default=s, metavar="PATH",
-                       help="dispenserd's socket or host:port (default $DISPENSER_SOCKET, "
-                       f"else {ApiConfig.model_fields['socket'].default})")
+    complete_files(group.add_argument(
+        "--socket", default=s, metavar="PATH",
+        help="dispenserd's socket or host:port (default $DISPENSER_SOCKET, "
+        f"else {ApiConfig.model_fields['socket'].default})"))
     group.add_argument("--token", default=s, help="API token (default $DISPENSER_TOKEN)")
-    group.add_argument("--token-file", default=s, metavar="FILE",
-                       help="read the API token from FILE")
+    complete_files(group.add_argument("--token-file", default=s, metavar="FILE",
+                                      help="read the API token from FILE"))
     group.add_argument("--json", action="store_true", default=s,
                        help="print the raw JSON result on stdout (errors as JSON on stderr)")
     group.add_argument("--timeout", type=seconds(0.01, 3600), default=s, metavar="SECONDS",
@@ -62,7 +64,7 @@ def _common() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(
-        prog="dispenserctl", parents=[common], description=__doc__.split("\n\n")[1],
+        prog="dispenserctl", parents=[common], description=DESCRIPTION,
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     register_all(sub, common)

@@ -1,9 +1,11 @@
-"""Tables and panels for people: one function per view of docs/api.md.
+"""Lists and records for people: one function per view of docs/api.md.
 
-Every value from the daemon is wrapped in :class:`rich.text.Text`, so a ``[`` in an order id
-or a message is shown as it is, never read as rich markup. Missing keys show as ``-``: the
-CLI keeps working when the daemon adds or omits a field. List views never show patient data
-(the API does not return it in lists either).
+Lists are :class:`~dispenser.cli.sheet.Sheet` and records :class:`~dispenser.cli.sheet.Fields`:
+they fit a terminal's width (ids and states never cut) and become plain aligned text in a
+pipe or a file. Every value from the daemon is wrapped in :class:`rich.text.Text`, so a ``[``
+in an order id or a message is shown as it is, never read as rich markup. Missing keys show
+as ``-``: the CLI keeps working when the daemon adds or omits a field. List views never show
+patient data (the API does not return it in lists either).
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from dispenser.api.protocol import ApiError, ErrorCode
+from dispenser.cli.sheet import Column, Fields, Sheet
 
 __all__ = [
     "code_name",
@@ -83,9 +85,21 @@ def code_name(code: Any) -> str:
         return str(code)
 
 
+def _without_listing(message: str, data: Any) -> str:
+    """The message less the field errors it ends with, when ``data.errors`` lists them
+    too: each is then shown once, on its own line (``invalid params: address: ...``)."""
+    errors = data.get("errors") if isinstance(data, Mapping) else None
+    if not isinstance(errors, list) or not errors:
+        return message
+    listing = "; ".join(f"{e.get('path', '?')}: {e.get('message', '')}"
+                        for e in errors if isinstance(e, Mapping))
+    return message.removesuffix(": " + listing) if listing else message
+
+
 def error_lines(code: Any, message: str, data: Any) -> list[str]:
-    """A refusal as lines a person can act on: the message, then every detail in data."""
-    lines = [f"{message} ({code_name(code)})"]
+    """A refusal as lines a person can act on: the message, then every detail in data,
+    each said once."""
+    lines = [f"{_without_listing(message, data)} ({code_name(code)})"]
     if not isinstance(data, Mapping):
         if data is not None:
             lines.append(f"  {data}")
@@ -112,16 +126,9 @@ def api_error_lines(exc: ApiError) -> list[str]:
     return error_lines(exc.code, exc.message, exc.data)
 
 
-def kv_table(rows: Iterable[tuple[str, Any]], title: str | None = None) -> Table:
-    table = Table.grid(padding=(0, 2))
-    if title:
-        table.title = title
-        table.title_justify = "left"
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in rows:
-        table.add_row(key, value if isinstance(value, Text | Table) else text(value))
-    return table
+def kv_table(rows: Iterable[tuple[str, Any]], title: str | None = None) -> Fields:
+    return Fields([(key, value if isinstance(value, Text) else text(value))
+                   for key, value in rows], title)
 
 
 def page_hint(result: Mapping[str, Any], flag: str = "--after") -> Text | None:
@@ -131,11 +138,6 @@ def page_hint(result: Mapping[str, Any], flag: str = "--after") -> Text | None:
     return Text(f"more: repeat with {flag} {after}", style="dim")
 
 
-def _with_hint(table: Table, result: Mapping[str, Any]) -> RenderableType:
-    hint = page_hint(result)
-    return table if hint is None else Group(table, hint)
-
-
 def _items(result: Any) -> list[Mapping[str, Any]]:
     if isinstance(result, Mapping):
         items = result.get("items", [])
@@ -143,31 +145,48 @@ def _items(result: Any) -> list[Mapping[str, Any]]:
     return []
 
 
+def _sheet(title: str | None, columns: Iterable[Column], result: Any = None,
+           section: bool = False) -> Sheet:
+    hint = page_hint(result) if isinstance(result, Mapping) else None
+    return Sheet(title, list(columns), hint=hint, section=section)
+
+
 def _holds(reasons: Any) -> Text:
+    """The checks that hold an order, each once (two drugs short are one ``stock_short``)."""
     if not isinstance(reasons, list) or not reasons:
         return text(None)
-    return Text(", ".join(str(r.get("code", r)) if isinstance(r, Mapping) else str(r)
-                          for r in reasons), style="yellow")
+    codes = [str(r.get("code", r)) if isinstance(r, Mapping) else str(r) for r in reasons]
+    return Text(", ".join(dict.fromkeys(codes)), style="yellow")
+
+
+def _list(values: Any) -> Text:
+    return text(", ".join(map(str, values)) if isinstance(values, list) else values)
 
 
 # -- orders
+
+ORDER_COLUMNS = (
+    Column("order"), Column("state", "state"), Column("patient", drop=5),
+    Column("shipment", drop=2), Column("received", "time", drop=6),
+    Column("lines", "short", drop=4, justify="right"),
+    Column("packs", "short", drop=3, justify="right"), Column("holds", "list"),
+)
 
 
 def order_table(result: Any, title: str = "Orders") -> RenderableType:
     items = _items(result)
     if not items:
         return Text("no orders", style="dim")
-    table = Table(title=title, title_justify="left")
-    for column in ("order", "state", "patient", "shipment", "received", "items", "holds"):
-        table.add_column(column)
+    sheet = _sheet(title, ORDER_COLUMNS, result)
     for o in items:
         lines = o.get("items")
-        count = sum(int(i.get("quantity", 0)) for i in lines if isinstance(i, Mapping)) \
-            if isinstance(lines, list) else None
-        table.add_row(text(o.get("order_id")), state(o.get("state")), text(o.get("patient_id")),
-                      text(o.get("shipment_id")), when(o.get("received_at")), text(count),
+        rows = [i for i in lines if isinstance(i, Mapping)] if isinstance(lines, list) else None
+        packs = sum(int(i.get("quantity", 0)) for i in rows) if rows is not None else None
+        sheet.add_row(text(o.get("order_id")), state(o.get("state")), text(o.get("patient_id")),
+                      text(o.get("shipment_id")), when(o.get("received_at")),
+                      text(len(rows) if rows is not None else None), text(packs),
                       _holds(o.get("hold_reasons")))
-    return _with_hint(table, result)
+    return sheet
 
 
 def order_detail(o: Mapping[str, Any]) -> RenderableType:
@@ -179,7 +198,7 @@ def order_detail(o: Mapping[str, Any]) -> RenderableType:
     head = kv_table([
         ("order", text(o.get("order_id"))), ("state", state(o.get("state"))),
         ("priority", o.get("priority")), ("shipment", o.get("shipment_id")),
-        ("received", when(o.get("received_at"))), ("updated", when(o.get("updated_at"))),
+        ("received", when(o.get("received_at"))),
         ("patient", f"{patient.get('name') or DASH} ({o.get('patient_id') or DASH})"),
         ("phone", patient.get("phone")),
         ("prescription", f"{rx.get('id') or DASH}, {rx.get('prescriber') or DASH}, "
@@ -191,24 +210,23 @@ def order_detail(o: Mapping[str, Any]) -> RenderableType:
     parts: list[RenderableType] = [head]
     items = o.get("items")
     if isinstance(items, list) and items:
-        table = Table(title="Items", title_justify="left")
-        for column in ("drug code", "quantity", "days supply"):
-            table.add_column(column)
+        sheet = _sheet("Lines", (Column("drug code"), Column("packs", "short", justify="right"),
+                                 Column("days supply", "short", justify="right")),
+                       section=True)
         for i in items:
             if isinstance(i, Mapping):
-                table.add_row(text(i.get("drug_code")), text(i.get("quantity")),
+                sheet.add_row(text(i.get("drug_code")), text(i.get("quantity")),
                               text(i.get("days_supply")))
-        parts.append(table)
+        parts.append(sheet)
     holds = o.get("hold_reasons")
     if isinstance(holds, list) and holds:
-        table = Table(title="Held because", title_justify="left")
-        table.add_column("check")
-        table.add_column("message")
+        sheet = _sheet("Held because", (Column("check", "state"), Column("drug code", drop=1),
+                                        Column("detail", "text")), section=True)
         for h in holds:
             if isinstance(h, Mapping):
-                table.add_row(text(h.get("code"), "yellow"),
+                sheet.add_row(text(h.get("code"), "yellow"), text(h.get("drug_code")),
                               text(h.get("message") or h.get("detail")))
-        parts.append(table)
+        parts.append(sheet)
     return Group(*parts)
 
 
@@ -229,31 +247,34 @@ def _picks_done(s: Mapping[str, Any]) -> Text:
     return Text(f"{int(picked or 0) + confirmed}/{total}")
 
 
+SHIPMENT_COLUMNS = (
+    Column("shipment"), Column("state", "state"), Column("orders", "list"),
+    Column("patient", drop=4), Column("output", "short", drop=2, justify="right"),
+    Column("fridge", "short", drop=5), Column("packs", "short", drop=3, justify="right"),
+    Column("created", "time", drop=6),
+)
+
+
 def shipment_table(result: Any, title: str = "Shipments") -> RenderableType:
     items = _items(result)
     if not items:
         return Text("no shipments", style="dim")
-    table = Table(title=title, title_justify="left")
-    for column in ("shipment", "state", "orders", "patient", "output", "fridge", "packs",
-                   "created"):
-        table.add_column(column)
+    sheet = _sheet(title, SHIPMENT_COLUMNS, result)
     for s in items:
-        orders = s.get("order_ids")
-        table.add_row(text(s.get("shipment_id")), state(s.get("state")),
-                      text(", ".join(orders) if isinstance(orders, list) else orders),
-                      text(s.get("patient_id")), text(s.get("output")), text(s.get("fridge")),
-                      _picks_done(s), when(s.get("created_at")))
-    return _with_hint(table, result)
+        sheet.add_row(text(s.get("shipment_id")), state(s.get("state")),
+                      _list(s.get("order_ids")), text(s.get("patient_id")),
+                      text(s.get("output")), text(s.get("fridge")), _picks_done(s),
+                      when(s.get("created_at")))
+    return sheet
 
 
 def shipment_detail(s: Mapping[str, Any]) -> RenderableType:
     patient = s.get("patient") if isinstance(s.get("patient"), Mapping) else {}
     delivery = s.get("delivery") if isinstance(s.get("delivery"), Mapping) else {}
     assert isinstance(patient, Mapping) and isinstance(delivery, Mapping)
-    orders = s.get("order_ids")
     parts: list[RenderableType] = [kv_table([
         ("shipment", text(s.get("shipment_id"))), ("state", state(s.get("state"))),
-        ("orders", ", ".join(orders) if isinstance(orders, list) else orders),
+        ("orders", _list(s.get("order_ids"))),
         ("patient", f"{patient.get('name') or DASH} ({s.get('patient_id') or DASH})"),
         ("phone", patient.get("phone")),
         ("address", delivery.get("address")),
@@ -263,61 +284,71 @@ def shipment_detail(s: Mapping[str, Any]) -> RenderableType:
     ])]
     robot = s.get("robot_picks")
     if isinstance(robot, list) and robot:
-        table = Table(title="Robot picks", title_justify="left")
-        for column in ("drug code", "slot", "count", "picked"):
-            table.add_column(column)
+        sheet = _sheet("Robot picks", (
+            Column("drug code"), Column("slot", justify="right"),
+            Column("packs", "short", justify="right"),
+            Column("picked", "short", justify="right")), section=True)
         for p in robot:
             if isinstance(p, Mapping):
-                table.add_row(text(p.get("drug_code")), text(p.get("slot")),
+                sheet.add_row(text(p.get("drug_code")), text(p.get("slot")),
                               text(p.get("count")), text(p.get("picked")))
-        parts.append(table)
+        parts.append(sheet)
     manual = s.get("manual_picks")
     if isinstance(manual, list) and manual:
-        table = Table(title="Manual picks (scan each with confirm-manual)",
-                      title_justify="left")
-        for column in ("drug code", "count", "confirmed"):
-            table.add_column(column)
+        sheet = _sheet("Manual picks (scan each with confirm-manual)", (
+            Column("drug code"), Column("packs", "short", justify="right"),
+            Column("confirmed", "short", justify="right")), section=True)
         for m in manual:
             if isinstance(m, Mapping):
                 done = m.get("confirmed") == m.get("count")
-                table.add_row(text(m.get("drug_code")), text(m.get("count")),
+                sheet.add_row(text(m.get("drug_code")), text(m.get("count")),
                               text(m.get("confirmed"), "green" if done else "yellow"))
-        parts.append(table)
+        parts.append(sheet)
     packs = [*(s.get("packs") or []), *(s.get("manual_packs") or [])]
     if packs:
-        parts.append(pack_table({"items": packs}, title="Packs in the tote"))
+        parts.append(pack_table({"items": packs}, title="Packs in the tote", section=True))
     return Group(*parts)
 
 
 # -- stock
 
+PACK_COLUMNS = (
+    Column("pack", justify="right"), Column("gtin"), Column("batch", drop=1),
+    Column("expiry", "time"), Column("serial", drop=3), Column("slot", drop=2, justify="right"),
+    Column("state", "state"),
+)
 
-def pack_table(result: Any, title: str = "Packs") -> RenderableType:
+
+def pack_table(result: Any, title: str = "Packs", section: bool = False) -> RenderableType:
     items = _items(result)
     if not items:
         return Text("no packs", style="dim")
-    table = Table(title=title, title_justify="left")
-    for column in ("pack", "gtin", "batch", "expiry", "serial", "slot", "state"):
-        table.add_column(column)
+    sheet = _sheet(title, PACK_COLUMNS, result, section=section)
     for p in items:
-        table.add_row(text(p.get("pack_id")), text(p.get("gtin")), text(p.get("batch")),
+        sheet.add_row(text(p.get("pack_id")), text(p.get("gtin")), text(p.get("batch")),
                       text(p.get("expiry")), text(p.get("serial")), text(p.get("slot")),
                       state(p.get("state")))
-    return _with_hint(table, result)
+    return sheet
+
+
+DISCREPANCY_COLUMNS = (
+    Column("id", justify="right"), Column("at", "time", drop=2),
+    Column("slot", justify="right"), Column("drug code"),
+    Column("expected", "short", justify="right"), Column("found", "short", justify="right"),
+    Column("shipment", drop=1),
+)
 
 
 def discrepancies_table(result: Any) -> RenderableType:
     items = _items(result)
     if not items:
         return Text("no discrepancies", style="dim")
-    table = Table(title="Stock discrepancies", title_justify="left")
-    for column in ("id", "at", "slot", "drug code", "expected", "found", "shipment"):
-        table.add_column(column)
+    sheet = _sheet("Stock discrepancies", DISCREPANCY_COLUMNS, result)
     for d in items:
-        table.add_row(text(d.get("discrepancy_id")), when(d.get("at")), text(d.get("slot")),
+        sheet.add_row(text(d.get("discrepancy_id")), when(d.get("at")), text(d.get("slot")),
                       text(d.get("drug_code") or d.get("kind")), text(d.get("expected")),
                       text(d.get("found"), "red"), text(d.get("shipment_id")))
-    return _with_hint(table, result)
+    return sheet
 
 
 # -- machine and faults
@@ -329,26 +360,37 @@ def _context(value: Any) -> Text:
     return Text(", ".join(f"{k}={v}" for k, v in value.items() if v is not None))
 
 
+FAULT_COLUMNS = (
+    Column("fault", justify="right"), Column("kind", "state"), Column("raised", "time", drop=2),
+    Column("acked", "time"), Column("by", drop=4), Column("context", "list", drop=1),
+    Column("note", "text", drop=3),
+)
+
+
 def fault_table(result: Any, title: str = "Faults") -> RenderableType:
     items = _items(result)
     if not items:
         return Text("no faults", style="dim")
-    table = Table(title=title, title_justify="left")
-    for column in ("fault", "kind", "raised", "acked", "by", "note", "context"):
-        table.add_column(column)
+    sheet = _sheet(title, FAULT_COLUMNS, result)
     for f in items:
         active = f.get("acked_at") is None
-        table.add_row(text(f.get("fault_id")), text(f.get("kind"), "bold red" if active else ""),
+        sheet.add_row(text(f.get("fault_id")), text(f.get("kind"), "bold red" if active else ""),
                       when(f.get("raised_at")),
                       when(f.get("acked_at")) if not active else Text("open", style="bold red"),
-                      text(f.get("acked_by")), text(f.get("note")), _context(f.get("context")))
-    return _with_hint(table, result)
+                      text(f.get("acked_by")), _context(f.get("context")), text(f.get("note")))
+    return sheet
 
 
-def _counts(value: Any) -> Text:
+def _counts(value: Any, held: Any = None) -> Text:
     if not isinstance(value, Mapping) or not value:
         return text(None)
-    return Text(", ".join(f"{k} {v}" for k, v in value.items()))
+    parts = []
+    for key, count in value.items():
+        part = f"{key} {count}"
+        if key == "held" and isinstance(held, Mapping) and held:
+            part += " (" + ", ".join(f"{k} {v}" for k, v in held.items()) + ")"
+        parts.append(part)
+    return Text(", ".join(parts))
 
 
 def _fault_line(fault: Any) -> Text:
@@ -357,6 +399,17 @@ def _fault_line(fault: Any) -> Text:
     return Text.assemble(Text(f"#{fault.get('fault_id')} {fault.get('kind')}", style="bold red"),
                          " ", _context(fault.get("context")), " since ",
                          when(fault.get("raised_at")))
+
+
+def _machine_line(s: Mapping[str, Any]) -> Text:
+    line = state(s.get("state"))
+    pause = s.get("pause")
+    if s.get("state") == "paused" and isinstance(pause, Mapping):
+        reason = pause.get("reason") or "no reason given"
+        line.append(f": {reason} (by {pause.get('by') or DASH} since ")
+        line.append_text(when(pause.get("at")))
+        line.append(")")
+    return line
 
 
 def _robot_line(robot: Any) -> Text:
@@ -398,15 +451,15 @@ def _outputs_line(outputs: Any) -> Text:
                           for o in outputs if isinstance(o, Mapping)))
 
 
-def status_view(s: Mapping[str, Any]) -> Table:
+def status_view(s: Mapping[str, Any]) -> Fields:
     rows: list[tuple[str, Any]] = [
-        ("machine", state(s.get("state"))),
+        ("machine", _machine_line(s)),
         ("fault", _fault_line(s.get("fault"))),
         ("robot", _robot_line(s.get("robot"))),
         ("printer", _printer_line(s.get("printer"))),
         ("outputs", _outputs_line(s.get("outputs"))),
         ("shipments", _counts(s.get("shipments"))),
-        ("orders", _counts(s.get("orders"))),
+        ("orders", _counts(s.get("orders"), s.get("held_orders"))),
     ]
     if s.get("loads_waiting"):
         rows.append(("loads waiting", s.get("loads_waiting")))
@@ -416,29 +469,28 @@ def status_view(s: Mapping[str, Any]) -> Table:
 # -- diagnostics
 
 
-def registers_table(result: Mapping[str, Any]) -> Table:
+def registers_table(result: Mapping[str, Any]) -> Sheet:
     base = int(result.get("address", 0))
-    table = Table(title="Holding registers", title_justify="left")
-    for column in ("address", "value", "hex"):
-        table.add_column(column, justify="right")
+    sheet = _sheet("Holding registers", (Column("address", justify="right"),
+                                         Column("value", "short", justify="right"),
+                                         Column("hex", "short", justify="right")))
     for offset, value in enumerate(result.get("values") or []):
-        table.add_row(str(base + offset), str(value), f"0x{int(value):04X}")
-    return table
+        sheet.add_row(Text(str(base + offset)), Text(str(value)), Text(f"0x{int(value):04X}"))
+    return sheet
 
 
 def selftest_table(result: Mapping[str, Any]) -> RenderableType:
-    table = Table(title="Self-test", title_justify="left")
-    for column in ("step", "ok", "detail"):
-        table.add_column(column)
+    sheet = _sheet("Self-test", (Column("step"), Column("ok", "state"),
+                                 Column("detail", "text")))
     for step in result.get("steps") or []:
         if isinstance(step, Mapping):
             ok = bool(step.get("ok"))
-            table.add_row(text(step.get("step")), Text("ok" if ok else "FAILED",
+            sheet.add_row(text(step.get("step")), Text("ok" if ok else "FAILED",
                                                        style="green" if ok else "bold red"),
                           text(step.get("detail")))
     verdict = Text("self-test passed", style="green") if result.get("ok") else \
         Text("self-test FAILED", style="bold red")
-    return Group(table, verdict)
+    return Group(sheet, verdict)
 
 
 def _flatten(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
@@ -449,5 +501,5 @@ def _flatten(prefix: str, value: Any) -> Iterable[tuple[str, Any]]:
         yield prefix, value
 
 
-def stats_table(result: Mapping[str, Any]) -> Table:
+def stats_table(result: Mapping[str, Any]) -> Fields:
     return kv_table(_flatten("", result))

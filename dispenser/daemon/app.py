@@ -65,6 +65,8 @@ class Daemon:
         self._audited: set[int] = set()
         self._stop = asyncio.Event()
         self.exit_code = 0
+        # Why and by whom the machine was paused, while it is (kept in memory only).
+        self.pause: dict[str, Any] | None = None
 
         path = Path(config.journal.path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,6 +103,8 @@ class Daemon:
 
     def _on_machine_change(self, before: ControllerState, after: ControllerState,
                            trigger: str) -> None:
+        if after is not ControllerState.PAUSED:
+            self.pause = None
         if before is after:
             return
         log.info("machine state", state=after.value, previous=before.value, trigger=trigger)
@@ -146,6 +150,25 @@ class Daemon:
             return self.dispensary.order_body(order_id)
         except (DispenserError, TypeError, LookupError):
             return None
+
+    def note_pause(self, by: str, reason: str) -> None:
+        """Remember who paused the machine and why, for ``machine.status`` (until it leaves
+        ``paused``)."""
+        if self.machine.state is ControllerState.PAUSED:
+            self.pause = {"reason": reason or None, "by": by, "at": self.clock().isoformat()}
+
+    def held_orders(self) -> dict[str, int]:
+        """Held orders by the kind of hold: ``checks`` (waiting for a pharmacist) and
+        ``stock_short`` (waiting for stock). Reads only the held rows (``orders_state``
+        index), not the whole table."""
+        counts = {"checks": 0, "stock_short": 0}
+        # instr() first: it spares parsing the JSON of the holds that cannot match.
+        for short, n in self.journal.query(
+                "SELECT instr(holds, 'stock_short') > 0 AND EXISTS (SELECT 1 FROM "
+                "json_each(holds) WHERE json_extract(value, '$.code') = 'stock_short'), "
+                "count(*) FROM orders WHERE state = 'held' GROUP BY 1"):
+            counts["stock_short" if short else "checks"] = int(n)
+        return counts
 
     def info(self) -> dict[str, Any]:
         st = self.scheduler.status
@@ -193,6 +216,7 @@ class Daemon:
         busy = sched.totes.outputs_in_use()
         return {
             "state": self.machine.state.value,
+            "pause": self.pause if self.machine.state is ControllerState.PAUSED else None,
             "fault": active[0].as_dict() if active else None,
             "active_faults": [f.fault_id for f in active],
             "robot": robot,
@@ -201,6 +225,7 @@ class Daemon:
                         for k in range(1, sched.outputs + 1)],
             "loads_waiting": len(sched.loading.loads),
             **counts,
+            "held_orders": self.held_orders(),
         }
 
     def stats(self) -> dict[str, Any]:

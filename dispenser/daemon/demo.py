@@ -200,7 +200,7 @@ def demo_task(orders_n: int) -> Callable[[Daemon], Coroutine[Any, Any, None]]:
                     else:
                         daemon.order_event(r)
                         log.info("order received", order_id=r.order_id, state=r.state.value,
-                                 items=len(r.items))
+                                 lines=len(r.items), packs=sum(i.quantity for i in r.items))
                 await asyncio.sleep(0.5)
             loaded = await loading
             log.info("demo: stock loaded", packs=loaded)

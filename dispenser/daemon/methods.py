@@ -58,6 +58,7 @@ class Services(Protocol):
     async def printer_status(self) -> dict[str, Any]: ...
     async def print_test_label(self) -> tuple[bool, list[str]]: ...
     def mark_audited(self, caller: Caller) -> None: ...
+    def note_pause(self, by: str, reason: str) -> None: ...
     def write_api_audit(self, caller: Caller, method: str, params: dict[str, Any], ok: bool,
                         error: ApiError | None) -> None: ...
 
@@ -533,8 +534,9 @@ def register_methods(registry: MethodRegistry, daemon: Services) -> None:
 
     @method("machine.pause", STAFF, mutating=True)
     async def machine_pause(params: dict[str, Any], caller: Caller) -> Any:
-        parse_params(_Pause, params)
+        p = parse_params(_Pause, params)
         daemon.machine.fire("pause")
+        daemon.note_pause(actor(caller).name, p.reason)
         return await daemon.machine_status()
 
     @method("machine.resume", STAFF, mutating=True)
@@ -595,7 +597,7 @@ def register_methods(registry: MethodRegistry, daemon: Services) -> None:
         p = parse_params(_Selftest, params)
         if daemon.machine.state is not ControllerState.MAINTENANCE:
             raise ApiError(ErrorCode.WRONG_STATE, "the self-test moves the robot: switch "
-                           "to maintenance mode first (machine.maintenance on)")
+                           "to maintenance mode first (dispenserctl maintenance on)")
         steps: list[dict[str, Any]] = []
         homed = await sched.manual_command(Motion.HOME)
         steps.append({"step": "home", "ok": homed is True,

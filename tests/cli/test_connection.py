@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from dispenser.api.auth import hash_token
+from dispenser.cli.main import build_parser
 from tests.cli.conftest import Machine
 from tests.e2e.harness import TOKENS
 
@@ -58,6 +61,10 @@ def test_no_daemon_exits_3(machine: Machine, tmp_path: Path) -> None:
         refused = machine.ctl("--json", "status", env={"DISPENSER_SOCKET": str(path)})
         assert refused.code == 3
         assert json.loads(refused.err)["error"]["name"] == "unreachable"
+        # What a crashed daemon leaves: the same hint as for a missing socket.
+        stale = machine.ctl("status", env={"DISPENSER_SOCKET": str(path)})
+        assert stale.code == 3
+        assert "connection refused: is dispenserd running?" in stale.err, stale
 
 
 def test_silent_daemon_times_out_with_exit_3() -> None:
@@ -79,6 +86,25 @@ def test_usage_errors_exit_2(machine: Machine, tmp_path: Path) -> None:
     ran = machine.ctl("submit", str(tmp_path / "absent.jsonl"))
     assert ran.code == 2 and "cannot read" in ran.err
     assert "4  partial success" in machine.ctl("--help").out
+
+
+def _parsers(parser: argparse.ArgumentParser,
+             path: tuple[str, ...] = ("dispenserctl",)) -> Iterator[tuple[str, str]]:
+    yield " ".join(path), parser.format_help()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, command in action.choices.items():
+                yield from _parsers(command, (*path, name))
+
+
+def test_help_is_plain_text_everywhere() -> None:
+    shown = Machine.run_ctl("--help")
+    assert shown.code == 0 and "dispenserd over its socket API" in shown.out
+    helps = dict(_parsers(build_parser()))
+    assert len(helps) > 25  # every command and subcommand
+    for command, text in helps.items():
+        for markup in ("``", ":class:", ":meth:", ":func:"):
+            assert markup not in text, f"{command} --help shows {markup}:\n{text}"
 
 
 def test_hash_token_needs_no_daemon(tmp_path: Path) -> None:

@@ -29,11 +29,21 @@ def test_status_and_top_once(machine: Machine) -> None:
 
 def test_pause_and_resume(machine: Machine) -> None:
     paused = machine.ctl("pause", "--reason", "tote change")
-    assert paused.code == 0 and "machine is paused" in paused.out
-    twice = machine.ctl("pause")
-    assert twice.code == 1 and "(wrong_state)" in twice.err
-    resumed = machine.ctl("resume")
+    try:
+        assert paused.code == 0 and "machine is paused: tote change" in paused.out
+        twice = machine.ctl("pause")
+        assert twice.code == 1 and "(wrong_state)" in twice.err
+        # status says why and who paused the machine
+        status = json.loads(machine.ctl("status", "--json").out)
+        assert status["state"] == "paused"
+        assert status["pause"]["reason"] == "tote change"
+        assert status["pause"]["by"] == "staff-test" and status["pause"]["at"]
+        shown = machine.ctl("status").out
+        assert "paused: tote change (by staff-test since " in shown, shown
+    finally:
+        resumed = machine.ctl("resume")  # the other tests need a ready machine
     assert resumed.code == 0 and "machine is ready" in resumed.out
+    assert json.loads(machine.ctl("status", "--json").out)["pause"] is None
 
 
 def _open_faults(machine: Machine) -> list[dict[str, object]]:
@@ -77,13 +87,24 @@ def test_diagnostics_as_technician(machine: Machine) -> None:
     assert "transactions" in machine.ctl("diag", "stats", role="technician").out
     selftest = machine.ctl("diag", "selftest", role="technician")
     assert selftest.code == 1 and "maintenance" in selftest.err  # not in maintenance mode
+    # The refusal names the command to type, not the API method behind it.
+    assert "dispenserctl maintenance on" in selftest.err, selftest
+    assert "machine.maintenance" not in selftest.err
+
+
+def test_bad_register_address_is_said_once(machine: Machine) -> None:
+    ran = machine.ctl("diag", "registers", "99999", "4", role="technician")
+    assert ran.code == 1
+    assert ran.err.count("65535") == 1, ran.err
+    assert ran.err.splitlines() == ["dispenserctl: invalid params (invalid_params)",
+                                    "  address: Input should be less than or equal to 65535"]
 
 
 def test_selftest_in_maintenance(machine: Machine) -> None:
     assert machine.ctl("maintenance", "on", role="staff").code == 1  # technicians only
     entered = machine.ctl("maintenance", "on", role="technician")
-    assert entered.code == 0 and "machine is maintenance" in entered.out, entered
     try:
+        assert entered.code == 0 and entered.out == "machine is in maintenance mode\n", entered
         ran = machine.ctl("diag", "selftest", "--slot", "5", role="technician")
         assert ran.code == 0, ran
         assert "self-test passed" in ran.out and "home" in ran.out and "scan_slot" in ran.out

@@ -79,6 +79,9 @@ def test_orders_json_is_the_raw_page_without_patient_data(machine: Machine) -> N
     detail = machine.ctl("order", "LST-1")
     assert detail.code == 0
     assert "Test Patient P-LST1" in detail.out  # the full view is where patient data is
+    # Only what order.get returns: no "updated" row that could only ever show "-".
+    assert "updated" not in detail.out and "updated_at" not in json.loads(
+        machine.ctl("order", "LST-1", "--json").out)
 
 
 def test_holds_release_and_reject(machine: Machine) -> None:

@@ -8,7 +8,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from dispenser.cli.commands import diag, machine, orders, shipments, stock, tokens
+from dispenser.cli.commands import (
+    completion,
+    diag,
+    machine,
+    orders,
+    shipments,
+    stock,
+    tokens,
+)
 from dispenser.cli.context import Context, Exit
 
 __all__ = ["Command", "register_all"]
@@ -18,5 +26,5 @@ Command = Callable[[Context, argparse.Namespace], Exit]
 
 def register_all(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                  common: argparse.ArgumentParser) -> None:
-    for module in (machine, orders, shipments, stock, diag, tokens):
+    for module in (machine, orders, shipments, stock, diag, tokens, completion):
         module.register(sub, common)

@@ -50,9 +50,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.set_defaults(func=ack)
 
 
+_STATE_PHRASE = {
+    "startup": "starting up", "homing": "homing", "ready": "ready", "paused": "paused",
+    "fault": "stopped by a fault", "estop": "stopped by the emergency stop",
+    "maintenance": "in maintenance mode", "stopping": "stopping",
+}
+
+
 def _state_line(result: Any) -> Text:
     state = result.get("state") if isinstance(result, dict) else None
-    return Text(f"machine is {state}")
+    line = f"machine is {_STATE_PHRASE.get(str(state), state)}"
+    pause = result.get("pause") if isinstance(result, dict) else None
+    if state == "paused" and isinstance(pause, dict) and pause.get("reason"):
+        line += f": {pause['reason']}"
+    return Text(line)
 
 
 def status(ctx: Context, args: argparse.Namespace) -> Exit:

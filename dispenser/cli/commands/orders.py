@@ -11,7 +11,7 @@ from rich.console import Group
 from rich.text import Text
 
 from dispenser.api.protocol import ApiError, ErrorCode
-from dispenser.cli.args import limit
+from dispenser.cli.args import complete_files, limit
 from dispenser.cli.context import Context, Exit
 from dispenser.cli.lines import Line, Report, open_input, progress, read_lines, refusal_text
 from dispenser.cli.render import order_detail, order_table
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         description="Submit orders, one JSON object per line (docs/orders.md), in batches "
         "(order.submit_batch). Every refused line is reported with its number and each "
         "error; the other lines are still submitted. Exit 4 when any line was refused.")
-    p.add_argument("file", metavar="FILE", help="JSON-lines file, - for stdin")
+    complete_files(p.add_argument("file", metavar="FILE", help="JSON-lines file, - for stdin"))
     p.add_argument("--chunk", type=limit, default=200,
                    help="orders per order.submit_batch call, 1..1000 (default 200)")
     p.set_defaults(func=submit)

@@ -9,7 +9,7 @@ from typing import Any
 from rich.text import Text
 
 from dispenser.api.protocol import ApiError, ErrorCode
-from dispenser.cli.args import limit
+from dispenser.cli.args import complete_files, limit
 from dispenser.cli.context import Context, Exit
 from dispenser.cli.lines import Line, Report, open_input, progress, read_lines, refusal_text
 from dispenser.cli.render import discrepancies_table, pack_table
@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
         "(stock.load with wait), and every line is reported: the slot it went to, or why it "
         "was refused. A group separator may be typed as <GS>, {GS}, \\x1d or ^]. Exit 4 when "
         "any line was refused.")
-    p.add_argument("file", metavar="FILE", nargs="?", default="-",
-                   help="file of scans, - for stdin (default)")
+    complete_files(p.add_argument("file", metavar="FILE", nargs="?", default="-",
+                                  help="file of scans, - for stdin (default)"))
     p.add_argument("--no-wait", dest="wait", action="store_false",
                    help="return once each STORE is queued instead of once it is stored")
     p.set_defaults(func=load)

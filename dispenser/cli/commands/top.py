@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.live import Live
 from rich.text import Text
 
@@ -23,6 +23,7 @@ from dispenser.api.protocol import ApiError, ErrorCode
 from dispenser.cli.args import seconds
 from dispenser.cli.context import Context, Exit
 from dispenser.cli.render import fault_table, shipment_table, status_view
+from dispenser.cli.sheet import Sheet, plain_output
 
 __all__ = ["PickRate", "register"]
 
@@ -122,22 +123,96 @@ class Source:
         return Frame(status, shipments, faults, rate, basis)
 
 
-def render(frame: Frame) -> RenderableType:
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+def _header(frame: Frame, now: str) -> Text:
     if frame.picks_per_hour is not None:
         rate = Text(f"{frame.picks_per_hour:.0f} picks/h ({frame.rate_basis})")
     else:
         rate = Text(f"picks/h: n/a ({frame.rate_basis})", style="dim")
-    header = Text.assemble(Text("dispenser ", style="bold"), now, "   ", rate)
-    parts: list[RenderableType] = [header, status_view(frame.status)]
-    title = "Current shipments (" + ", ".join(CURRENT) + ")"
-    parts.append(shipment_table({"items": frame.shipments}, title) if frame.shipments
-                 else Text("no shipment being picked or labelled", style="dim"))
-    if frame.faults is None:
-        parts.append(Text("open faults: listing them needs the staff role", style="dim"))
-    else:
-        parts.append(fault_table({"items": frame.faults}, "Open faults"))
-    return Group(*parts)
+    return Text.assemble(Text("dispenser ", style="bold"), now, "   ", rate)
+
+
+def _more(count: int, what: str, command: str) -> Text:
+    return Text(f"+ {count} more {what} (dispenserctl {command})", style="dim")
+
+
+@dataclass
+class Screen:
+    """One frame of ``top``. On a terminal it fits the terminal's height too: when the
+    lists are longer than the room left, the shipments are cut first (open faults are what
+    staff must act on), and a line says how many more there are and where to see them."""
+
+    frame: Frame
+    now: str
+
+    def parts(self, shipments: int | None = None,
+              faults: int | None = None) -> list[RenderableType]:
+        frame = self.frame
+        parts: list[RenderableType] = [_header(frame, self.now), status_view(frame.status)]
+        title = "Current shipments (" + ", ".join(CURRENT) + ")"
+        sheet = shipment_table({"items": frame.shipments}, title)
+        if isinstance(sheet, Sheet):
+            sheet.section = True
+            shown = sheet if shipments is None else sheet.head(shipments)
+            if len(shown):
+                parts.append(shown)
+            if len(shown) < len(sheet):
+                parts.append(_more(len(sheet) - len(shown), "shipments", "shipments"))
+        else:
+            parts.append(Text("no shipment being picked or labelled", style="dim"))
+        if frame.faults is None:
+            parts.append(Text("open faults: listing them needs the staff role", style="dim"))
+        else:
+            listed = fault_table({"items": frame.faults}, "Open faults")
+            if isinstance(listed, Sheet):
+                listed.section = True
+                shown = listed if faults is None else listed.head(faults)
+                if len(shown):
+                    parts.append(shown)
+                if len(shown) < len(listed):
+                    parts.append(_more(len(listed) - len(shown), "open faults", "faults"))
+            else:
+                parts.append(listed)
+        return parts
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if plain_output(console):
+            yield from self.parts()
+            return
+        # One line is left free: the cursor rests below the frame while Live waits.
+        room = options.size.height - 1
+        free = options.update(height=None)
+
+        def height(parts: list[RenderableType]) -> int:
+            return len(console.render_lines(Group(*parts), free, pad=False))
+
+        everything = self.parts()
+        if height(everything) <= room:
+            yield from everything
+            return
+
+        def most(count: int, fits: Callable[[int], bool]) -> int:
+            """The largest n in 0..count with fits(n) (heights grow with n), else 0."""
+            low, high = 0, count
+            while low < high:
+                middle = (low + high + 1) // 2
+                if fits(middle):
+                    low = middle
+                else:
+                    high = middle - 1
+            return low
+
+        faults = len(self.frame.faults or [])
+        if height(self.parts(0, faults)) <= room:
+            ships = most(len(self.frame.shipments),
+                         lambda n: height(self.parts(n, faults)) <= room)
+            yield from self.parts(ships, faults)
+            return
+        shown = most(faults, lambda n: height(self.parts(0, n)) <= room)
+        yield from self.parts(0, shown)  # may still not fit: then the terminal scrolls
+
+
+def render(frame: Frame) -> Screen:
+    return Screen(frame, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ"))
 
 
 def top(ctx: Context, args: argparse.Namespace) -> Exit:
