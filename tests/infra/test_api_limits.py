@@ -286,6 +286,7 @@ async def test_calls_without_a_role_are_counted_by_method_and_reason(
 async def test_refusals_of_many_peers_stay_bounded() -> None:
     from dispenser.api.refusals import OTHER_PEERS, RefusalTally
 
+    assert RefusalTally().max_peers == 100  # as docs/api.md, Limits, says
     tally = RefusalTally(max_peers=10)
     for k in range(1000):
         tally.count(f"tcp:10.0.{k // 256}.{k % 256}", "order.cancel", "unauthenticated")
