@@ -206,13 +206,13 @@ async def main_async(args: argparse.Namespace) -> int:
         faults = (await staff.call("fault.list"))["items"]
         stats = await staff.call("diag.stats")
         figures["faults"] = [f["kind"] for f in faults]
-        figures["api"] = stats["api"]
+        figures["api"] = stats.get("api")  # absent before issue 8
         figures["orders_sent"] = len(orders.acknowledged)
         report = await stack.check_invariant(require_final=False, raise_on_problem=False)
         figures["invariant"] = report.summary()
         shipped = report.shipments.get("completed", 0)
         say(f"orders sent {len(orders.acknowledged)}, shipments completed {shipped}; "
-            f"faults {figures['faults'] or 'none'}; api {json.dumps(stats['api'])}")
+            f"faults {figures['faults'] or 'none'}; api {json.dumps(figures['api'])}")
         say(f"journal vs simulator ledger: {len(report.problems)} problems"
             + "".join(f"\n  {p}" for p in report.problems[:10]))
         load = os.getloadavg()
