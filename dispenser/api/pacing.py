@@ -17,7 +17,8 @@ connection is starved by others. What a caller may rely on:
 - when nothing waits, a request starts at once (no cost for a quiet API).
 
 Time is measured from the moment a callback of the pacer runs at the start of each
-iteration; it runs only while requests arrive or wait, so an idle daemon pays nothing.
+iteration (after a quiet spell, from the first request); the callback runs only while
+requests arrive or wait, so an idle daemon pays nothing for it.
 """
 
 from __future__ import annotations

@@ -56,9 +56,9 @@ What callers may rely on:
   topic goes to every subscriber).
 - **Audit.** After every call of a method declared ``mutating=True`` by a caller with a
   role — refused ones included — ``on_mutating_call(caller, method, params, outcome)`` is
-  called (and awaited if
-  it returns an awaitable) before the reply is queued. If the hook raises, the failure is
-  logged and the reply is still sent: the action has already happened.
+  called (and awaited if it returns an awaitable) before the reply is queued. If the hook
+  raises, the failure is logged and the reply is still sent: the action has already
+  happened.
 """
 
 from __future__ import annotations
