@@ -2,12 +2,12 @@
 
 The daemon and the simulator run as processes (``bench/stack.py``).
 
-**Pipelined flood.** One connection sends
-20,000 pipelined requests at once while the machine dispenses; the checks are the ones
-that need no clock: every request is answered, in order; other connections are answered
-meanwhile; the robot's watchdog never expired (the simulator counts expiries, so a
-late controller shows even after the daemon reset the robot); no fault; the journal still
-matches the robot's ledger pack by pack. Latency figures come from ``bench/api_flood.py``.
+**Pipelined flood.** One connection sends 20,000 pipelined requests at once while the
+machine dispenses; the checks are the ones that need no clock: every request is answered,
+in order; other connections are answered meanwhile; the robot's watchdog never expired
+(the simulator counts expiries, so a late controller shows even after the daemon reset the
+robot); no fault; the journal still matches the robot's ledger pack by pack. Latency
+figures come from ``bench/api_flood.py``.
 
 The robot's watchdog is shortened to 600 ms (the daemon refreshes it every 150 ms) so that
 a flood that holds the event loop shows quickly: before the fix, one connection's 20,000
@@ -18,7 +18,7 @@ robot stopped waiting for the controller.
 (-32020), never a connection error.
 
 **Audit flood.** Calls without a role, with 500 KB reasons, leave no row each in the audit
-trail (before the fix each wrote its reason into a permanent row: 150 MB in 5 s); they
+trail (before the fix each wrote its reason into a permanent row: 100 MB for these 200); they
 are counted in ``diag.stats`` and summarized in one row per peer. A refused call of a
 logged-in caller is still audited, with its long text cut short.
 """
@@ -49,7 +49,7 @@ FLOOD = 20_000
 
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
-    workdir = Path(tempfile.mkdtemp(prefix="flood", dir="/tmp"))
+    workdir = Path(tempfile.mkdtemp(prefix="edges", dir="/tmp"))  # short socket paths
     s = Stack(workdir, instant=True, daemon=DaemonOptions(watchdog_ms=600))
     try:
         await s.start()
