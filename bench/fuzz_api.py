@@ -58,7 +58,8 @@ FORMULARY = ROOT / "config" / "formulary.csv"
 
 ROLES = ("order_system", "staff", "technician")
 DEFAULT_LIMIT = 1024 * 1024
-DOCUMENTED_CODES = frozenset({-32700, -32600, -32601, -32602, -32603, *range(-32009, -32000)})
+DOCUMENTED_CODES = frozenset({-32700, -32600, -32601, -32602, -32603, *range(-32009, -32000),
+                              -32020})
 INTERNAL = -32603
 SENTINEL = "~fuzz-sentinel"
 
@@ -1263,8 +1264,9 @@ class Fuzzer:
         self.hypothesis_run("half_written", strategy, n, body)
 
     def non_reader(self, watcher: Watcher) -> None:
-        """A client that sends but never reads: the daemon drops it once its unread output
-        passes the bound; the watcher's pings carry on."""
+        """A client that sends but never reads: once its unread replies pass the bound the
+        daemon reads no more of its requests (api.md, Limits), so its sending stalls; the
+        watcher's pings carry on."""
         conn = Conn(self.t.socket, "technician", self.timeout)
         big_id = "i" * 900_000
         sent = 0
@@ -1287,9 +1289,10 @@ class Fuzzer:
             f"non-reading client: {sent} requests with 900 KB ids (~{sent * 0.9:.0f} MB of "
             f"replies) sent in {took:.1f} s before the daemon stopped taking them; "
             f"{pings} watcher pings meanwhile")
-        self.report.add("slow_client", ["dropped" if took < 30 else "still open"], None
-                        if took < 30 else Failure("slow_client", "technician", b"", [
-                            "a client that never reads was not disconnected in 30 s"]))
+        self.report.add("slow_client", ["stopped reading" if took < 30 else "still reading"],
+                        None if took < 30 else Failure("slow_client", "technician", b"", [
+                            "the daemon kept reading the requests of a client that never "
+                            "reads its replies for 30 s"]))
 
     def concurrent(self, n_conns: int, per_conn: int) -> None:
         """``n_conns`` connections at once, each with fuzz lines and well-formed calls."""
@@ -1338,7 +1341,9 @@ class Fuzzer:
 
     def role_matrix(self) -> None:
         """Every documented method called by every role (and none). A refusal must be the
-        documented code and change nothing; a refused mutating call adds one audit record."""
+        documented code and change nothing; a refused mutating call of a caller with a role
+        adds one audit record; a refused call without a role adds none and is counted once
+        in ``diag.stats`` (api.md, Limits: such calls are only summarized per peer)."""
         tech = Conn(self.t.socket, "technician", 30)
         try:
             for method in self.docs.methods:
@@ -1352,9 +1357,10 @@ class Fuzzer:
                     if allowed:
                         self.send_checked("role_matrix", role, payload)
                         continue
-                    wanted = 1 if method in self.docs.mutating else 0
+                    wanted = 1 if method in self.docs.mutating and role is not None else 0
                     self.refusal_changes_nothing("role_matrix", role, payload, wanted, tech,
-                                                 self.snapshot)
+                                                 self.snapshot,
+                                                 refused_without_role=int(role is None))
             self.restore(tech)
         finally:
             tech.close()
@@ -1362,11 +1368,13 @@ class Fuzzer:
     def refusal_changes_nothing(self, category: str, role: str | None, payload: bytes,
                                 audit_records: int, tech: Conn,
                                 snapshot: Callable[[Conn], dict[str, Any]],
-                                codes: frozenset[int] | None = None) -> None:
+                                codes: frozenset[int] | None = None,
+                                refused_without_role: int = 0) -> None:
         """Send a call that must be refused and check that it added exactly
-        ``audit_records`` audit records and changed nothing else ``snapshot`` sees. The
-        daemon keeps working meanwhile (merging, picking): a difference is measured again
-        once, with the same call, before it counts."""
+        ``audit_records`` audit records, ``refused_without_role`` to the count of calls
+        refused for want of a role (when ``snapshot`` reads it), and changed nothing else
+        ``snapshot`` sees. The daemon keeps working meanwhile (merging, picking): a
+        difference is measured again once, with the same call, before it counts."""
         problems: list[str] = []
         for _attempt in (1, 2):
             before = snapshot(tech)
@@ -1375,10 +1383,17 @@ class Fuzzer:
             after = snapshot(tech)
             added = after.pop("audit_records") - before.pop("audit_records")
             # A line refused before it names a call (not JSON, not a request) is no call.
-            wanted = 0 if any(outcome_of(r) in ("-32700", "-32600")
-                              for r in self.last_seen.replies) else audit_records
+            no_call = any(outcome_of(r) in ("-32700", "-32600") for r in self.last_seen.replies)
+            wanted = 0 if no_call else audit_records
             problems = [f"{added} audit records added, documented {wanted}"] if (
                 added != wanted) else []
+            if "refused_without_role" in before:
+                counted = after.pop("refused_without_role") - before.pop(
+                    "refused_without_role")
+                wanted_count = 0 if no_call else refused_without_role
+                if counted != wanted_count:
+                    problems.append(f"{counted} refusals without a role counted in diag.stats,"
+                                    f" documented {wanted_count}")
             problems += [f"changed {key}" for key in before if before[key] != after[key]]
             if not problems:
                 break
@@ -1419,6 +1434,9 @@ class Fuzzer:
                                ("stock.discrepancies", {"limit": 1000})):
             out[method] = tech.call(method, params).get("result")
         out["audit_records"] = tech.call("audit.verify")["result"]["records"]
+        refused = tech.call("diag.stats")["result"]["api"]["refused_without_role"]
+        out["refused_without_role"] = sum(n for reasons in refused.values()
+                                          for n in reasons.values())
         return out
 
     def restore(self, tech: Conn) -> None:

@@ -108,6 +108,9 @@ class ApiConfig(_Section):
     tls_key: Path | None = Field(default=None, validate_default=True)
     # Longest accepted request line, newline excluded.
     max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Connections served at once (all transports); one more is told so (-32020) and
+    # closed. Staff terminals, the order system and monitors need a few dozen.
+    max_connections: int = Field(default=256, ge=1, le=10000)
     tokens: tuple[TokenConfig, ...] = ()
     # Unix peer uid -> role: such connections are authenticated when they connect.
     peer_uids: dict[int, Role] = Field(default_factory=dict)

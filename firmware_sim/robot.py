@@ -150,6 +150,9 @@ class Robot:
         self.watchdog_timeout_ms = 0
         self.watchdog_value = 0
         self.watchdog_refreshed = time.monotonic()
+        # Times the watchdog expired since the simulator started (volatile, like the
+        # watchdog): a test can tell the controller was late even after it reset the robot.
+        self.watchdog_expiries = 0
         # Counters for the ledger.
         self.results: dict[str, int] = {r.name: 0 for r in Result}
         self.packs_picked = 0
@@ -313,6 +316,7 @@ class Robot:
 
     def _lose_controller(self) -> None:
         self.controller_lost = True
+        self.watchdog_expiries += 1
         self.abort_queue()
 
     # --- input and storage (staff, technicians, injected faults) -------------------------
@@ -568,6 +572,7 @@ class Robot:
                 "executing_seq": self.executing.seq if self.executing else 0,
                 "queue": [c.seq for c in self.queue],
                 "watchdog_timeout_ms": self.watchdog_timeout_ms,
+                "watchdog_expiries": self.watchdog_expiries,
                 "results": dict(self.results),
                 "packs_picked": self.packs_picked,
                 "packs_stored": self.packs_stored,

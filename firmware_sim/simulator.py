@@ -210,6 +210,7 @@ class Simulator:
                 "input_count": len(r.input),
                 "jam_after": r.jam_after,
                 "drop_next": r.drop_next,
+                "watchdog_expiries": r.watchdog_expiries,
             },
             "printer": self.printer.state(),
             "links": links,

@@ -26,6 +26,8 @@ class Caller:
     """The connection a call arrived on, as a handler sees it.
 
     ``role`` and ``principal`` are None until the connection authenticates.
+    ``peer`` names the other end for counting refusals: ``uid:N`` on a Unix socket (or
+    ``unix`` when the kernel does not tell), the address on TCP (``tcp:127.0.0.1``).
     ``notify(method, params)`` queues a notification to this connection only (never
     blocks; False if the connection is gone).
     """
@@ -36,11 +38,13 @@ class Caller:
         transport: Transport,
         uid: int | None,
         send: Callable[[dict[str, Any]], bool],
+        peer: str = "",
     ) -> None:
         self._send = send
         self.connection_id = connection_id
         self.transport: Transport = transport
         self.peer_uid = uid
+        self.peer = peer or (f"uid:{uid}" if uid is not None else transport)
         self.role: Role | None = None
         self.principal: str | None = None
 

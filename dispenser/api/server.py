@@ -19,29 +19,46 @@ What callers may rely on:
   one or a non-socket file is an error; mode ``config.socket_mode`` is set before
   ``listen()``). TCP only when ``tcp_enabled``, with TLS when ``tls_cert``/``tls_key`` are
   set. Sockets inherited from systemd socket activation (``LISTEN_FDS``/``LISTEN_PID``,
-  from fd 3) replace the configured socket of the same family.
+  from fd 3) replace the configured socket of the same family. Every listening socket
+  gets the system's largest backlog (:func:`listen_backlog`), so a burst of connects
+  waits in the kernel instead of failing.
+- **Connection limit.** At most ``max_connections`` connections are served at once; one
+  more gets a single -32020 error line (id null, ``data.max_connections``) and is closed.
 - **Framing.** A line longer than ``max_message_bytes`` gets one -32600 error (id null) and
   the connection is closed. Invalid UTF-8 or JSON gets -32700 and the connection stays
   usable. Requests on one connection are handled one at a time, in order (so ``auth.login``
   followed at once by a call works); open more connections for parallel calls.
+- **Sharing the loop.** After each request a connection hands the event loop back, and a
+  :class:`~dispenser.api.pacing.Pacer` lets requests start only in the first
+  ``turn_budget_s`` of each loop iteration, oldest waiting first: a pipelined flood on one
+  connection or many never holds the loop for more than that plus one request, so the
+  scheduler's cycle and the robot's watchdog refresh keep their pace.
+- **Backpressure.** While more than ``reply_backlog`` bytes of replies wait to be read by
+  a connection's client, the server reads no further requests from it (the kernel's
+  buffers then make the client wait). A client that reads is never dropped for sending
+  faster than it reads.
 - **Auth.** A new connection has no role unless its Unix peer uid is mapped in
   ``peer_uids``. Without a role only ``system.ping``, ``system.info`` and ``auth.login``
   may be called (-32007 otherwise). A method declared with ``roles`` refuses other roles
-  with -32005. ``roles=None`` admits every authenticated caller.
+  with -32005. ``roles=None`` admits every authenticated caller. Calls refused to a caller
+  without a role are counted in ``refusals`` (:class:`RefusalTally`: method, reason, peer)
+  and never passed to the audit hook.
 - **Failures.** ``ApiError`` raised by a handler becomes the error reply. Any other
   exception is logged (without locals) and answered with -32603 and an incident id in
   ``data``; the connection survives.
 - **Slow clients.** Each connection has its own write queue; ``publish`` and
-  ``Caller.notify`` never wait. A client whose unread output exceeds
-  ``write_buffer_limit`` bytes is disconnected; others are unaffected.
+  ``Caller.notify`` never wait. A client whose unread output (events included) exceeds
+  ``write_buffer_limit`` bytes is disconnected (only events can get it there: replies
+  stop at ``reply_backlog``); others are unaffected.
 - **Events.** ``events.subscribe {"topics": [...]}`` (any of ``EVENT_TOPICS``; omitted =
   all) makes ``publish(event)`` send ``{"jsonrpc":"2.0","method":"event","params":event}``
   to that connection when ``event["topic"]`` is one of its topics (an event without a
   topic goes to every subscriber).
-- **Audit.** After every call of a method declared ``mutating=True`` — refused ones
-  included — ``on_mutating_call(caller, method, params, outcome)`` is called (and awaited if
-  it returns an awaitable) before the reply is queued. If the hook raises, the failure is
-  logged and the reply is still sent: the action has already happened.
+- **Audit.** After every call of a method declared ``mutating=True`` by a caller with a
+  role — refused ones included — ``on_mutating_call(caller, method, params, outcome)`` is
+  called (and awaited if it returns an awaitable) before the reply is queued. If the hook
+  raises, the failure is logged and the reply is still sent: the action has already
+  happened.
 """
 
 from __future__ import annotations
@@ -55,6 +72,7 @@ import secrets
 import socket
 import ssl
 import stat
+import time
 from collections import deque
 from collections.abc import MutableMapping, Sequence
 from datetime import UTC, datetime
@@ -62,6 +80,7 @@ from pathlib import Path
 from typing import Any
 
 from dispenser.api.auth import Authenticator, peer_uid
+from dispenser.api.pacing import DEFAULT_BUDGET_S, Pacer
 from dispenser.api.protocol import (
     ApiError,
     ErrorCode,
@@ -73,6 +92,7 @@ from dispenser.api.protocol import (
     parse_request,
     result_response,
 )
+from dispenser.api.refusals import UNKNOWN_METHOD, RefusalTally
 from dispenser.api.registry import (
     AuditHook,
     Caller,
@@ -96,6 +116,8 @@ __all__ = [
     "Method",
     "MethodRegistry",
     "Outcome",
+    "RefusalTally",
+    "listen_backlog",
     "systemd_listen_sockets",
 ]
 
@@ -104,6 +126,11 @@ log = get_logger(__name__)
 PUBLIC_METHODS = frozenset({"system.ping", "system.info", "auth.login"})
 EVENT_TOPICS = frozenset({"order", "shipment", "machine", "fault", "stock"})
 DEFAULT_WRITE_BUFFER_LIMIT = 16 * 1024 * 1024
+# Replies queued for a client beyond this pause reading its requests (one reply of any
+# size is always queued).
+DEFAULT_REPLY_BACKLOG = 256 * 1024
+_SOMAXCONN_FILE = Path("/proc/sys/net/core/somaxconn")
+_REFUSAL_LOG_EVERY_S = 10.0
 _SD_LISTEN_FDS_START = 3
 _FLUSH_ON_CLOSE_S = 2.0
 _TLS_HANDSHAKE_S = 10.0
@@ -130,11 +157,16 @@ class _Connection:
         self.writer = writer
         self.id = connection_id
         uid = peer_uid(writer.get_extra_info("socket")) if transport == "unix" else None
-        self.caller = Caller(connection_id, transport, uid, self.send)
+        self.caller = Caller(connection_id, transport, uid, self.send, _peer(transport, uid,
+                                                                             writer))
         self.topics: frozenset[str] | None = None
         self._pending: deque[bytes] = deque()
         self._pending_bytes = 0
         self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()  # set by the writer when output has drained
+        # drain() then waits until the client has taken all but a quarter of the backlog;
+        # whenever the writer is idle, at most ``reply_backlog`` bytes are unread.
+        writer.transport.set_write_buffer_limits(high=server.reply_backlog)
         self._closing = False
         self._aborted = False
 
@@ -143,12 +175,18 @@ class _Connection:
     def send(self, message: dict[str, Any]) -> bool:
         return self.send_bytes(encode(message))
 
+    def queued_bytes(self) -> int:
+        """Output not yet taken by the client: our queue and the transport's buffer."""
+        return self._pending_bytes + self.writer.transport.get_write_buffer_size()
+
     def send_bytes(self, data: bytes) -> bool:
         if self._closing:
             return False
         # One message is always accepted (a reply may be large); beyond that the unread
-        # backlog is bounded.
-        if self._pending and self._pending_bytes + len(data) > self.server.write_buffer_limit:
+        # backlog is bounded. Replies never get here (reading pauses at reply_backlog):
+        # only events for a subscriber that does not read.
+        queued = self.queued_bytes()
+        if queued and queued + len(data) > self.server.write_buffer_limit:
             self.abort("client does not read its messages")
             return False
         self._pending.append(data)
@@ -171,6 +209,7 @@ class _Connection:
         self.writer.transport.abort()
         self.server._subscribers.discard(self)
         self._wakeup.set()
+        self._room.set()
 
     async def _write_loop(self) -> None:
         try:
@@ -183,10 +222,14 @@ class _Connection:
                     self._pending_bytes = 0
                     self.writer.write(batch)
                     await self.writer.drain()
+                self._room.set()
                 if self._closing and not self._pending:
                     return
         except (ConnectionError, OSError):
+            # The client is gone: nothing more will be read from it either.
             self._aborted = True
+            self._closing = True
+            self._room.set()
 
     # -- reading
 
@@ -212,9 +255,22 @@ class _Connection:
             self.writer.close()
             log.info("api connection closed", connection=self.id)
 
+    async def _wait_for_room(self) -> None:
+        """Backpressure: no further request is read while the client leaves more than
+        ``reply_backlog`` bytes unread."""
+        if self.queued_bytes() <= self.server.reply_backlog:
+            return
+        self.server.reads_paused += 1
+        while not self._closing and self.queued_bytes() > self.server.reply_backlog:
+            self._room.clear()
+            await self._room.wait()
+
     async def _read_loop(self) -> None:
         limit = self.server.config.max_message_bytes
         while not self._closing:
+            await self._wait_for_room()
+            if self._closing:
+                return
             try:
                 line = await self.reader.readuntil(b"\n")
             except asyncio.LimitOverrunError:
@@ -238,8 +294,12 @@ class _Connection:
                 return
             if line.strip():
                 await self._handle_line(line)
+            # Hand the loop back between requests: lines already buffered would otherwise
+            # be handled back to back, holding up the scheduler and every other client.
+            await asyncio.sleep(0)
 
     async def _handle_line(self, line: bytes) -> None:
+        await self.server.pacer.turn()
         try:
             request = parse_request(line)
         except MessageError as error:
@@ -249,6 +309,25 @@ class _Connection:
         reply = await self.server._dispatch(self.caller, request)
         if request.has_id:
             self.send_bytes(reply)
+
+
+def _peer(transport: Transport, uid: int | None, writer: asyncio.StreamWriter) -> str:
+    if transport == "unix":
+        return f"uid:{uid}" if uid is not None else "unix"
+    address = writer.get_extra_info("peername")
+    if isinstance(address, tuple) and address:
+        return f"tcp:{address[0]}"
+    return "tcp"
+
+
+def listen_backlog() -> int:
+    """The largest listen backlog the system allows: ``socket.SOMAXCONN`` or
+    ``net.core.somaxconn``, whichever is larger (the kernel caps it anyway)."""
+    try:
+        configured = int(_SOMAXCONN_FILE.read_text().strip())
+    except (OSError, ValueError):
+        configured = 0
+    return max(socket.SOMAXCONN, configured)
 
 
 # --------------------------------------------------------------------------- systemd
@@ -307,10 +386,20 @@ class ApiServer:
         on_mutating_call: AuditHook | None = None,
         inherited: Sequence[socket.socket] | None = None,
         write_buffer_limit: int = DEFAULT_WRITE_BUFFER_LIMIT,
+        reply_backlog: int = DEFAULT_REPLY_BACKLOG,
+        turn_budget_s: float = DEFAULT_BUDGET_S,
     ) -> None:
         self.config = config
         self.registry = registry if registry is not None else MethodRegistry()
         self.write_buffer_limit = write_buffer_limit
+        # Below the drop limit, so that replies alone never get a reading client dropped.
+        self.reply_backlog = min(reply_backlog, write_buffer_limit // 2)
+        self.pacer = Pacer(turn_budget_s)
+        self.refusals = RefusalTally()
+        self.backlog = listen_backlog()
+        self.reads_paused = 0  # times a connection's reading waited for its client
+        self.connections_refused = 0  # connections turned away at max_connections
+        self._refusal_logged = 0.0
         self._on_mutating_call = on_mutating_call
         self._inherited = list(inherited) if inherited is not None else None
         self._auth = Authenticator(config.tokens, config.peer_uids)
@@ -329,7 +418,8 @@ class ApiServer:
         inherited = self._inherited if self._inherited is not None else systemd_listen_sockets()
         tls = self._tls_context()
         limit = self.config.max_message_bytes
-        tcp_options: dict[str, Any] = {"limit": limit}
+        backlog = self.backlog
+        tcp_options: dict[str, Any] = {"limit": limit, "backlog": backlog}
         if tls is not None:
             tcp_options.update(ssl=tls, ssl_handshake_timeout=_TLS_HANDSHAKE_S)
         unix_cb = functools.partial(self._serve, "unix")
@@ -339,7 +429,8 @@ class ApiServer:
             for sock in inherited:
                 if sock.family == socket.AF_UNIX:
                     have_unix = True
-                    server = await asyncio.start_unix_server(unix_cb, sock=sock, limit=limit)
+                    server = await asyncio.start_unix_server(unix_cb, sock=sock, limit=limit,
+                                                             backlog=backlog)
                 else:
                     have_inet = True
                     server = await asyncio.start_server(tcp_cb, sock=sock, **tcp_options)
@@ -347,7 +438,8 @@ class ApiServer:
             if not have_unix:
                 sock = self._bind_unix(self.config.socket, self.config.socket_mode)
                 self._servers.append(
-                    await asyncio.start_unix_server(unix_cb, sock=sock, limit=limit)
+                    await asyncio.start_unix_server(unix_cb, sock=sock, limit=limit,
+                                                    backlog=backlog)
                 )
             if self.config.tcp_enabled and not have_inet:
                 if tls is None and self.config.tcp_host not in {"127.0.0.1", "::1", "localhost"}:
@@ -428,6 +520,18 @@ class ApiServer:
     def connection_count(self) -> int:
         return len(self._connections)
 
+    def stats(self) -> dict[str, Any]:
+        """Connections and refusals since the start, for ``diag.stats``."""
+        return {
+            "connections": len(self._connections),
+            "max_connections": self.config.max_connections,
+            "connections_refused": self.connections_refused,
+            "listen_backlog": self.backlog,
+            "reads_paused": self.reads_paused,
+            "requests_deferred": self.pacer.deferred,
+            "refused_without_role": self.refusals.totals(),
+        }
+
     # -- events
 
     def publish(self, event: dict[str, Any]) -> int:
@@ -474,7 +578,7 @@ class ApiServer:
             sock.bind(str(path))
             # Before listen(): nobody can connect while the mode is still the umask's.
             os.chmod(path, mode)
-            sock.listen(128)
+            sock.listen(self.backlog)
         except OSError as exc:
             sock.close()
             raise ApiStartError(f"cannot listen on {path}: {exc.strerror or exc}") from None
@@ -485,6 +589,9 @@ class ApiServer:
     async def _serve(
         self, transport: Transport, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        if len(self._connections) >= self.config.max_connections:
+            await self._refuse_connection(writer)
+            return
         task = asyncio.current_task()
         connection = _Connection(self, reader, writer, transport, next(self._ids))
         identity = self._auth.check_uid(connection.caller.peer_uid)
@@ -504,10 +611,34 @@ class ApiServer:
             if task is not None:
                 self._tasks.discard(task)
 
+    async def _refuse_connection(self, writer: asyncio.StreamWriter) -> None:
+        """One error line saying why, then close: the client knows it was not a fault."""
+        self.connections_refused += 1
+        limit = self.config.max_connections
+        now = time.monotonic()
+        if now - self._refusal_logged >= _REFUSAL_LOG_EVERY_S:
+            self._refusal_logged = now
+            log.warning("api connection refused: limit reached", max_connections=limit,
+                        refused_so_far=self.connections_refused)
+        error = ApiError(
+            ErrorCode.TOO_MANY_CONNECTIONS,
+            f"the dispenser serves at most {limit} connections at once; "
+            "close one or try again later",
+            {"max_connections": limit},
+        )
+        with contextlib.suppress(ConnectionError, OSError):
+            writer.write(encode(error_response(None, error)))
+            await asyncio.wait_for(writer.drain(), _FLUSH_ON_CLOSE_S)
+        with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+            writer.close()
+            await asyncio.wait_for(writer.wait_closed(), _FLUSH_ON_CLOSE_S)
+
     async def _dispatch(self, caller: Caller, request: Request) -> bytes:
         method = self.registry.get(request.method)
         if method is None:
             error = ApiError(ErrorCode.METHOD_NOT_FOUND, f"no such method: {request.method!r}")
+            if caller.role is None:
+                self.refusals.count(caller.peer, UNKNOWN_METHOD, _reason(error))
             return encode(error_response(request.id, error))
         try:
             self._authorize(method, caller)
@@ -532,7 +663,11 @@ class ApiServer:
             )
             reply = encode(error_response(request.id, error))
             outcome = Outcome(ok=False, error=error)
-        if method.mutating and self._on_mutating_call is not None:
+        if caller.role is None:
+            # Anybody can send these: counted, never written one by one (see refusals.py).
+            if not outcome.ok and outcome.error is not None:
+                self.refusals.count(caller.peer, method.name, _reason(outcome.error))
+        elif method.mutating and self._on_mutating_call is not None:
             await self._audit(caller, method.name, request.params, outcome)
         return reply
 
@@ -620,6 +755,12 @@ class ApiServer:
         _no_other_params("events.unsubscribe", params, set())
         self._subscribers.discard(self._connections[caller.connection_id])
         return {"topics": []}
+
+
+def _reason(error: ApiError) -> str:
+    """A refusal's reason code: the error code's name (``unauthenticated`` ...)."""
+    code = error.code
+    return code.name.lower() if isinstance(code, ErrorCode) else str(int(code))
 
 
 def _invalid_params(message: str, path: str, problem: str, **data: Any) -> ApiError:

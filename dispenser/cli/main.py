@@ -68,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     register_all(sub, common)
+    # Commands that describe the CLI itself (shell completion) read it from here.
+    parser.set_defaults(parser=parser)
     return parser
 
 

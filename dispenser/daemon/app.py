@@ -37,6 +37,7 @@ from dispenser.daemon.printdesk import PrintDesk, reason_names
 from dispenser.daemon.robot import Robot
 from dispenser.daemon.scheduler import Scheduler
 from dispenser.daemon.schema import DAEMON_MIGRATIONS
+from dispenser.daemon.statecounts import STATE_COUNT_MIGRATIONS, state_counts
 from dispenser.journal import Journal
 from dispenser.logs import get_logger
 from drivers.printer.client import Printer
@@ -44,6 +45,9 @@ from drivers.printer.client import Printer
 log = get_logger(__name__)
 
 VERSION = "0.1.0"
+# Calls refused to callers without a role are summarized in the audit trail this often:
+# one row per peer, with counts by method and reason (never the calls' params).
+REFUSAL_SUMMARY_S = 60.0
 
 
 def utc_now() -> datetime:
@@ -70,7 +74,8 @@ class Daemon:
 
         path = Path(config.journal.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.journal = Journal(path, extra_migrations=DAEMON_MIGRATIONS)
+        self.journal = Journal(path, extra_migrations=[*DAEMON_MIGRATIONS,
+                                                       *STATE_COUNT_MIGRATIONS])
         self.formulary = Formulary.load(config.formulary.path)
         s = config.stock
         self.geometry = SlotGeometry(s.sides, s.levels, s.columns, s.slot_capacity)
@@ -130,6 +135,31 @@ class Daemon:
                            caller.principal or f"connection:{caller.connection_id}",
                            caller.role or "none", "api." + method, subject, None,
                            {"params": safe, "outcome": outcome_dict(ok, error)})
+
+    async def write_refusal_summaries(self) -> None:
+        """One audit row per peer whose calls were refused for want of a role since the
+        last summary (``api.refused_without_role``: peer, window, counts)."""
+        windows = self.server.refusals.take_window()
+        if not windows:
+            return
+
+        def write() -> None:
+            at = self.clock().isoformat()
+            for w in windows:
+                self.journal.audit(at, w.peer, "none", "api.refused_without_role", w.peer,
+                                   None, {"from": w.started.isoformat(),
+                                          "to": w.ended.isoformat(), "calls": w.calls,
+                                          "refused": w.refused})
+
+        await self.commit.run(write)
+
+    async def _summarize_refusals(self) -> None:
+        while True:
+            await asyncio.sleep(REFUSAL_SUMMARY_S)
+            try:
+                await self.write_refusal_summaries()
+            except Exception:
+                log.exception("refusal summary not written")
 
     async def _audit_hook(self, caller: Caller, method: str, params: dict[str, Any],
                           outcome: Outcome) -> None:
@@ -207,11 +237,7 @@ class Daemon:
                 "completion_count": st.completion_count,
                 "output_full": sorted(st.output_full), "input_count": st.input_count,
             })
-        counts: dict[str, dict[str, int]] = {"shipments": {}, "orders": {}}
-        for table, key in (("shipments", "shipments"), ("orders", "orders")):
-            for state, n in self.journal.query(
-                    f"SELECT state, count(*) FROM {table} GROUP BY state"):
-                counts[key][state] = int(n)
+        counts = state_counts(self.journal)  # kept by triggers: no scan of every order
         active = sched.faults.log.page(active=True, limit=10)
         busy = sched.totes.outputs_in_use()
         return {
@@ -244,6 +270,7 @@ class Daemon:
             "shipments_completed": c.shipments_completed, "link_downs": c.link_downs,
             "group_commit": {"batches": self.commit.batches, "calls": self.commit.calls,
                              "largest": self.commit.largest},
+            "api": self.server.stats(),
         }
 
     # ------------------------------------------------------------------ running
@@ -265,6 +292,7 @@ class Daemon:
         tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
                  asyncio.create_task(self.desk.run(), name="printdesk")]
         extra = [asyncio.create_task(fn(self), name="extra") for fn in self.extra_tasks]
+        extra.append(asyncio.create_task(self._summarize_refusals(), name="refusals"))
         stop_wait = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
         for t in done:
@@ -285,6 +313,7 @@ class Daemon:
             ("scheduler", lambda: self._stop_scheduler(tasks[0])),
             ("printdesk", lambda: self._stop_desk(tasks[1])),
             ("api", self.server.stop),
+            ("refusal summary", self.write_refusal_summaries),
             ("robot", self.robot.close),
             ("printer", self.printer.close),
         ]

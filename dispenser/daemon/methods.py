@@ -62,11 +62,17 @@ class Services(Protocol):
     def write_api_audit(self, caller: Caller, method: str, params: dict[str, Any], ok: bool,
                         error: ApiError | None) -> None: ...
 
-__all__ = ["ALL", "STAFF", "TECHNICIAN", "Services", "register_methods"]
+
+__all__ = ["ALL", "MAX_TEXT", "STAFF", "TECHNICIAN", "Services", "register_methods"]
 
 ALL = ("order_system", "staff", "technician")
 STAFF = ("staff", "technician")
 TECHNICIAN = ("technician",)
+
+# The longest free text a method takes (reasons, notes, scans; docs/api.md, Limits).
+# Longer text is refused with -32602 naming the field, and an audit row keeps at most
+# this much of any value.
+MAX_TEXT = 500
 
 # Params that may be copied into the API audit record (never patient data).
 _AUDIT_KEYS = ("order_id", "shipment_id", "fault_id", "gtin", "batch", "reason", "on",
@@ -124,8 +130,12 @@ def _order_text_error(order: Any) -> ApiError | None:
 
 
 Text = Annotated[StrictStr, AfterValidator(_unicode)]
-Ident = Annotated[Text, Field(min_length=1, max_length=64)]
-Reason = Annotated[Text, Field(max_length=500)]
+# Length limits go before the Unicode check: so they are checked on the string itself
+# and say "at most N characters".
+Ident = Annotated[StrictStr, Field(min_length=1, max_length=64), AfterValidator(_unicode)]
+Reason = Annotated[StrictStr, Field(max_length=MAX_TEXT), AfterValidator(_unicode)]
+FreeText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT),
+                     AfterValidator(_unicode)]
 Id = Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
 
 
@@ -174,7 +184,7 @@ class _ShipmentList(_Page):
 
 class _ConfirmManual(_P):
     shipment_id: Ident
-    scan: Annotated[Text, Field(min_length=1, max_length=500)]
+    scan: FreeText
 
 
 class _StockList(_Page):
@@ -185,14 +195,14 @@ class _StockList(_Page):
 
 
 class _Load(_P):
-    scan: Annotated[Text, Field(min_length=1, max_length=500)]
+    scan: FreeText
     wait: StrictBool = False
 
 
 class _Quarantine(_P):
     gtin: Annotated[Text, Field(pattern=r"^[0-9]{14}$")]
-    batch: Annotated[Text, Field(min_length=1, max_length=20)]
-    reason: Annotated[Text, Field(min_length=1, max_length=500)]
+    batch: Annotated[StrictStr, Field(min_length=1, max_length=20), AfterValidator(_unicode)]
+    reason: FreeText
 
 
 class _Discrepancies(_Page):
@@ -642,14 +652,29 @@ def _storable(value: Any) -> Any:
     return value
 
 
+def _bounded(value: Any, key: str, truncated: dict[str, int]) -> Any:
+    """A value as the audit row keeps it: storable, text cut to ``MAX_TEXT`` characters
+    (``truncated`` records the original length), so a refused call's row stays small."""
+    value = _storable(value)
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        truncated[key] = len(value)
+        return value[:MAX_TEXT]
+    return value
+
+
 def audit_summary(method: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(subject, safe params) for the API audit row: ids and reasons, no patient data."""
-    safe = {k: _storable(params[k]) for k in _AUDIT_KEYS if k in params and not isinstance(
-        params[k], dict | list)}
+    """(subject, safe params) for the API audit row: ids and reasons, no patient data.
+
+    A value longer than ``MAX_TEXT`` characters (only a refused call can have one) is cut
+    to that length and ``safe["truncated"]`` maps its key to its original length: a row
+    holds at most a few KB whatever the call sent."""
+    truncated: dict[str, int] = {}
+    safe = {k: _bounded(params[k], k, truncated) for k in _AUDIT_KEYS
+            if k in params and not isinstance(params[k], dict | list)}
     subject = ""
     order = params.get("order")
     if isinstance(order, dict) and isinstance(order.get("order_id"), str):
-        subject = _storable(order["order_id"])
+        subject = _bounded(order["order_id"], "order.order_id", truncated)
     orders = params.get("orders")
     if isinstance(orders, list):
         ids = [o.get("order_id") for o in orders if isinstance(o, dict)]
@@ -658,6 +683,8 @@ def audit_summary(method: str, params: dict[str, Any]) -> tuple[str, dict[str, A
     for key in ("order_id", "shipment_id", "fault_id", "gtin"):
         if key in safe and not subject:
             subject = str(safe[key])
+    if truncated:
+        safe["truncated"] = truncated
     return subject or method, safe
 
 

@@ -49,3 +49,37 @@ def test_orders_with_broken_text_are_invalid_orders_naming_the_field() -> None:
     assert m.broken_text({"patient": {"name": "ok", "phone": "x\ud800"}}) == "patient.phone"
     assert m.broken_text({"items": [{"drug_code": "1"}, {"\udcff": 1}]}) == "items.1.\udcff"
     assert m.broken_text({"a": ["fine", 1, None]}) is None
+
+
+@pytest.mark.parametrize(("model", "params", "field"), [
+    (m._OrderAction, {"order_id": "A-1", "reason": "r" * 501}, "reason"),
+    (m._Quarantine, {"gtin": "06900000010006", "batch": "B1", "reason": "r" * 501}, "reason"),
+    (m._Pause, {"reason": "r" * 501}, "reason"),
+    (m._FaultAck, {"fault_id": 1, "note": "n" * 501}, "note"),
+    (m._Load, {"scan": "s" * 501}, "scan"),
+    (m._ConfirmManual, {"shipment_id": "SH-1", "scan": "s" * 501}, "scan"),
+])
+def test_free_text_longer_than_the_limit_is_refused_naming_the_field(
+        model: Any, params: dict[str, Any], field: str) -> None:
+    assert m.MAX_TEXT == 500
+    with pytest.raises(ApiError) as err:
+        parse_params(model, params)
+    assert err.value.code == ErrorCode.INVALID_PARAMS
+    assert [e["path"] for e in err.value.data["errors"]] == [field]
+    assert "500 characters" in err.value.message
+    parse_params(model, {**params, field: params[field][:500]})  # the limit itself is fine
+
+
+def test_audit_summary_keeps_a_bounded_part_of_long_values_and_says_so() -> None:
+    subject, safe = m.audit_summary("order.cancel", {"order_id": "o" * 100_000,
+                                                     "reason": "r" * 500_000,
+                                                     "note": "fine"})
+    assert subject == "o" * 500
+    assert safe["order_id"] == "o" * 500 and safe["reason"] == "r" * 500
+    assert safe["note"] == "fine"
+    assert safe["truncated"] == {"order_id": 100_000, "reason": 500_000}
+    assert len(json.dumps(safe)) < 2_000
+    subject, safe = m.audit_summary("order.submit", {"order": {"order_id": "x" * 9000}})
+    assert subject == "x" * 500 and safe["truncated"] == {"order.order_id": 9000}
+    _, safe = m.audit_summary("machine.pause", {"reason": "short"})
+    assert "truncated" not in safe

@@ -218,6 +218,20 @@ async def test_watchdog_expiry_is_controller_lost(client: TcpClient) -> None:
     assert (await client.wait_completed(seq))["last_completed_seq"] == seq
 
 
+async def test_watchdog_expiries_are_counted_after_the_reset(
+    sim: Simulator, client: TcpClient
+) -> None:
+    await homed(client)
+    assert sim.status()["robot"]["watchdog_expiries"] == 0
+    await client.write(101, [100])
+    await asyncio.sleep(0.3)
+    await client.write(101, [0])
+    await client.write(102, [1])  # RESET: the state no longer shows it, the count does
+    assert sim.status()["robot"]["state"] != "CONTROLLER_LOST"
+    assert sim.status()["robot"]["watchdog_expiries"] == 1
+    assert sim.ledger()["robot"]["watchdog_expiries"] == 1
+
+
 async def test_watchdog_aborts_queue_after_motion_in_progress(short_dir: object) -> None:
     from pathlib import Path
 

@@ -117,7 +117,9 @@ async def make_server(sock_dir: Path) -> AsyncIterator[ServerFactory]:
 
     async def make(audit: Any = None, **overrides: Any) -> ApiServer:
         kwargs = {
-            k: overrides.pop(k) for k in ("inherited", "write_buffer_limit") if k in overrides
+            k: overrides.pop(k)
+            for k in ("inherited", "write_buffer_limit", "reply_backlog", "turn_budget_s")
+            if k in overrides
         }
         server = ApiServer(
             api_config(sock_dir, **overrides), build_registry(), on_mutating_call=audit, **kwargs

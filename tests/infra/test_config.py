@@ -18,6 +18,7 @@ def test_shipped_example_loads() -> None:
     assert [t.role for t in config.api.tokens] == ["order_system", "staff", "technician"]
     assert config.robot.transport == "tcp"
     assert config.policy.merge_window_s == 300.0
+    assert config.api.max_connections == 256
 
 
 def test_defaults_without_a_file() -> None:
@@ -25,6 +26,7 @@ def test_defaults_without_a_file() -> None:
     assert config == Config()
     assert config.api.tcp_enabled is False
     assert config.api.max_message_bytes == 1024 * 1024
+    assert config.api.max_connections == 256
     assert config.log.format == "auto"
 
 

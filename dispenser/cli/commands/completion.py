@@ -31,12 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.set_defaults(func=completion, offline=True)
 
 
-def script(shell: str) -> str:
+def script(parser: argparse.ArgumentParser, shell: str) -> str:
     """The completion script for ``shell``, from the parser as it is now."""
-    # Imported here: main builds its parser from this module's register().
-    from dispenser.cli.main import build_parser
-
-    parser = build_parser()
     _one_line_help(parser)
     return str(shtab.complete(parser, shell=shell))
 
@@ -51,6 +47,6 @@ def _one_line_help(parser: argparse.ArgumentParser) -> None:
 
 
 def completion(ctx: Context, args: argparse.Namespace) -> Exit:
-    sys.stdout.write(script(args.shell))
+    sys.stdout.write(script(args.parser, args.shell))
     sys.stdout.flush()
     return Exit.OK
