@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dispenser.core import Dispensary
-from dispenser.journal import Journal, JournalError, Migration
+from dispenser.journal import CORE_MIGRATIONS, Journal, JournalError, Migration
 from dispenser.policy import Policy
 from dispenser.states import OrderState, ShipmentState
 from dispenser.stock import SlotGeometry
@@ -46,15 +46,15 @@ def test_pragmas_and_migrations(tmp_path: Path) -> None:
     assert j.query_one("PRAGMA journal_mode")[0] == "wal"
     assert j.query_one("PRAGMA synchronous")[0] == 2  # FULL
     assert j.query_one("PRAGMA foreign_keys")[0] == 1
-    assert j.user_version == 1
+    assert j.user_version == len(CORE_MIGRATIONS)
     j.close()
     extra = [Migration("daemon", 1, "robot tasks", "CREATE TABLE robot_tasks (id INTEGER);"),
              Migration("daemon", 2, "index", "CREATE INDEX robot_tasks_id ON robot_tasks(id);")]
     j = Journal(tmp_path / "j.db", extra_migrations=extra)
-    assert j.user_version == 3
+    assert j.user_version == len(CORE_MIGRATIONS) + 2
     j.close()
     j = Journal(tmp_path / "j.db", extra_migrations=extra)  # idempotent
-    assert j.user_version == 3
+    assert j.user_version == len(CORE_MIGRATIONS) + 2
     j.close()
     with pytest.raises(JournalError):
         Journal(tmp_path / "j.db", extra_migrations=[extra[0], extra[0]])
