@@ -65,6 +65,7 @@ class ErrorCode(IntEnum):
     UNAUTHENTICATED = -32007
     LOAD_REFUSED = -32008
     HARDWARE = -32009
+    JOURNAL_UNAVAILABLE = -32010
 
 
 class ApiError(Exception):

@@ -3,6 +3,7 @@
 ::
 
     dispenserd [--config FILE] [--simulate] [--demo-orders N] [--speed N | --instant]
+               [--new-audit-key]
 
 Without ``--config`` the demo defaults apply (``dispenser.config``). ``--simulate`` runs the
 robot and printer simulator inside the daemon (an ephemeral TCP port and a pty printer)
@@ -14,7 +15,9 @@ submits N generated orders once the stock is loaded.
 days, e.g. to load a batch that has expired by the time the daemon runs again without it.
 
 Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 when a working loop failed, 2 for a
-configuration or start-up problem.
+configuration or start-up problem (one line naming the key or file and the cause: a
+journal that cannot be opened, is in use by another dispenserd, or whose audit key does not
+match; systemd does not restart it, see RestartPreventExitStatus in dispenserd.service).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -33,6 +37,7 @@ from dispenser.api.server import ApiStartError
 from dispenser.config import Config, ConfigError, load_config
 from dispenser.formulary import FormularyError
 from dispenser.journal import JournalError
+from dispenser.journal.health import open_problem
 from dispenser.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -53,6 +58,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                        help="with --simulate: motions run N times faster than the real robot")
     speed.add_argument("--instant", action="store_true",
                        help="with --simulate: every motion completes at once")
+    p.add_argument("--new-audit-key", action="store_true",
+                   help="the journal's audit key is lost for good: key the audit trail with "
+                   "the configured key from now on (recorded in the trail; rows of the old "
+                   "key can no longer be authenticated)")
     args = p.parse_args(argv)
     if args.demo_orders < 0:
         p.error("--demo-orders must be 0 or more")
@@ -106,9 +115,12 @@ async def run(config: Config, args: argparse.Namespace, simulate: bool) -> int:
         extra.append(demo_task(args.demo_orders))
     try:
         try:
-            daemon = Daemon(config, simulator=sim, extra_tasks=extra, clock=clock_from_env())
-        except (OSError, FormularyError, JournalError) as exc:
-            log.error("cannot start", error=str(exc))
+            daemon = Daemon(config, simulator=sim, extra_tasks=extra, clock=clock_from_env(),
+                            new_audit_key=args.new_audit_key)
+        except (OSError, FormularyError, JournalError, sqlite3.Error) as exc:
+            problem = (open_problem(str(config.journal.path), exc)
+                       if isinstance(exc, sqlite3.Error) else str(exc))
+            log.error("cannot start", error=problem)
             if sim is not None:
                 await sim.stop()
             return 2

@@ -27,6 +27,7 @@ from dispenser.errors import (
     NotFound,
     UnknownDrug,
 )
+from dispenser.journal import JournalUnavailable
 from dispenser.lifecycle import ControllerState, InvalidTransition
 from dispenser.states import OrderState, PackState, ShipmentState
 from dispenser.views import Actor, OrderView, PackView, ShipmentView
@@ -291,6 +292,11 @@ def api_error(exc: Exception) -> ApiError:
         return ApiError(ErrorCode.WRONG_STATE, getattr(exc, "message", str(exc)))
     if isinstance(exc, LoadRefused):
         return ApiError(ErrorCode.LOAD_REFUSED, exc.message, {"reason": exc.reason_code})
+    if isinstance(exc, JournalUnavailable):
+        return ApiError(ErrorCode.JOURNAL_UNAVAILABLE, exc.message,
+                        {"cause": exc.cause, "filesystem": exc.filesystem,
+                         "retry": "nothing of this call was kept; send it again once the "
+                                  "journal works (order ids make a repeat harmless)"})
     if isinstance(exc, DispenserError):
         return ApiError(ErrorCode.CONFLICT, exc.message)
     if isinstance(exc, ModbusExceptionReply):
@@ -325,9 +331,15 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
         def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
             async def handler(params: dict[str, Any], caller: Caller) -> Any:
                 try:
+                    if mutating:
+                        # A change needs the journal (its audit row at least): while it
+                        # takes no writes, refuse before changing anything.
+                        down = daemon.journal.check_available()
+                        if down is not None:
+                            raise down
                     return await fn(params, caller)
                 except (DispenserError, HardwareError, RobotError, PrinterError,
-                        InvalidTransition) as exc:
+                        InvalidTransition, JournalUnavailable) as exc:
                     raise api_error(exc) from None
             handler.__name__ = fn.__name__
             registry.add(name, handler, roles=roles, mutating=mutating)
@@ -550,6 +562,7 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
             raise ApiError(ErrorCode.WRONG_STATE, str(exc)) from None
         record = sched.rlog.fault(p.fault_id)
         assert record is not None
+        daemon.fault_acknowledged(record)
         return record.as_dict()
 
     # -- labels
@@ -607,9 +620,14 @@ def register_methods(registry: MethodRegistry, daemon: Daemon) -> None:
     async def audit_verify(params: dict[str, Any], caller: Caller) -> Any:
         parse_params(_Empty, params)
         started = time.perf_counter()
-        r = d.audit_verify()
+        r = await daemon.verify_audit()
+        cp = r.checkpoint
         return {"ok": r.ok, "records": r.rows, "first_bad_row": r.first_bad_row,
-                "problems": [r.reason] if r.reason else [],
+                "problems": [f.message for f in r.findings],
+                "findings": [f.as_dict() for f in r.findings],
+                "keyed": r.keyed, "keyed_from": r.keyed_from, "key_id": r.key_id,
+                "checkpoint": None if cp is None else {
+                    "last_id": cp["last_id"], "written_at": cp["written_at"]},
                 "seconds": round(time.perf_counter() - started, 3)}
 
 

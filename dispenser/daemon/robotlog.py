@@ -15,6 +15,12 @@ This is what makes picking exactly-once across crashes. The rules:
 The tables live in the journal as the ``daemon`` component's migrations. Other tables the
 daemon owns: ``totes`` (which output a shipment's tote is at, whether its label is printed
 and the tote released) and ``faults`` (history with context, acknowledgements).
+
+A fault raised while the journal takes no writes (disk full) is **held** in memory
+(``hold_fault``) with the id it will have; ``faults()`` and ``fault()`` show it like the
+others, and it is written first thing in the next transaction that writes a fault or an
+acknowledgement (``write_held``), so ids never collide and none is lost while the daemon
+runs.
 """
 
 from __future__ import annotations
@@ -115,6 +121,8 @@ class FaultRecord:
     acked_by: str | None
     acked_role: str | None
     note: str | None
+    # False while the fault is held in memory because the journal takes no writes.
+    journaled: bool = True
 
     @property
     def active(self) -> bool:
@@ -124,7 +132,8 @@ class FaultRecord:
         return {"fault_id": self.fault_id, "kind": self.kind, "raised_at": self.raised_at,
                 "message": self.message, "context": self.context, "active": self.active,
                 "acked_at": self.acked_at, "acked_by": self.acked_by,
-                "acked_role": self.acked_role, "note": self.note}
+                "acked_role": self.acked_role, "note": self.note,
+                "journaled": self.journaled}
 
 
 _INTENT_COLS = "seq, opcode, slot, output, count, purpose, shipment_id, pack_id, state"
@@ -148,6 +157,7 @@ class RobotLog:
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
+        self.held: list[FaultRecord] = []  # raised while the journal took no writes
 
     # -- intents ---------------------------------------------------------------------------
     def max_seq(self) -> int:
@@ -238,25 +248,57 @@ class RobotLog:
 
     # -- faults ----------------------------------------------------------------------------
     def raise_fault(self, kind: str, message: str, context: dict[str, Any], now: str) -> int:
+        self.write_held()
         cur = self.journal.write(
             "INSERT INTO faults (kind, raised_at, message, context) VALUES (?,?,?,?)",
             (kind, now, message, json.dumps(context, sort_keys=True, default=str)))
         return int(cur.lastrowid or 0)
 
+    def hold_fault(self, kind: str, message: str, context: dict[str, Any],
+                   now: str) -> FaultRecord:
+        """Keep a fault in memory (the journal takes no writes), under the id it will have
+        when ``write_held`` journals it."""
+        top = self.journal.query_one("SELECT max(fault_id) FROM faults")[0] or 0
+        fid = max([int(top), *(f.fault_id for f in self.held)]) + 1
+        record = FaultRecord(fid, kind, now, message,
+                             json.loads(json.dumps(context, sort_keys=True, default=str)),
+                             None, None, None, None, journaled=False)
+        self.held.append(record)
+        return record
+
+    def write_held(self) -> None:
+        """Journal the held faults (inside the caller's transaction); they leave memory
+        once it has committed."""
+        if not self.held:
+            return
+        records = list(self.held)
+        self.journal.write_many(
+            "INSERT INTO faults (fault_id, kind, raised_at, message, context) "
+            "VALUES (?,?,?,?,?)",
+            [(f.fault_id, f.kind, f.raised_at, f.message,
+              json.dumps(f.context, sort_keys=True, default=str)) for f in records])
+        self.journal.after_commit(
+            lambda: setattr(self, "held", [f for f in self.held if f not in records]))
+
     def ack_fault(self, fault_id: int, actor: str, role: str, note: str | None,
                   now: str) -> None:
+        self.write_held()
         self.journal.write("UPDATE faults SET acked_at = ?, acked_by = ?, acked_role = ?, "
                            "note = ? WHERE fault_id = ? AND acked_at IS NULL",
                            (now, actor, role, note, fault_id))
 
     def fault(self, fault_id: int) -> FaultRecord | None:
+        held = next((f for f in self.held if f.fault_id == fault_id), None)
+        if held is not None:
+            return held
         r = self.journal.query_one(f"SELECT {_FAULT_COLS} FROM faults WHERE fault_id = ?",
                                    (fault_id,))
         return None if r is None else _fault(r)
 
     def faults(self, active: bool | None = None, limit: int = 100,
                after: int | None = None) -> list[FaultRecord]:
-        """Newest first; ``after`` is the fault_id the previous page ended with."""
+        """Newest first (held ones included); ``after`` is the fault_id the previous page
+        ended with."""
         where, params = [], []  # type: tuple[list[str], list[Any]]
         if active is True:
             where.append("acked_at IS NULL")
@@ -270,4 +312,9 @@ class RobotLog:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY fault_id DESC LIMIT ?"
         params.append(limit)
-        return [_fault(r) for r in self.journal.query(sql, params)]
+        rows = [_fault(r) for r in self.journal.query(sql, params)]
+        if not self.held:
+            return rows
+        held = [f for f in self.held if active is not False
+                and (after is None or f.fault_id < after)]
+        return sorted([*held, *rows], key=lambda f: -f.fault_id)[:limit]

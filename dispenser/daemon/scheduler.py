@@ -11,6 +11,11 @@ One cycle (every ``poll_s``):
    packs being loaded; journal the intents, then queue them (at most 15 per FC16);
 5. refresh the robot's watchdog and systemd's.
 
+When the journal takes no writes (disk full, see ``journal_failed``) the loop parks: it
+sends nothing and applies no completion (they wait in the robot's ring, which holds more
+than the commands outstanding), keeps following the robot and refreshing its watchdog, and
+holds faults and printed labels in memory until a probe finds the journal writable again.
+
 Nothing here runs in a thread: the asyncio loop is the only caller of the robot client,
 the dispensary and the controller machine. Transactions that mix the core's calls with the
 daemon's own rows use ``Dispensary.batch()``, so if one fails the core's memory is
@@ -36,6 +41,7 @@ from dispenser.daemon.printdesk import PrintDesk
 from dispenser.daemon.robotlog import Intent, RobotLog
 from dispenser.errors import DispenserError, LoadRefused
 from dispenser.gs1 import parse_scan
+from dispenser.journal import JournalUnavailable
 from dispenser.lifecycle import ControllerMachine, ControllerState
 from dispenser.logs import get_logger
 from dispenser.states import PackState, ShipmentState
@@ -164,6 +170,10 @@ class Scheduler:
         self._faulted_intent: Intent | None = None
         self._store_sent_at = 0.0
         self._last_output_full: frozenset[int] = frozenset()
+        # Fault kinds that are recorded and latched but do not stop the machine (the
+        # daemon puts "audit" here when [policy] audit_mismatch = "continue").
+        self.nonstop_kinds: frozenset[str] = frozenset()
+        self._held_prints: list[str] = []  # labels printed while the journal was down
 
     # ================================================================ helpers
     def _now(self) -> str:
@@ -234,15 +244,22 @@ class Scheduler:
         try:
             status = await self.robot.read_status()
             self._link_up()
-            if self._need_reconcile:
-                status = await self._reconcile(status)
-            status = await self._apply_completions(status)
-            self.status = status
-            self._follow(status)
-            await self._plan_and_send(status)
-            await self._refresh_watchdog()
+            if not self._journal_back():
+                await self._park(status)
+            else:
+                if self._need_reconcile:
+                    status = await self._reconcile(status)
+                status = await self._apply_completions(status)
+                self.status = status
+                self._follow(status)
+                await self._plan_and_send(status)
+                await self._refresh_watchdog()
         except _Halt:
             pass
+        except JournalUnavailable as exc:
+            self.journal_failed(exc)
+            with contextlib.suppress(RobotError):
+                await self._refresh_watchdog()
         except CompletionsLost as exc:
             if self.machine.state not in (ControllerState.FAULT, ControllerState.ESTOP):
                 self.raise_fault("completions_lost", str(exc), {})
@@ -344,7 +361,7 @@ class Scheduler:
                     if not t.printed:
                         self.desk.submit(t.shipment_id)
         # A fault latched before a restart stays latched until someone acknowledges it.
-        active = self.rlog.faults(active=True)
+        active = [f for f in self.rlog.faults(active=True) if f.kind not in self.nonstop_kinds]
         if active and self.machine.state not in (ControllerState.FAULT, ControllerState.ESTOP):
             trigger = "estop" if any(f.kind == "estop" for f in active) else "fault"
             if self.machine.may(trigger):
@@ -375,12 +392,13 @@ class Scheduler:
 
     def _on_void(self, intent: Intent) -> None:
         if intent.purpose == "store" and intent.pack_id is not None:
-            req = self._store_for.pop(intent.pack_id, None)
+            req = self._store_for.get(intent.pack_id)
             try:
                 with self.journal.transaction():
                     self.d.refuse_stored(intent.pack_id, "store command never reached the robot")
             except DispenserError:
                 pass
+            self._store_for.pop(intent.pack_id, None)
             if req is not None and not req.future.done():
                 req.future.set_exception(HardwareError(
                     "the robot did not take the STORE command; take the pack off the input "
@@ -524,7 +542,10 @@ class Scheduler:
                       after: list[Callable[[], object]]) -> None:
         pid = intent.pack_id
         assert pid is not None
-        req = self._store_for.pop(pid, None)
+        req = self._store_for.get(pid)
+        # Forgotten only once applied: a commit that fails leaves the caller waiting for
+        # the completion applied again later.
+        after.append(lambda: self._store_for.pop(pid, None))
         self._fast_stores = time.monotonic() - self._store_sent_at < 2 * self.poll_s
         if result is Result.OK:
             view = self.d.confirm_stored(pid)
@@ -600,16 +621,28 @@ class Scheduler:
 
     def on_printed(self, shipment_id: str) -> None:
         self._bump()
-        with self.journal.transaction():
-            self.rlog.mark_printed(shipment_id, self._now())
-            tote = self.totes.get(shipment_id)
-            if tote is not None:
-                tote.printed = True
-                if tote.output == 0:
+        try:
+            with self.journal.transaction():
+                self.rlog.mark_printed(shipment_id, self._now())
+                tote = self.totes.get(shipment_id)
+                if tote is not None and tote.output == 0:
                     self.rlog.mark_released(shipment_id, self._now())
-                    tote.released = True
+        except JournalUnavailable:
+            # Printed all the same: recorded once the journal takes writes (printing it
+            # again meanwhile would only waste labels).
+            log.warning("printed label not journaled yet", shipment_id=shipment_id)
+            self._held_prints.append(shipment_id)
+            return
+        tote = self.totes.get(shipment_id)
+        if tote is not None:
+            tote.printed = True
+            if tote.output == 0:
+                tote.released = True
         log.info("labelled", shipment_id=shipment_id)
-        self.maybe_complete(shipment_id)
+        try:
+            self.maybe_complete(shipment_id)
+        except JournalUnavailable:
+            self._held_prints.append(shipment_id)  # completed when the journal is back
         self.wake()
 
     def _assign_outputs(self, status: RobotStatus) -> None:
@@ -795,7 +828,7 @@ class Scheduler:
                                 pack_id=view.pack_id)
                 self.rlog.add([intent], self._now())
             self.next_seq = seq + 1
-        except (DispenserError, RobotError) as exc:
+        except (DispenserError, RobotError, JournalUnavailable) as exc:
             if not req.future.done():
                 req.future.set_exception(exc)
             return []
@@ -893,17 +926,23 @@ class Scheduler:
 
     def raise_fault(self, kind: str, message: str, context: dict[str, Any]) -> int:
         trigger = "estop" if kind == "estop" else "fault"
+        stops = kind not in self.nonstop_kinds
         same = next((f for f in self.rlog.faults(active=True) if f.kind == kind), None)
         if same is not None:
             # Still the same unacknowledged fault (e.g. seen again after a restart).
-            if self.machine.may(trigger):
+            if stops and self.machine.may(trigger):
                 self.machine.fire(trigger)
             return same.fault_id
-        with self.journal.transaction():
-            fid = self.rlog.raise_fault(kind, message, context, self._now())
-        self.active_fault = fid
-        if self.machine.may(trigger):
-            self.machine.fire(trigger)
+        try:
+            with self.journal.transaction():
+                fid = self.rlog.raise_fault(kind, message, context, self._now())
+        except JournalUnavailable:
+            # Latched all the same; journaled as soon as the journal takes writes again.
+            fid = self.rlog.hold_fault(kind, message, context, self._now()).fault_id
+        if stops:
+            self.active_fault = fid
+            if self.machine.may(trigger):
+                self.machine.fire(trigger)
         log.error("machine fault", fault_id=fid, kind=kind, fault_message=message,
                   **{k: v for k, v in context.items() if k in ("seq", "slot", "output",
                                                               "shipment_id")})
@@ -918,7 +957,8 @@ class Scheduler:
             raise KeyError(fault_id)
         if not record.active:
             raise ValueError(f"fault {fault_id} was already acknowledged")
-        others = [f for f in self.rlog.faults(active=True) if f.fault_id != fault_id]
+        others = [f for f in self.rlog.faults(active=True) if f.fault_id != fault_id
+                  and f.kind not in self.nonstop_kinds]
         try:
             status = await self.robot.read_status()
             if status.machine_state in (MachineState.FAULT, MachineState.ESTOP,
@@ -945,6 +985,42 @@ class Scheduler:
             self.machine.fire("ack")
         self._need_reconcile = True
         self.wake()
+
+    # ================================================================ journal outage
+    def journal_failed(self, exc: JournalUnavailable) -> None:
+        """The journal stopped taking writes: latch a ``journal`` fault (held in memory
+        until it can be journaled) and agree with the journal again once it is back."""
+        self._need_reconcile = True
+        self.raise_fault("journal", f"{exc.message}; then acknowledge this fault",
+                         {"cause": exc.cause, "path": exc.path, "filesystem": exc.filesystem,
+                          "detail": exc.detail})
+
+    def _journal_back(self) -> bool:
+        """True when the journal takes writes. Held faults and printed labels are written
+        first; while it is unavailable this fails fast (the journal probes at most once a
+        second)."""
+        if self.journal.unavailable is None and not self.rlog.held and not self._held_prints:
+            return True
+        prints, self._held_prints = self._held_prints, []
+        try:
+            with self.journal.transaction():
+                self.rlog.write_held()
+        except JournalUnavailable:
+            self._held_prints = prints + self._held_prints
+            return False
+        log.info("journal back: applying what the robot did meanwhile")
+        self._need_reconcile = True
+        for sid in prints:
+            self.on_printed(sid)
+        return True
+
+    async def _park(self, status: RobotStatus) -> None:
+        """One cycle without the journal: no command, no completion applied; follow the
+        robot (faults are held in memory) and keep its watchdog alive so it finishes what
+        it was given."""
+        self.status = status
+        self._follow(status)
+        await self._refresh_watchdog()
 
     # ================================================================ staff requests
     def request_load(self, scan: str, actor: Actor, wait: bool) -> asyncio.Future[PackView]:
@@ -990,6 +1066,10 @@ class Scheduler:
                 await self._refresh_watchdog()
             except RobotError as exc:
                 log.warning("robot unreachable while stopping", error=str(exc))
+                break
+            except JournalUnavailable as exc:
+                log.warning("journal unavailable while stopping: completions stay in the "
+                            "robot's ring for the next start", error=exc.message)
                 break
             if status.queue_depth == 0 and status.executing_seq == 0:
                 break

@@ -34,9 +34,14 @@ from typing import Any
 from dispenser.journal.health import JournalError
 
 GENESIS = "0" * 64
+# Rows the daemon writes about the chain: what its start-up check found, and that a person
+# acknowledged it. Until acknowledged, verify reports what was found.
+MISMATCH = "audit.mismatch"
+MISMATCH_ACKNOWLEDGED = "audit.mismatch_acknowledged"
 
-__all__ = ["GENESIS", "AuditKey", "AuditKeyError", "Epoch", "Finding", "VerifyResult",
-           "canonical", "payload", "plain_hash", "row_hash", "verify_rows"]
+__all__ = ["GENESIS", "MISMATCH", "MISMATCH_ACKNOWLEDGED", "AuditKey", "AuditKeyError",
+           "Epoch", "Finding", "VerifyResult", "canonical", "payload", "plain_hash",
+           "row_hash", "verify_rows"]
 
 # Built once: ``json.dumps`` with options builds a new encoder on every call, which costs
 # as much as encoding a small audit row. Audit values are trees of dicts and lists built
@@ -201,6 +206,20 @@ class _Scan:
         self.epoch_index = -1
         self.run_start: int | None = None  # keyed rows failing their MAC with intact links
         self.run_len = 0
+        # Findings the daemon recorded in the chain when it started (``audit.mismatch``
+        # rows) that nobody has acknowledged yet (``audit.mismatch_acknowledged``).
+        self.recorded: list[tuple[str, dict[str, Any]]] = []
+
+    def history(self, action: str, time: str, after: str | None) -> None:
+        """An authentic row about the chain itself."""
+        if action == MISMATCH_ACKNOWLEDGED:
+            self.recorded.clear()
+            return
+        try:
+            findings = json.loads(after or "{}").get("findings") or []
+        except (ValueError, AttributeError):
+            return
+        self.recorded += [(time, f) for f in findings if isinstance(f, dict)]
 
     def note(self, kind: str, row: int | None, message: str) -> None:
         self.findings.setdefault(kind, Finding(kind, row, message))
@@ -269,6 +288,8 @@ def verify_rows(rows: Iterable[Row], epochs: Sequence[Epoch] = (),
         elif key is not None and epoch.key_id == key.key_id:
             if key.mac(data) == stored:
                 scan.end_run()
+                if action in (MISMATCH, MISMATCH_ACKNOWLEDGED):
+                    scan.history(action, time, after)
             elif plain_hash(data) == stored:
                 scan.end_run()
                 scan.note("rehashed", row_id,
@@ -285,6 +306,11 @@ def verify_rows(rows: Iterable[Row], epochs: Sequence[Epoch] = (),
         expected_id = row_id + 1
         last_id = row_id
     scan.end_run()
+    for when, f in scan.recorded:
+        bad = f.get("first_bad_row")
+        scan.note(str(f.get("kind", "checkpoint")), bad if isinstance(bad, int) else None,
+                  f"{f.get('message')} (found when the daemon started at {when}; "
+                  "acknowledge the audit fault once a person has looked)")
     if checkpoint is not None:
         assert cp_row is not None
         if cp_row > last_id:

@@ -39,6 +39,7 @@ def test_error_codes_are_the_documented_ones() -> None:
         "UNAUTHENTICATED": -32007,
         "LOAD_REFUSED": -32008,
         "HARDWARE": -32009,
+        "JOURNAL_UNAVAILABLE": -32010,
     }
 
 
