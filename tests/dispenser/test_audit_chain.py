@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dispenser.journal import AuditKey, AuditKeyError, Journal, verify_journal
-from dispenser.journal.audit import payload, plain_hash
+from dispenser.journal.audit import GENESIS, payload, plain_hash
 from dispenser.journal.checkpoint import End, read
 
 DATA = Path(__file__).parent / "data"
@@ -45,7 +45,8 @@ def _raw(path: Path) -> sqlite3.Connection:
 def _rehash_from(raw: sqlite3.Connection, first: int, mac: AuditKey | None) -> None:
     """What an intruder does: change row ``first`` and compute every later hash again."""
     raw.execute("UPDATE audit SET actor = 'mallory' WHERE id = ?", (first,))
-    prev = raw.execute("SELECT hash FROM audit WHERE id = ?", (first - 1,)).fetchone()[0]
+    before = raw.execute("SELECT hash FROM audit WHERE id = ?", (first - 1,)).fetchone()
+    prev = before[0] if before else GENESIS
     for row in raw.execute("SELECT id, time, actor, role, action, subject, before, after "
                            "FROM audit WHERE id >= ? ORDER BY id", (first,)).fetchall():
         data = payload(*row, prev)
@@ -256,3 +257,57 @@ def test_checkpoints_are_written_in_order(tmp_path: Path, key: AuditKey) -> None
         writer.post(End(n, f"{n:064x}", 1))
     writer.close()
     assert read(cp, key)["last_id"] == 399  # type: ignore[index]
+
+
+# -- what is not detected (docs/reliability.md says so; these tests keep it honest) ----------
+
+
+def test_limit_whoever_holds_the_key_can_rewrite_everything(tmp_path: Path,
+                                                            key: AuditKey) -> None:
+    from dispenser.journal.checkpoint import write
+
+    path = _keyed(tmp_path, key)
+    raw = _raw(path)
+    _rehash_from(raw, 10, key)  # with the key itself
+    top, head = raw.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+    raw.close()
+    write(str(path) + ".checkpoint", End(top, head, 1), key)
+    assert verify_journal(path, key).ok
+    j = Journal(path, audit_key=key)
+    assert j.tail_findings == []
+    j.close()
+
+
+def test_limit_a_rollback_of_journal_and_checkpoint_together(tmp_path: Path,
+                                                             key: AuditKey) -> None:
+    import shutil
+
+    path = _keyed(tmp_path, key)
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for name in (path.name, path.name + ".checkpoint"):
+        shutil.copy(tmp_path / name, saved / name)
+    j = Journal(path, audit_key=key)
+    _rows(j, 10, start=100)
+    j.close()
+    for name in (path.name, path.name + ".checkpoint"):
+        shutil.copy(saved / name, tmp_path / name)
+    j = Journal(path, audit_key=key)
+    assert j.tail_findings == [] and j.verify().ok
+    j.close()
+
+
+def test_limit_a_journal_made_to_look_unkeyed(tmp_path: Path, key: AuditKey) -> None:
+    path = _keyed(tmp_path, key)
+    raw = _raw(path)
+    raw.execute("DELETE FROM audit_keys")
+    _rehash_from(raw, 1, None)
+    raw.close()
+    Path(str(path) + ".checkpoint").unlink()
+    j = Journal(path, audit_key=key)
+    assert j.tail_findings == []
+    keyed = j.query_one("SELECT id, after FROM audit WHERE action = 'audit.keyed' "
+                        "ORDER BY id DESC LIMIT 1")
+    assert keyed[0] == 32 and json.loads(keyed[1])["rows_before"] == 31  # what a person sees
+    assert j.verify().ok
+    j.close()

@@ -69,6 +69,8 @@ async def test_a_cut_tail_latches_an_audit_fault_and_nothing_is_picked(
     tech = await daemon.client("technician")
     seen = await _audit_fault(tech)
     assert seen["status"]["state"] == "fault", seen  # type: ignore[index]
+    # No [journal] audit_key here: the key beside the journal is named at every start.
+    assert daemon.log_path.read_text().count("audit key kept beside the journal") == 2
     assert "rows " in str(seen["fault"]) and "missing at the end" in str(seen["fault"])
     verify = await tech.call("audit.verify")
     kinds = {f["kind"]: f["first_bad_row"] for f in verify["findings"]}

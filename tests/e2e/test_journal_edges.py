@@ -21,6 +21,8 @@ from dispenser.daemon.robotlog import DAEMON_MIGRATIONS
 from dispenser.journal import AuditKey, Journal
 from tests.conftest import under_ci
 from tests.e2e.harness import (
+    BIN,
+    TOKENS,
     Daemon,
     Sim,
     check_totes_match_journal,
@@ -127,6 +129,10 @@ async def test_a_burst_into_a_full_disk_keeps_exactly_what_was_acknowledged(
         fault = await _fault(staff, "journal")
         assert fault is not None and "acknowledge" in fault["message"], fault
         assert status["fault"]["kind"] == "journal"
+        shown = subprocess.run([str(BIN / "dispenserctl"), "--socket", str(d.socket),
+                                "--token", TOKENS["staff"], "status"], capture_output=True,
+                               text=True, timeout=60, env={**os.environ, "COLUMNS": "1000"})
+        assert "NOT WRITABLE: " + first.message.split(" (it holds")[0] in shown.stdout, shown
         await asyncio.sleep(1.0)
         assert (await sim.ledger())["robot"]["last_accepted_seq"] == accepted_before
 
