@@ -452,13 +452,19 @@ class Journal:
             log.error("journal unavailable", cause=health.cause, path=health.path,
                       filesystem=health.filesystem, detail=health.detail)
             for callback in list(self.on_unavailable):
-                callback(health)
+                try:
+                    callback(health)
+                except Exception:  # one holder's failure must not hide the journal's
+                    log.exception("journal unavailability not handled")
 
     def _recovered(self) -> None:
         log.info("journal writable again", path=self.path)
         self.unavailable = None
         for callback in list(self.on_available):
-            callback()
+            try:
+                callback()
+            except Exception:
+                log.exception("journal recovery not handled")
 
     def _gate(self) -> None:
         if self.unavailable is None:

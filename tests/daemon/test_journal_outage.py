@@ -106,3 +106,41 @@ async def test_an_answered_call_whose_audit_row_meets_a_full_journal_keeps_the_r
     assert tuple(row) == ("packing-desk-1", "staff", "api.machine.pause")
     assert j.verify().ok
     await _close(daemon)
+
+
+def _fail_once(daemon: Daemon) -> None:
+    """Fill the capped journal with one write too many: from now on the journal refuses
+    writes until a probe passes (not before ``retry_s``)."""
+    j = daemon.journal
+    with pytest.raises(JournalUnavailable), j.transaction():
+        j.audit("t", "test", "technician", "test.fill", "x", None, {"blob": "x" * 100_000})
+
+
+async def test_a_label_printed_while_the_journal_is_full_is_recorded_later_not_reprinted(
+        tmp_path: Path, sim: Simulator) -> None:
+    daemon, orders = await _prepare(tmp_path, sim)
+    sched = daemon.scheduler
+    await _cycles(daemon, lambda: bool(daemon.desk.pending))
+    daemon.journal.retry_s = 3600.0
+    _cap(daemon)
+    _fail_once(daemon)
+    await _cycles(daemon, lambda: bool(sched._held_prints))
+    for _ in range(50):  # the desk would print it again and again if it were told it failed
+        await sched.cycle()
+        await asyncio.sleep(0.005)
+    printed = [label["zpl"] for label in sim.ledger()["labels"] if label["printed"]]
+    assert printed and len(printed) == len(set(printed)), "printed again during the outage"
+    _uncap(daemon)
+    daemon.journal.retry_s = 0.0
+    await _cycles(daemon, lambda: not sched._held_prints and not daemon.robotlog.held)
+    (fault,) = daemon.robotlog.faults(active=True)
+    await sched.ack_fault(fault.fault_id, STAFF, "freed space")
+
+    def all_completed() -> bool:
+        return all(daemon.dispensary.get_order(o["order_id"]).state.value == "completed"
+                   for o in orders)
+    await _cycles(daemon, all_completed)
+    _check(daemon, sim, orders)
+    labels = [label["zpl"] for label in sim.ledger()["labels"] if label["printed"]]
+    assert len(labels) == len(set(labels)) == 2 * len(orders), "a label printed twice"
+    await _close(daemon)
