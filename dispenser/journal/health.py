@@ -158,6 +158,9 @@ def open_problem(path: str, exc: BaseException) -> str:
         reason = exc.strerror or str(exc)
         if _read_only_fs(str(directory)):
             return f"{head}: its filesystem {mount_point(directory)} is read-only ({reason})"
+        if isinstance(exc, PermissionError):
+            return (f"{head}: the journal or its directory {directory} is not writable "
+                    f"for this user ({reason}: {exc.filename or directory})")
         return f"{head}: {reason} ({exc.filename or directory})"
     if isinstance(exc, sqlite3.Error):
         code = _primary(exc)

@@ -311,3 +311,19 @@ def test_limit_a_journal_made_to_look_unkeyed(tmp_path: Path, key: AuditKey) -> 
     assert keyed[0] == 32 and json.loads(keyed[1])["rows_before"] == 31  # what a person sees
     assert j.verify().ok
     j.close()
+
+
+def test_a_missing_checkpoint_is_found_unless_keying_just_began(tmp_path: Path,
+                                                                key: AuditKey) -> None:
+    path = tmp_path / "journal.sqlite"
+    Journal(path, audit_key=key).close()  # a crash before the first checkpoint, say
+    Path(str(path) + ".checkpoint").unlink()
+    j = Journal(path, audit_key=key)
+    assert j.tail_findings == []
+    _rows(j, 3)
+    j.close()
+    Path(str(path) + ".checkpoint").unlink()
+    j = Journal(path, audit_key=key)
+    assert [f.kind for f in j.tail_findings] == ["checkpoint"]
+    assert "is missing" in j.tail_findings[0].message
+    j.close()
