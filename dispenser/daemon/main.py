@@ -13,6 +13,7 @@ submits N generated orders once the stock is loaded.
 
 ``DISPENSERD_CLOCK_OFFSET_DAYS`` (tests and demos only) shifts the daemon's clock by that many
 days, e.g. to load a batch that has expired by the time the daemon runs again without it.
+``DISPENSERD_JOURNAL_MAX_PAGES`` (tests only) caps the journal's size in pages.
 
 Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 when a working loop failed, 2 for a
 configuration or start-up problem (one line naming the key or file and the cause: a
