@@ -58,7 +58,7 @@ FORMULARY = ROOT / "config" / "formulary.csv"
 
 ROLES = ("order_system", "staff", "technician")
 DEFAULT_LIMIT = 1024 * 1024
-DOCUMENTED_CODES = frozenset({-32700, -32600, -32601, -32602, -32603, *range(-32009, -32000),
+DOCUMENTED_CODES = frozenset({-32700, -32600, -32601, -32602, -32603, *range(-32010, -32000),
                               -32020})
 INTERNAL = -32603
 SENTINEL = "~fuzz-sentinel"

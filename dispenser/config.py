@@ -75,6 +75,11 @@ class _Section(BaseModel):
 class JournalConfig(_Section):
     # The append-only journal (orders, shipments, stock, audit).
     path: Path = Path("var/journal")
+    # The key of the audit chain (64 hex digits, mode 0600, `dispenserctl audit init-key`).
+    # Under systemd the credential "audit.key" (LoadCredential=) is used instead. Unset: a
+    # key beside the journal (<journal dir>/audit.key), made at the first start: for demos
+    # and tests, since whoever can write the journal's directory can then read the key.
+    audit_key: Path | None = None
 
 
 class TokenConfig(_Section):

@@ -65,6 +65,7 @@ class ErrorCode(IntEnum):
     UNAUTHENTICATED = -32007
     LOAD_REFUSED = -32008
     HARDWARE = -32009
+    JOURNAL_UNAVAILABLE = -32010
     # Sent once to a connection the server will not serve, which it then closes.
     TOO_MANY_CONNECTIONS = -32020
 

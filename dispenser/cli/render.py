@@ -463,6 +463,12 @@ def status_view(s: Mapping[str, Any]) -> Fields:
     ]
     if s.get("loads_waiting"):
         rows.append(("loads waiting", s.get("loads_waiting")))
+    journal = s.get("journal")
+    if isinstance(journal, Mapping) and not journal.get("writable", True):
+        problem = journal.get("problem")
+        message = problem.get("message") if isinstance(problem, Mapping) else None
+        rows.append(("journal", Text(f"NOT WRITABLE: {message or 'unknown cause'}",
+                                     style="bold red")))
     return kv_table(rows)
 
 

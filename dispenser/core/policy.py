@@ -45,3 +45,8 @@ class Policy(BaseModel):
 
     # Loading: packs must have at least this many days left before expiry.
     min_shelf_life_days: int = Field(default=30, ge=0)
+
+    # The audit chain's end does not match its checkpoint at start (rows cut or rewritten):
+    # the "audit" fault is latched either way; "stop" also stops picking until a person
+    # acknowledges it, "continue" keeps dispensing.
+    audit_mismatch: Literal["stop", "continue"] = "stop"

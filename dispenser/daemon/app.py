@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dispenser import sdnotify
-from dispenser.api.protocol import ApiError
+from dispenser.api.protocol import ApiError, ErrorCode
 from dispenser.api.server import ApiServer, Caller, MethodRegistry, Outcome
 from dispenser.config import Config
 from dispenser.core import Dispensary
@@ -29,8 +30,10 @@ from dispenser.core.formulary import Formulary
 from dispenser.core.stock import SlotGeometry
 from dispenser.core.views import OrderView
 from dispenser.daemon import labels
+from dispenser.daemon.auditkey import load_audit_key, log_audit_key
 from dispenser.daemon.commit import GroupCommit
 from dispenser.daemon.controller import ControllerMachine, ControllerState
+from dispenser.daemon.faults import FaultRecord
 from dispenser.daemon.methods import audit_summary, outcome_dict, register_methods
 from dispenser.daemon.modbus_robot import ModbusRobot
 from dispenser.daemon.printdesk import PrintDesk, reason_names
@@ -38,7 +41,15 @@ from dispenser.daemon.robot import Robot
 from dispenser.daemon.scheduler import Scheduler
 from dispenser.daemon.schema import DAEMON_MIGRATIONS
 from dispenser.daemon.statecounts import STATE_COUNT_MIGRATIONS, state_counts
-from dispenser.journal import Journal
+from dispenser.journal import (
+    Journal,
+    JournalError,
+    JournalUnavailable,
+    VerifyResult,
+    verify_journal,
+)
+from dispenser.journal.audit import MISMATCH, MISMATCH_ACKNOWLEDGED
+from dispenser.journal.health import open_problem
 from dispenser.logs import get_logger
 from drivers.printer.client import Printer
 
@@ -60,7 +71,7 @@ class Daemon:
 
     def __init__(self, config: Config, *, simulator: Any = None,
                  extra_tasks: list[Callable[[Daemon], Coroutine[Any, Any, None]]] | None = None,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+                 clock: Callable[[], datetime] = utc_now, new_audit_key: bool = False) -> None:
         self.config = config
         self.simulator = simulator
         self.extra_tasks = extra_tasks or []
@@ -73,9 +84,31 @@ class Daemon:
         self.pause: dict[str, Any] | None = None
 
         path = Path(config.journal.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(open_problem(str(path), exc)) from None
+        # One journal, one daemon (the lock), opened with the audit key: its tail is
+        # checked against the checkpoint before anything is written.
+        key, source = load_audit_key(config.journal)
         self.journal = Journal(path, extra_migrations=[*DAEMON_MIGRATIONS,
-                                                       *STATE_COUNT_MIGRATIONS])
+                                                       *STATE_COUNT_MIGRATIONS],
+                               exclusive=True, audit_key=key, new_audit_key=new_audit_key)
+        log_audit_key(key, source)
+        try:
+            self._build(config)
+        except BaseException:
+            self.journal.close()
+            raise
+
+    def _build(self, config: Config) -> None:
+        clock = self.clock
+        limit = os.environ.get("DISPENSERD_JOURNAL_MAX_PAGES")
+        if limit:
+            # Tests only: a journal that fills up without a small filesystem.
+            log.warning("journal size capped for a test", max_pages=int(limit))
+            self.journal.conn.execute(f"PRAGMA max_page_count = {int(limit)}")
+        self._held_audit: list[tuple[str, str, str, str, str, dict[str, Any]]] = []
         self.formulary = Formulary.load(config.formulary.path)
         s = config.stock
         self.geometry = SlotGeometry(s.sides, s.levels, s.columns, s.slot_capacity)
@@ -97,6 +130,76 @@ class Daemon:
             clock=clock, low_stock_packs=config.stock.low_stock_packs)
         self.commit = GroupCommit(self.dispensary)
         register_methods(self.registry, self)
+        if config.policy.audit_mismatch == "continue":
+            self.scheduler.faults.nonstop_kinds = frozenset({"audit"})
+        self.journal.on_unavailable.append(self._journal_unavailable)
+        self.journal.on_available.append(self._journal_available)
+        if self.journal.tail_findings:
+            self._audit_mismatch()
+
+    # ------------------------------------------------------------------ journal & audit
+    def _journal_unavailable(self, exc: JournalUnavailable) -> None:
+        sdnotify.status(f"journal unavailable: {exc.message}")
+        self.scheduler.journal_failed(exc)
+
+    def _journal_available(self) -> None:
+        sdnotify.status(f"machine {self.machine.state.value}")
+        with contextlib.suppress(RuntimeError):  # no loop: nothing held to write
+            asyncio.get_running_loop().call_soon(self._write_held_audit)
+        self.scheduler.wake()
+
+    def _audit_mismatch(self) -> None:
+        """The chain's end does not match its checkpoint: recorded in the chain itself (so
+        ``audit.verify`` reports it until acknowledged, and the checkpoint may follow the
+        journal again) and as a latched ``audit`` fault (it stops picking unless the
+        policy says continue)."""
+        findings = [f.as_dict() for f in self.journal.tail_findings]
+        with self.journal.transaction():
+            self.journal.audit(self.clock().isoformat(), "dispenserd", "system", MISMATCH,
+                               "audit", None, {"findings": findings})
+        self.journal.release_checkpoint()
+        first = self.journal.tail_findings[0]
+        self.scheduler.faults.raise_fault(
+            "audit", f"the audit trail does not match its checkpoint ({first.message}); "
+            "check it with `dispenserctl audit verify`, then acknowledge this fault",
+            {"findings": findings})
+
+    def fault_acknowledged(self, record: FaultRecord) -> None:
+        """After ``fault.ack`` of an audit mismatch: recorded in the chain, after which
+        ``audit.verify`` no longer reports what the start-up check found (the rows about
+        it stay in the trail)."""
+        if record.kind == "audit":
+            with self.journal.transaction():
+                self.journal.audit(self.clock().isoformat(), record.acked_by or "dispenserd",
+                                   record.acked_role or "system", MISMATCH_ACKNOWLEDGED,
+                                   "audit", None, {"fault_id": record.fault_id,
+                                                   "note": record.note})
+
+    async def verify_audit(self) -> VerifyResult:
+        """The whole chain and the checkpoint, on a thread with its own connection (a long
+        chain takes seconds: not on the event loop)."""
+        key = self.journal.key
+        path = self.journal.path
+        return await asyncio.to_thread(verify_journal, path, key)
+
+    def journal_status(self) -> dict[str, Any]:
+        problem = self.journal.unavailable
+        return {"writable": problem is None,
+                "problem": None if problem is None else problem.as_dict(),
+                "held_faults": len(self.scheduler.faults.log.held),
+                "held_audit_rows": len(self._held_audit),
+                "checkpoint_held": self.journal.checkpoint_held}
+
+    def _write_held_audit(self) -> None:
+        if not self._held_audit:
+            return
+        rows, self._held_audit = self._held_audit, []
+        try:
+            with self.journal.transaction():
+                self.journal.audit_many([(t, a, r, act, sub, None, after)
+                                         for t, a, r, act, sub, after in rows])
+        except JournalUnavailable:
+            self._held_audit = rows + self._held_audit
 
     # ------------------------------------------------------------------ events & audit
     def publish(self, event: dict[str, Any]) -> None:
@@ -128,13 +231,20 @@ class Daemon:
     def mark_audited(self, caller: Caller) -> None:
         self._audited.add(id(caller))
 
+    def _api_audit_row(self, caller: Caller, method: str, params: dict[str, Any], ok: bool,
+                       error: ApiError | None) -> tuple[str, str, str, str, str,
+                                                        dict[str, Any]]:
+        subject, safe = audit_summary(method, params)
+        return (self.clock().isoformat(),
+                caller.principal or f"connection:{caller.connection_id}",
+                caller.role or "none", "api." + method, subject,
+                {"params": safe, "outcome": outcome_dict(ok, error)})
+
     def write_api_audit(self, caller: Caller, method: str, params: dict[str, Any], ok: bool,
                         error: ApiError | None) -> None:
-        subject, safe = audit_summary(method, params)
-        self.journal.audit(self.clock().isoformat(),
-                           caller.principal or f"connection:{caller.connection_id}",
-                           caller.role or "none", "api." + method, subject, None,
-                           {"params": safe, "outcome": outcome_dict(ok, error)})
+        time_, actor, role, action, subject, after = self._api_audit_row(
+            caller, method, params, ok, error)
+        self.journal.audit(time_, actor, role, action, subject, None, after)
 
     async def write_refusal_summaries(self) -> None:
         """One audit row per peer whose calls were refused for want of a role since the
@@ -163,13 +273,21 @@ class Daemon:
 
     async def _audit_hook(self, caller: Caller, method: str, params: dict[str, Any],
                           outcome: Outcome) -> None:
+        if outcome.error is not None and outcome.error.code == ErrorCode.JOURNAL_UNAVAILABLE:
+            self._audited.discard(id(caller))
+            return  # refused because nothing can be written: it changed nothing
         if id(caller) in self._audited:
             self._audited.discard(id(caller))
             if outcome.ok or outcome.error is None or int(outcome.error.code) not in (
                     -32005, -32007, -32602):
                 return
-        await self.commit.run(lambda: self.write_api_audit(caller, method, params, outcome.ok,
-                                                           outcome.error))
+        row = self._api_audit_row(caller, method, params, outcome.ok, outcome.error)
+        try:
+            await self.commit.run(lambda: self.journal.audit(*row[:5], None, row[5]))
+        except JournalUnavailable:
+            # The call was answered already (the journal failed in between): its row is
+            # kept in memory and written as soon as the journal takes writes again.
+            self._held_audit.append(row)
 
     # ------------------------------------------------------------------ queries for the API
     def order_body(self, order_id: str) -> dict[str, Any] | None:
@@ -245,6 +363,7 @@ class Daemon:
             "pause": self.pause if self.machine.state is ControllerState.PAUSED else None,
             "fault": active[0].as_dict() if active else None,
             "active_faults": [f.fault_id for f in active],
+            "journal": self.journal_status(),
             "robot": robot,
             "printer": {"waiting": self.desk.pending, "reasons": self.desk.waiting_reasons},
             "outputs": [{"output": k, "shipment_id": busy.get(k)}
@@ -329,6 +448,12 @@ class Daemon:
         for t in extra:
             with contextlib.suppress(BaseException):
                 await t
+        if self.scheduler.faults.log.held or self._held_audit:
+            # The journal never came back: say what it could not keep (the robot's ring
+            # still holds the completions; they are applied at the next start).
+            log.error("stopped with records the journal could not take",
+                      faults=[f.kind for f in self.scheduler.faults.log.held],
+                      audit_rows=[r[3] for r in self._held_audit])
         self.journal.close()
         log.info("dispenserd stopped")
 

@@ -5,6 +5,8 @@ Each call hands a function to ``run``. Under load the first call of a batch wait
 runs inside one ``Dispensary.batch()``. Each function must be atomic on its own (the
 core's calls are savepoints), so a refused order undoes only itself. The callers' futures
 are resolved after the commit: no caller is told "accepted" before its order is on disk.
+When the journal cannot be written (``JournalUnavailable``) the whole batch is rolled back
+and every caller of the batch gets that error: none of their work is kept.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from dispenser.core import Dispensary
+from dispenser.journal import JournalUnavailable
 from dispenser.logs import get_logger
 
 log = get_logger(__name__)
@@ -69,8 +72,15 @@ class GroupCommit:
                     # a refusal is handed to that caller only.
                     try:
                         outcomes.append((fut, True, fn()))
+                    except JournalUnavailable:
+                        raise  # the transaction is lost: the whole batch is refused
                     except Exception as exc:
                         outcomes.append((fut, False, exc))
+        except JournalUnavailable as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc.again())
+            return
         except Exception as exc:
             log.exception("group commit failed", calls=len(batch))
             for _, fut in batch:

@@ -6,6 +6,12 @@ with a record in the ``faults`` table that names what happened and where (the co
 motion, its slot, output, shipment or pack). Only ``acknowledge`` (a person cleared the
 cause) leaves it: the robot is reset and the daemon reconciles with it before anything
 moves again. A fault latched before a restart stays latched.
+
+A fault raised while the journal takes no writes (disk full) is **held** in memory
+(``FaultLog.hold``) with the id it will have; the fault list shows it like the others,
+and it is written first thing in the next transaction that writes a fault or an
+acknowledgement (``write_held``), so ids never collide and none is lost while the daemon
+runs.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dispenser.core import Actor
 from dispenser.daemon.controller import ControllerMachine, ControllerState
 from dispenser.daemon.ledger import Intent, RobotLedger
 from dispenser.daemon.robot import RobotFault, RobotMode, Status
-from dispenser.journal import Journal
+from dispenser.journal import Journal, JournalUnavailable
 from dispenser.logs import get_logger
 
 log = get_logger(__name__)
@@ -52,6 +58,8 @@ class FaultRecord:
     acked_by: str | None
     acked_role: str | None
     note: str | None
+    # False while the fault is held in memory because the journal takes no writes.
+    journaled: bool = True
 
     @property
     def active(self) -> bool:
@@ -61,7 +69,8 @@ class FaultRecord:
         return {"fault_id": self.fault_id, "kind": self.kind, "raised_at": self.raised_at,
                 "message": self.message, "context": self.context, "active": self.active,
                 "acked_at": self.acked_at, "acked_by": self.acked_by,
-                "acked_role": self.acked_role, "note": self.note}
+                "acked_role": self.acked_role, "note": self.note,
+                "journaled": self.journaled}
 
 
 _COLS = "fault_id, kind, raised_at, message, context, acked_at, acked_by, acked_role, note"
@@ -78,26 +87,58 @@ class FaultLog:
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
+        self.held: list[FaultRecord] = []  # raised while the journal took no writes
 
     def add(self, kind: str, message: str, context: dict[str, Any], now: str) -> int:
+        self.write_held()
         cur = self.journal.write(
             "INSERT INTO faults (kind, raised_at, message, context) VALUES (?,?,?,?)",
             (kind, now, message, json.dumps(context, sort_keys=True, default=str)))
         return int(cur.lastrowid or 0)
 
+    def hold(self, kind: str, message: str, context: dict[str, Any], now: str) -> FaultRecord:
+        """Keep a fault in memory (the journal takes no writes), under the id it will have
+        when ``write_held`` journals it."""
+        top = self.journal.query_one("SELECT max(fault_id) FROM faults")[0] or 0
+        fid = max([int(top), *(f.fault_id for f in self.held)]) + 1
+        record = FaultRecord(fid, kind, now, message,
+                             json.loads(json.dumps(context, sort_keys=True, default=str)),
+                             None, None, None, None, journaled=False)
+        self.held.append(record)
+        return record
+
+    def write_held(self) -> None:
+        """Journal the held faults (inside the caller's transaction); they leave memory
+        once it has committed."""
+        if not self.held:
+            return
+        records = list(self.held)
+        self.journal.write_many(
+            "INSERT INTO faults (fault_id, kind, raised_at, message, context) "
+            "VALUES (?,?,?,?,?)",
+            [(f.fault_id, f.kind, f.raised_at, f.message,
+              json.dumps(f.context, sort_keys=True, default=str)) for f in records])
+        self.journal.after_commit(
+            lambda: setattr(self, "held", [f for f in self.held if f not in records]))
+
     def ack(self, fault_id: int, actor: str, role: str, note: str | None, now: str) -> None:
+        self.write_held()
         self.journal.write("UPDATE faults SET acked_at = ?, acked_by = ?, acked_role = ?, "
                            "note = ? WHERE fault_id = ? AND acked_at IS NULL",
                            (now, actor, role, note, fault_id))
 
     def get(self, fault_id: int) -> FaultRecord | None:
+        held = next((f for f in self.held if f.fault_id == fault_id), None)
+        if held is not None:
+            return held
         r = self.journal.query_one(f"SELECT {_COLS} FROM faults WHERE fault_id = ?",
                                    (fault_id,))
         return None if r is None else _fault(r)
 
     def page(self, active: bool | None = None, limit: int = 100,
              after: int | None = None) -> list[FaultRecord]:
-        """Newest first; ``after`` is the fault_id the previous page ended with."""
+        """Newest first (held ones included); ``after`` is the fault_id the previous page
+        ended with."""
         where: list[str] = []
         params: list[Any] = []
         if active is True:
@@ -112,7 +153,12 @@ class FaultLog:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY fault_id DESC LIMIT ?"
         params.append(limit)
-        return [_fault(r) for r in self.journal.query(sql, params)]
+        rows = [_fault(r) for r in self.journal.query(sql, params)]
+        if not self.held:
+            return rows
+        held = [f for f in self.held if active is not False
+                and (after is None or f.fault_id < after)]
+        return sorted([*held, *rows], key=lambda f: -f.fault_id)[:limit]
 
 
 class Faults:
@@ -125,6 +171,9 @@ class Faults:
         self._now = clock
         self._event = event
         self.active_fault: int | None = None
+        # Fault kinds that are recorded and latched but do not stop the machine (the
+        # daemon puts "audit" here when [policy] audit_mismatch = "continue").
+        self.nonstop_kinds: frozenset[str] = frozenset()
 
     @property
     def latched(self) -> bool:
@@ -132,7 +181,7 @@ class Faults:
 
     def relatch(self) -> None:
         """A fault latched before a restart stays latched until someone acknowledges it."""
-        active = self.log.page(active=True)
+        active = [f for f in self.log.page(active=True) if f.kind not in self.nonstop_kinds]
         if active and not self.latched:
             trigger = "estop" if any(f.kind == "estop" for f in active) else "fault"
             if self.machine.may(trigger):
@@ -196,17 +245,23 @@ class Faults:
 
     def raise_fault(self, kind: str, message: str, context: dict[str, Any]) -> int:
         trigger = "estop" if kind == "estop" else "fault"
+        stops = kind not in self.nonstop_kinds
         same = next((f for f in self.log.page(active=True) if f.kind == kind), None)
         if same is not None:
             # Still the same unacknowledged fault (e.g. seen again after a restart).
-            if self.machine.may(trigger):
+            if stops and self.machine.may(trigger):
                 self.machine.fire(trigger)
             return same.fault_id
-        with self.journal.transaction():
-            fid = self.log.add(kind, message, context, self._now())
-        self.active_fault = fid
-        if self.machine.may(trigger):
-            self.machine.fire(trigger)
+        try:
+            with self.journal.transaction():
+                fid = self.log.add(kind, message, context, self._now())
+        except JournalUnavailable:
+            # Latched all the same; journaled as soon as the journal takes writes again.
+            fid = self.log.hold(kind, message, context, self._now()).fault_id
+        if stops:
+            self.active_fault = fid
+            if self.machine.may(trigger):
+                self.machine.fire(trigger)
         log.error("machine fault", fault_id=fid, kind=kind, fault_message=message,
                   **{k: v for k, v in context.items() if k in ("seq", "slot", "output",
                                                               "shipment_id")})
@@ -216,7 +271,8 @@ class Faults:
     def acknowledge(self, record: FaultRecord, actor: Actor, note: str | None) -> bool:
         """Record the acknowledgement; True when no other fault is still latched (the
         machine goes on: homing, reconcile, ready)."""
-        others = [f for f in self.log.page(active=True) if f.fault_id != record.fault_id]
+        others = [f for f in self.log.page(active=True) if f.fault_id != record.fault_id
+                  and f.kind not in self.nonstop_kinds]
         with self.journal.transaction():
             self.log.ack(record.fault_id, actor.name, actor.role, note, self._now())
         self._event("fault", fault_id=record.fault_id, kind=record.kind, active=False)

@@ -27,6 +27,7 @@ from dispenser.core.states import PackState
 from dispenser.core.views import PackView
 from dispenser.daemon.ledger import After, Counters, Intent, RobotLedger
 from dispenser.daemon.robot import Completion, Motion, Outcome, Robot, RobotUnavailable
+from dispenser.journal import JournalUnavailable
 from dispenser.logs import get_logger
 
 log = get_logger(__name__)
@@ -110,7 +111,7 @@ class LoadDesk:
                 intent = self.ledger.intent(Motion.STORE, view.slot, 0, 1,
                                             pack_id=view.pack_id)
                 self.ledger.log.add([intent], self._now())
-        except (DispenserError, HardwareError) as exc:
+        except (DispenserError, HardwareError, JournalUnavailable) as exc:
             if not req.future.done():
                 req.future.set_exception(exc)
             return []
@@ -125,7 +126,10 @@ class LoadDesk:
     def on_store(self, intent: Intent, c: Completion, after: After) -> None:
         pid = intent.pack_id
         assert pid is not None
-        req = self._store_for.pop(pid, None)
+        req = self._store_for.get(pid)
+        # Forgotten only once applied: a commit that fails leaves the caller waiting for
+        # the completion applied again later.
+        after.append(lambda: self._store_for.pop(pid, None))
         self.fast_stores = time.monotonic() - self._store_sent_at < 0.04
         if c.outcome is Outcome.OK:
             view = self.d.confirm_stored(pid)
@@ -147,9 +151,10 @@ class LoadDesk:
         """The STORE never reached the robot: the pack was not stored."""
         if intent.pack_id is None:
             return
-        req = self._store_for.pop(intent.pack_id, None)
+        req = self._store_for.get(intent.pack_id)
         with contextlib.suppress(DispenserError):  # already refused or stored
             self.d.refuse_stored(intent.pack_id, "store command never reached the robot")
+        self._store_for.pop(intent.pack_id, None)
         if req is not None and not req.future.done():
             req.future.set_exception(HardwareError(
                 "the robot did not take the STORE command; take the pack off the input "

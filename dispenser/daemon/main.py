@@ -3,6 +3,7 @@
 ::
 
     dispenserd [--config FILE] [--simulate] [--demo-orders N] [--speed N | --instant]
+               [--new-audit-key]
 
 Without ``--config`` the demo defaults apply (``dispenser.config``). ``--simulate`` runs the
 robot and printer simulator inside the daemon (an ephemeral TCP port and a pty printer)
@@ -12,9 +13,12 @@ submits N generated orders once the stock is loaded.
 
 ``DISPENSERD_CLOCK_OFFSET_DAYS`` (tests and demos only) shifts the daemon's clock by that many
 days, e.g. to load a batch that has expired by the time the daemon runs again without it.
+``DISPENSERD_JOURNAL_MAX_PAGES`` (tests only) caps the journal's size in pages.
 
 Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 when a working loop failed, 2 for a
-configuration or start-up problem.
+configuration or start-up problem (one line naming the key or file and the cause: a
+journal that cannot be opened, is in use by another dispenserd, or whose audit key does not
+match; systemd does not restart it, see RestartPreventExitStatus in dispenserd.service).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -31,6 +36,7 @@ from dispenser.api.server import ApiStartError
 from dispenser.config import Config, ConfigError, load_config
 from dispenser.core.formulary import FormularyError
 from dispenser.journal import JournalError
+from dispenser.journal.health import open_problem
 from dispenser.logs import configure_logging, get_logger
 
 log = get_logger(__name__)
@@ -47,6 +53,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                        help="with --simulate: motions run N times faster than the real robot")
     speed.add_argument("--instant", action="store_true",
                        help="with --simulate: every motion completes at once")
+    p.add_argument("--new-audit-key", action="store_true",
+                   help="the journal's audit key is lost for good: key the audit trail with "
+                   "the configured key from now on (recorded in the trail; rows of the old "
+                   "key can no longer be authenticated)")
     args = p.parse_args(argv)
     if args.demo_orders < 0:
         p.error("--demo-orders must be 0 or more")
@@ -69,9 +79,12 @@ async def run(config: Config, args: argparse.Namespace, simulate: bool) -> int:
     try:
         try:
             daemon = Daemon(config, simulator=demo.simulator if demo else None,
-                            extra_tasks=demo.tasks if demo else [], clock=clock_from_env())
-        except (OSError, FormularyError, JournalError) as exc:
-            log.error("cannot start", error=str(exc))
+                            extra_tasks=demo.tasks if demo else [], clock=clock_from_env(),
+                            new_audit_key=args.new_audit_key)
+        except (OSError, FormularyError, JournalError, sqlite3.Error) as exc:
+            problem = (open_problem(str(config.journal.path), exc)
+                       if isinstance(exc, sqlite3.Error) else str(exc))
+            log.error("cannot start", error=problem)
             if demo is not None:
                 await demo.stop()
             return 2

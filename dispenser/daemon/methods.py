@@ -32,10 +32,12 @@ from dispenser.core.views import Actor, OrderView, PackView, ShipmentView
 from dispenser.daemon import robot as robot_api
 from dispenser.daemon.commit import GroupCommit
 from dispenser.daemon.controller import ControllerMachine, ControllerState, InvalidTransition
+from dispenser.daemon.faults import FaultRecord
 from dispenser.daemon.loading import HardwareError
 from dispenser.daemon.printdesk import PrintDesk
 from dispenser.daemon.robot import Motion, Robot, RobotRefused, RobotUnavailable
 from dispenser.daemon.scheduler import Scheduler
+from dispenser.journal import Journal, JournalUnavailable, VerifyResult
 from drivers.printer.status import PrinterError
 
 
@@ -48,6 +50,7 @@ class Services(Protocol):
     machine: ControllerMachine
     desk: PrintDesk
     robot: Robot
+    journal: Journal
 
     def publish(self, event: dict[str, Any]) -> None: ...
     def order_event(self, view: OrderView) -> None: ...
@@ -59,6 +62,8 @@ class Services(Protocol):
     async def print_test_label(self) -> tuple[bool, list[str]]: ...
     def mark_audited(self, caller: Caller) -> None: ...
     def note_pause(self, by: str, reason: str) -> None: ...
+    def fault_acknowledged(self, record: FaultRecord) -> None: ...
+    async def verify_audit(self) -> VerifyResult: ...
     def write_api_audit(self, caller: Caller, method: str, params: dict[str, Any], ok: bool,
                         error: ApiError | None) -> None: ...
 
@@ -326,6 +331,11 @@ def api_error(exc: Exception) -> ApiError:
         return ApiError(ErrorCode.WRONG_STATE, getattr(exc, "message", str(exc)))
     if isinstance(exc, LoadRefused):
         return ApiError(ErrorCode.LOAD_REFUSED, exc.message, {"reason": exc.reason_code})
+    if isinstance(exc, JournalUnavailable):
+        return ApiError(ErrorCode.JOURNAL_UNAVAILABLE, exc.message,
+                        {"cause": exc.cause, "filesystem": exc.filesystem,
+                         "retry": "nothing of this call was kept; send it again once the "
+                                  "journal works (order ids make a repeat harmless)"})
     if isinstance(exc, DispenserError):
         return ApiError(ErrorCode.CONFLICT, exc.message)
     if isinstance(exc, RobotRefused):
@@ -360,9 +370,15 @@ def register_methods(registry: MethodRegistry, daemon: Services) -> None:
         def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
             async def handler(params: dict[str, Any], caller: Caller) -> Any:
                 try:
+                    if mutating:
+                        # A change needs the journal (its audit row at least): while it
+                        # takes no writes, refuse before changing anything.
+                        down = daemon.journal.check_available()
+                        if down is not None:
+                            raise down
                     return await fn(params, caller)
                 except (DispenserError, HardwareError, RobotUnavailable, PrinterError,
-                        InvalidTransition) as exc:
+                        InvalidTransition, JournalUnavailable) as exc:
                     raise api_error(exc) from None
             handler.__name__ = fn.__name__
             registry.add(name, handler, roles=roles, mutating=mutating)
@@ -579,6 +595,7 @@ def register_methods(registry: MethodRegistry, daemon: Services) -> None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no fault {p.fault_id}") from None
         except ValueError as exc:
             raise ApiError(ErrorCode.WRONG_STATE, str(exc)) from None
+        daemon.fault_acknowledged(record)
         return record.as_dict()
 
     # -- labels
@@ -636,9 +653,14 @@ def register_methods(registry: MethodRegistry, daemon: Services) -> None:
     async def audit_verify(params: dict[str, Any], caller: Caller) -> Any:
         parse_params(_Empty, params)
         started = time.perf_counter()
-        r = d.audit_verify()
+        r = await daemon.verify_audit()
+        cp = r.checkpoint
         return {"ok": r.ok, "records": r.rows, "first_bad_row": r.first_bad_row,
-                "problems": [r.reason] if r.reason else [],
+                "problems": [f.message for f in r.findings],
+                "findings": [f.as_dict() for f in r.findings],
+                "keyed": r.keyed, "keyed_from": r.keyed_from, "key_id": r.key_id,
+                "checkpoint": None if cp is None else {
+                    "last_id": cp["last_id"], "written_at": cp["written_at"]},
                 "seconds": round(time.perf_counter() - started, 3)}
 
 

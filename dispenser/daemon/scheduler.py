@@ -11,6 +11,11 @@ One cycle (every ``poll_s``):
    being loaded (``LoadDesk``); the intents are journaled, then queued;
 6. refresh the robot's watchdog and systemd's.
 
+When the journal takes no writes (disk full, see ``journal_failed``) the loop parks: it
+sends nothing and applies no completion (they wait in the robot's ring, which holds more
+than the commands outstanding), keeps following the robot and refreshing its watchdog, and
+holds faults and printed labels in memory until a probe finds the journal writable again.
+
 Nothing here runs in a thread: the asyncio loop is the only caller of the robot, the
 dispensary and the controller machine.
 """
@@ -46,6 +51,7 @@ from dispenser.daemon.robot import (
     Status,
 )
 from dispenser.daemon.totes import TotePlanner
+from dispenser.journal import JournalUnavailable
 from dispenser.logs import get_logger
 
 log = get_logger(__name__)
@@ -108,6 +114,7 @@ class Scheduler:
         self.last_error: str | None = None
         self._geometry_checked = False
         self._last_output_full: frozenset[int] = frozenset()
+        self._held_prints: list[str] = []  # labels printed while the journal was down
 
     # ================================================================ helpers
     def _now(self) -> str:
@@ -169,18 +176,25 @@ class Scheduler:
         try:
             status = await self.robot.read_status()
             self._link_up()
-            if self._need_reconcile:
-                status = await self._reconcile(status)
-            if await self.ledger.apply_completions(status):
-                self.totes.bump()
-            self.status = status
-            if self.faults.follow(status) and not self._need_reconcile:
-                log.warning("the robot stopped waiting for the controller; resetting it")
-                self._need_reconcile = True
-            await self._plan_and_send(status)
-            await self._refresh_watchdog()
+            if not self._journal_back():
+                await self._park(status)
+            else:
+                if self._need_reconcile:
+                    status = await self._reconcile(status)
+                if await self.ledger.apply_completions(status):
+                    self.totes.bump()
+                self.status = status
+                if self.faults.follow(status) and not self._need_reconcile:
+                    log.warning("the robot stopped waiting for the controller; resetting it")
+                    self._need_reconcile = True
+                await self._plan_and_send(status)
+                await self._refresh_watchdog()
         except _Halt:
             pass
+        except JournalUnavailable as exc:
+            self.journal_failed(exc)
+            with contextlib.suppress(RobotUnavailable):
+                await self._refresh_watchdog()
         except CompletionsLost as exc:
             if not self.faults.latched:
                 self.faults.raise_fault("completions_lost", str(exc), {})
@@ -360,8 +374,52 @@ class Scheduler:
         return self.totes.maybe_complete(shipment_id)
 
     def on_printed(self, shipment_id: str) -> None:
-        self.totes.on_printed(shipment_id)
+        """The print desk printed a shipment's label and slip."""
+        try:
+            self.totes.on_printed(shipment_id)
+        except JournalUnavailable:
+            # Printed all the same: recorded once the journal takes writes (printing it
+            # again meanwhile would only waste labels).
+            log.warning("printed label not journaled yet", shipment_id=shipment_id)
+            self._held_prints.append(shipment_id)
         self.wake()
+
+    # ================================================================ journal outage
+    def journal_failed(self, exc: JournalUnavailable) -> None:
+        """The journal stopped taking writes: latch a ``journal`` fault (held in memory
+        until it can be journaled) and agree with the journal again once it is back."""
+        self._need_reconcile = True
+        self.faults.raise_fault("journal", f"{exc.message}; then acknowledge this fault",
+                                {"cause": exc.cause, "path": exc.path,
+                                 "filesystem": exc.filesystem, "detail": exc.detail})
+
+    def _journal_back(self) -> bool:
+        """True when the journal takes writes. Held faults and printed labels are written
+        first; while it is unavailable this fails fast (the journal probes at most once a
+        second)."""
+        if (self.journal.unavailable is None and not self.faults.log.held
+                and not self._held_prints):
+            return True
+        prints, self._held_prints = self._held_prints, []
+        try:
+            with self.journal.transaction():
+                self.faults.log.write_held()
+        except JournalUnavailable:
+            self._held_prints = prints + self._held_prints
+            return False
+        log.info("journal back: applying what the robot did meanwhile")
+        self._need_reconcile = True
+        for sid in prints:
+            self.on_printed(sid)
+        return True
+
+    async def _park(self, status: Status) -> None:
+        """One cycle without the journal: no command, no completion applied; follow the
+        robot (faults are held in memory) and keep its watchdog alive so it finishes what
+        it was given."""
+        self.status = status
+        self.faults.follow(status)
+        await self._refresh_watchdog()
 
     async def ack_fault(self, fault_id: int, actor: Actor, note: str | None) -> FaultRecord:
         """A person cleared the cause: RESET the robot (HOME after an emergency stop),
@@ -409,6 +467,10 @@ class Scheduler:
                 await self._refresh_watchdog()
             except RobotUnavailable as exc:
                 log.warning("robot unreachable while stopping", error=str(exc))
+                break
+            except JournalUnavailable as exc:
+                log.warning("journal unavailable while stopping: completions stay in the "
+                            "robot's ring for the next start", error=exc.message)
                 break
             if status.queue_depth == 0 and status.executing_seq == 0:
                 break

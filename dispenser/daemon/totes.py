@@ -362,11 +362,13 @@ class TotePlanner:
         with self.journal.transaction():
             self.log.mark_printed(shipment_id, self._now())
             tote = self.totes.get(shipment_id)
-            if tote is not None:
-                tote.printed = True
-                if tote.output == 0:
-                    self.log.mark_handed_on(shipment_id, self._now())
-                    tote.handed_on = True
+            if tote is not None and tote.output == 0:
+                self.log.mark_handed_on(shipment_id, self._now())
+        # Memory follows the journal only once the commit went through.
+        if tote is not None:
+            tote.printed = True
+            if tote.output == 0:
+                tote.handed_on = True
         log.info("labelled", shipment_id=shipment_id)
         self.maybe_complete(shipment_id)
 

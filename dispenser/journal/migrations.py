@@ -135,4 +135,26 @@ CREATE TABLE discrepancies (
     actor TEXT NOT NULL
 );
 """),
+    Migration("core", 2, "keyed audit chain, journal probe", """
+-- Keyed audit rows: from first_row on (up to the next epoch) rows carry HMAC-SHA256 hashes
+-- made with the key whose fingerprint is key_id (never the key itself). Rows before the
+-- first epoch were written before the chain was keyed and carry plain SHA-256 hashes.
+CREATE TABLE audit_keys (
+    first_row INTEGER PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    since TEXT NOT NULL
+);
+CREATE TRIGGER audit_keys_no_update BEFORE UPDATE ON audit_keys
+BEGIN SELECT RAISE(ABORT, 'audit keys are append-only'); END;
+CREATE TRIGGER audit_keys_no_delete BEFORE DELETE ON audit_keys
+BEGIN SELECT RAISE(ABORT, 'audit keys are append-only'); END;
+
+-- One row, rewritten by the journal's probe while the disk is full or read-only: a
+-- committed write of some pages (room) that tells whether the journal takes writes again.
+CREATE TABLE journal_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at TEXT NOT NULL,
+    room BLOB
+);
+"""),
 )

@@ -17,7 +17,7 @@ from dispenser.core import Dispensary
 from dispenser.core.policy import Policy
 from dispenser.core.states import OrderState, ShipmentState
 from dispenser.core.stock import SlotGeometry
-from dispenser.journal import Journal, JournalError, Migration
+from dispenser.journal import CORE_MIGRATIONS, Journal, JournalError, Migration
 from tests.dispenser.conftest import (
     _FORMULARY,
     API,
@@ -46,15 +46,15 @@ def test_pragmas_and_migrations(tmp_path: Path) -> None:
     assert j.query_one("PRAGMA journal_mode")[0] == "wal"
     assert j.query_one("PRAGMA synchronous")[0] == 2  # FULL
     assert j.query_one("PRAGMA foreign_keys")[0] == 1
-    assert j.user_version == 1
+    assert j.user_version == len(CORE_MIGRATIONS)
     j.close()
     extra = [Migration("daemon", 1, "robot tasks", "CREATE TABLE robot_tasks (id INTEGER);"),
              Migration("daemon", 2, "index", "CREATE INDEX robot_tasks_id ON robot_tasks(id);")]
     j = Journal(tmp_path / "j.db", extra_migrations=extra)
-    assert j.user_version == 3
+    assert j.user_version == len(CORE_MIGRATIONS) + 2
     j.close()
     j = Journal(tmp_path / "j.db", extra_migrations=extra)  # idempotent
-    assert j.user_version == 3
+    assert j.user_version == len(CORE_MIGRATIONS) + 2
     j.close()
     with pytest.raises(JournalError):
         Journal(tmp_path / "j.db", extra_migrations=[extra[0], extra[0]])

@@ -149,7 +149,9 @@ class Sim:
 
 @dataclass
 class Daemon:
-    """``dispenserd --config`` as a process."""
+    """``dispenserd --config`` as a process. ``name`` tells the files of a second daemon in
+    the same working directory apart (config, log, socket); ``journal`` puts the journal
+    elsewhere (default ``workdir/journal.sqlite``)."""
 
     workdir: Path
     sim: Sim
@@ -160,21 +162,30 @@ class Daemon:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    name: str = "dispenserd"
+    journal: Path | None = None
+    audit_mismatch: str = "stop"
+    audit_key: Path | None = None
 
     @property
     def socket(self) -> Path:
-        return self.workdir / "api.sock"
+        return self.workdir / ("api.sock" if self.name == "dispenserd" else f"{self.name}.sock")
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / "dispenserd.log"
+        return self.workdir / f"{self.name}.log"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.journal or self.workdir / "journal.sqlite"
 
     def write_config(self) -> Path:
         tokens = "\n".join(f'[[api.tokens]]\nrole = "{role}"\nhash = "{hash_token(tok)}"\n'
                            f'label = "{role}-test"\n' for role, tok in TOKENS.items())
         text = f"""
 [journal]
-path = "{self.workdir / 'journal.sqlite'}"
+path = "{self.journal_path}"
+{f'audit_key = "{self.audit_key}"' if self.audit_key else ""}
 
 [api]
 socket = "{self.socket}"
@@ -207,12 +218,13 @@ low_stock_packs = 1
 [policy]
 merge_window_s = {self.merge_window_s}
 min_shelf_life_days = {self.min_shelf_life_days}
+audit_mismatch = "{self.audit_mismatch}"
 
 [log]
 level = "info"
 format = "json"
 """
-        path = self.workdir / "dispenserd.toml"
+        path = self.workdir / f"{self.name}.toml"
         path.write_text(text)
         return path
 
@@ -239,6 +251,17 @@ format = "json"
                     pass
             time.sleep(0.05)
         raise RuntimeError("dispenserd did not start:\n" + self.log_tail())
+
+    def run_to_exit(self, timeout: float = 30.0) -> tuple[int, str]:
+        """Start it expecting it to stop by itself (a start-up problem): exit status and
+        everything it wrote."""
+        config = self.write_config()
+        env = {**os.environ, **self.env}
+        env.pop("NOTIFY_SOCKET", None)
+        ran = subprocess.run([str(BIN / "dispenserd"), "--config", str(config)],
+                             capture_output=True, text=True, env=env, cwd=self.workdir,
+                             timeout=timeout)
+        return ran.returncode, ran.stdout + ran.stderr
 
     def log_tail(self, lines: int = 60) -> str:
         try:

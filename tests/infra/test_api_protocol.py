@@ -40,6 +40,7 @@ def test_error_codes_are_the_documented_ones() -> None:
         "LOAD_REFUSED": -32008,
         "HARDWARE": -32009,
         "TOO_MANY_CONNECTIONS": -32020,
+        "JOURNAL_UNAVAILABLE": -32010,
     }
 
 

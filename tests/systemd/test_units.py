@@ -110,6 +110,14 @@ def test_service_declares_what_the_daemon_relies_on() -> None:
     assert "PrivateDevices" not in {k.split(".", 1)[1] for k in d}  # would hide serial ports
 
 
+def test_service_hands_over_the_audit_key_and_does_not_restart_a_start_up_problem() -> None:
+    d = _directives(SERVICE)
+    assert d["Service.LoadCredential"] == ["audit.key:/etc/dispenser/audit.key"]
+    assert d["Service.RestartPreventExitStatus"] == ["2"]
+    config = tomllib.loads((ROOT / "config" / "dispenser.toml").read_text())
+    assert config["journal"]["audit_key"] == "/etc/dispenser/audit.key"
+
+
 def test_socket_matches_the_shipped_configuration() -> None:
     d = _directives(SOCKET)
     assert d["Socket.SocketMode"] == ["0660"]

@@ -1,4 +1,5 @@
-"""Technician commands: robot registers, self-test, printer, Modbus statistics, audit check."""
+"""Technician commands: robot registers, self-test, printer, Modbus statistics, audit check,
+and the audit key (made here, locally, without the daemon)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from dispenser.cli.args import number
-from dispenser.cli.context import Context, Exit
+from dispenser.cli.context import Context, Exit, UsageError
 from dispenser.cli.render import registers_table, selftest_table, stats_table
+from dispenser.journal import AuditKey
 
 __all__ = ["register"]
 
@@ -43,6 +45,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p = asub.add_parser("verify", parents=[common],
                         help="check the audit trail is complete and unaltered (exit 5 if not)")
     p.set_defaults(func=audit_verify)
+    p = asub.add_parser("init-key", parents=[common],
+                        help="make a new audit key file (mode 0600; never over an existing "
+                        "file); run as root at install, see docs/install.md")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=audit_init_key, offline=True)
 
 
 def registers(ctx: Context, args: argparse.Namespace) -> Exit:
@@ -81,7 +88,14 @@ def _audit(result: Mapping[str, Any]) -> RenderableType:
                   style="bold red")]
     if result.get("first_bad_row") is not None:
         lines.append(Text(f"  first bad record: {result['first_bad_row']}"))
-    lines += [Text(f"  {problem}") for problem in result.get("problems") or []]
+    findings = result.get("findings")
+    if isinstance(findings, list) and findings:
+        for f in findings:
+            where = f" from record {f['first_bad_row']}" if f.get("first_bad_row") else ""
+            kind = str(f.get("kind", "")).replace("_", " ")
+            lines.append(Text(f"  {kind}{where}: {f.get('message')}"))
+    else:
+        lines += [Text(f"  {problem}") for problem in result.get("problems") or []]
     return Group(*lines)
 
 
@@ -90,3 +104,18 @@ def audit_verify(ctx: Context, args: argparse.Namespace) -> Exit:
     ctx.emit(result, _audit)
     ok = isinstance(result, Mapping) and result.get("ok") is True
     return Exit.OK if ok else Exit.AUDIT_FAILED
+
+
+def audit_init_key(ctx: Context, args: argparse.Namespace) -> Exit:
+    try:
+        key = AuditKey.create(args.file)
+    except FileExistsError:
+        raise UsageError(f"{args.file} exists: an audit key is never overwritten (the "
+                         "journal's rows would no longer verify); give another FILE") from None
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.file}: {exc.strerror}") from None
+    result = {"file": args.file, "key_id": key.key_id}
+    ctx.emit(result, lambda r: Text(
+        f"audit key written to {r['file']} (key id {r['key_id']}, mode 0600); keep a copy "
+        "with the backups, apart from the journal"))
+    return Exit.OK
