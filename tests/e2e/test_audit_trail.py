@@ -11,9 +11,8 @@ import subprocess
 from datetime import date, timedelta
 from pathlib import Path
 
-from dispenser.daemon.schema import DAEMON_MIGRATIONS
-
 from dispenser.api.client import ApiClient
+from dispenser.daemon.schema import DAEMON_MIGRATIONS
 from dispenser.journal import AuditKey, Journal
 from dispenser.journal.audit import payload, plain_hash
 from tests.e2e.harness import BIN, TOKENS, Daemon, Sim, drugs, load_packs, order, pack, wait_for

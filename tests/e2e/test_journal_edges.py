@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dispenser.daemon.schema import DAEMON_MIGRATIONS
 
 from dispenser.api.client import ApiClient
 from dispenser.api.protocol import ApiError
+from dispenser.daemon.schema import DAEMON_MIGRATIONS
 from dispenser.journal import AuditKey, Journal
 from tests.conftest import under_ci
 from tests.e2e.harness import (
