@@ -9,24 +9,25 @@ from typing import Any
 import pytest
 
 from dispenser.api.protocol import ApiError, ErrorCode, parse_params
-from dispenser.daemon import methods as m
+from dispenser.daemon.methods import params as pm
+from dispenser.daemon.methods.audit import audit_summary
 
 
 @pytest.mark.parametrize(("model", "params"), [
-    (m._Maintenance, {"on": "true"}),
-    (m._Maintenance, {"on": 1}),
-    (m._Registers, {"address": True, "count": 1}),
-    (m._FaultAck, {"fault_id": True}),
-    (m._FaultAck, {"fault_id": 2**64}),
-    (m._FaultList, {"after": 2**64}),
-    (m._StockList, {"after": 2**64}),
-    (m._StockList, {"drug_code": "\ud800"}),
-    (m._OrderList, {"after": "\ud800"}),
-    (m._OrderList, {"limit": True}),
-    (m._Load, {"scan": "x", "wait": "1"}),
-    (m._Selftest, {"slot": "0"}),
-    (m._Selftest, {"slot": 2**64}),
-    (m._Pause, {"reason": 1}),
+    (pm.Maintenance, {"on": "true"}),
+    (pm.Maintenance, {"on": 1}),
+    (pm.Registers, {"address": True, "count": 1}),
+    (pm.FaultAck, {"fault_id": True}),
+    (pm.FaultAck, {"fault_id": 2**64}),
+    (pm.FaultList, {"after": 2**64}),
+    (pm.StockList, {"after": 2**64}),
+    (pm.StockList, {"drug_code": "\ud800"}),
+    (pm.OrderList, {"after": "\ud800"}),
+    (pm.OrderList, {"limit": True}),
+    (pm.Load, {"scan": "x", "wait": "1"}),
+    (pm.Selftest, {"slot": "0"}),
+    (pm.Selftest, {"slot": 2**64}),
+    (pm.Pause, {"reason": 1}),
 ])
 def test_wrong_types_and_unstorable_values_are_invalid_params(model: Any,
                                                               params: dict[str, Any]) -> None:
@@ -37,7 +38,7 @@ def test_wrong_types_and_unstorable_values_are_invalid_params(model: Any,
 
 
 def test_audit_summary_of_broken_text_is_storable() -> None:
-    subject, safe = m.audit_summary("machine.pause", {"reason": 1, "order_id": "\ud800",
+    subject, safe = audit_summary("machine.pause", {"reason": 1, "order_id": "\ud800",
                                                       "fault_id": 2**70})
     text = json.dumps([subject, safe], ensure_ascii=False)
     text.encode("utf-8")  # does not raise
@@ -46,22 +47,22 @@ def test_audit_summary_of_broken_text_is_storable() -> None:
 
 
 def test_orders_with_broken_text_are_invalid_orders_naming_the_field() -> None:
-    assert m.broken_text({"patient": {"name": "ok", "phone": "x\ud800"}}) == "patient.phone"
-    assert m.broken_text({"items": [{"drug_code": "1"}, {"\udcff": 1}]}) == "items.1.\udcff"
-    assert m.broken_text({"a": ["fine", 1, None]}) is None
+    assert pm.broken_text({"patient": {"name": "ok", "phone": "x\ud800"}}) == "patient.phone"
+    assert pm.broken_text({"items": [{"drug_code": "1"}, {"\udcff": 1}]}) == "items.1.\udcff"
+    assert pm.broken_text({"a": ["fine", 1, None]}) is None
 
 
 @pytest.mark.parametrize(("model", "params", "field"), [
-    (m._OrderAction, {"order_id": "A-1", "reason": "r" * 501}, "reason"),
-    (m._Quarantine, {"gtin": "06900000010006", "batch": "B1", "reason": "r" * 501}, "reason"),
-    (m._Pause, {"reason": "r" * 501}, "reason"),
-    (m._FaultAck, {"fault_id": 1, "note": "n" * 501}, "note"),
-    (m._Load, {"scan": "s" * 501}, "scan"),
-    (m._ConfirmManual, {"shipment_id": "SH-1", "scan": "s" * 501}, "scan"),
+    (pm.OrderAction, {"order_id": "A-1", "reason": "r" * 501}, "reason"),
+    (pm.Quarantine, {"gtin": "06900000010006", "batch": "B1", "reason": "r" * 501}, "reason"),
+    (pm.Pause, {"reason": "r" * 501}, "reason"),
+    (pm.FaultAck, {"fault_id": 1, "note": "n" * 501}, "note"),
+    (pm.Load, {"scan": "s" * 501}, "scan"),
+    (pm.ConfirmManual, {"shipment_id": "SH-1", "scan": "s" * 501}, "scan"),
 ])
 def test_free_text_longer_than_the_limit_is_refused_naming_the_field(
         model: Any, params: dict[str, Any], field: str) -> None:
-    assert m.MAX_TEXT == 500
+    assert pm.MAX_TEXT == 500
     with pytest.raises(ApiError) as err:
         parse_params(model, params)
     assert err.value.code == ErrorCode.INVALID_PARAMS
@@ -71,7 +72,7 @@ def test_free_text_longer_than_the_limit_is_refused_naming_the_field(
 
 
 def test_audit_summary_keeps_a_bounded_part_of_long_values_and_says_so() -> None:
-    subject, safe = m.audit_summary("order.cancel", {"order_id": "o" * 100_000,
+    subject, safe = audit_summary("order.cancel", {"order_id": "o" * 100_000,
                                                      "reason": "r" * 500_000,
                                                      "note": "fine"})
     assert subject == "o" * 500
@@ -79,7 +80,7 @@ def test_audit_summary_keeps_a_bounded_part_of_long_values_and_says_so() -> None
     assert safe["note"] == "fine"
     assert safe["truncated"] == {"order_id": 100_000, "reason": 500_000}
     assert len(json.dumps(safe)) < 2_000
-    subject, safe = m.audit_summary("order.submit", {"order": {"order_id": "x" * 9000}})
+    subject, safe = audit_summary("order.submit", {"order": {"order_id": "x" * 9000}})
     assert subject == "x" * 500 and safe["truncated"] == {"order.order_id": 9000}
-    _, safe = m.audit_summary("machine.pause", {"reason": "short"})
+    _, safe = audit_summary("machine.pause", {"reason": "short"})
     assert "truncated" not in safe

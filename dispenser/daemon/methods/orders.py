@@ -1,0 +1,136 @@
+"""API methods. Orders: submit (one or a batch), cancel, release, reject, get, list;
+and ``system.info``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from dispenser.api.protocol import ApiError, parse_params
+from dispenser.api.server import Caller
+from dispenser.core.errors import DispenserError
+from dispenser.core.views import Actor, OrderView
+from dispenser.daemon.methods.audit import storable
+from dispenser.daemon.methods.base import ALL, STAFF, Api, api_error, page
+from dispenser.daemon.methods.params import (
+    Empty,
+    OrderAction,
+    OrderId,
+    OrderList,
+    Submit,
+    SubmitBatch,
+    order_text_error,
+)
+from dispenser.daemon.methods.views import order_json
+
+__all__ = ["register"]
+
+
+def register(api: Api) -> None:
+    daemon = api.daemon
+    d = daemon.dispensary
+    commit = daemon.commit
+    method, actor = api.method, api.actor
+    audit_row = api.audit_row
+
+    @method("system.info", None)
+    async def system_info(params: dict[str, Any], caller: Caller) -> Any:
+        parse_params(Empty, params)
+        return daemon.info()
+
+    @method("order.submit", ALL, mutating=True)
+    async def order_submit(params: dict[str, Any], caller: Caller) -> Any:
+        p = parse_params(Submit, params)
+        who = actor(caller)
+        refused = order_text_error(p.order)
+        if refused is not None:
+            raise refused
+
+        def work() -> OrderView:
+            # An accepted order is audited by the core ("order.received", with this
+            # caller's name and role); a refused one is audited here, in the same commit.
+            writes = d.journal.writes
+            try:
+                view = d.submit(p.order, who)
+            except DispenserError as exc:
+                audit_row(caller, "order.submit", params, False, api_error(exc))
+                daemon.mark_audited(caller)
+                raise
+            if d.journal.writes == writes:  # a retry of a known order: nothing was written
+                audit_row(caller, "order.submit", params, True, None)
+            daemon.mark_audited(caller)
+            return view
+
+        view = await commit.run(work)
+        daemon.order_event(view)
+        return order_json(view)
+
+    @method("order.submit_batch", ALL, mutating=True)
+    async def order_submit_batch(params: dict[str, Any], caller: Caller) -> Any:
+        p = parse_params(SubmitBatch, params)
+        who = actor(caller)
+        text_errors = {i: e for i, o in enumerate(p.orders)
+                       if (e := order_text_error(o)) is not None}
+        good = [o for i, o in enumerate(p.orders) if i not in text_errors]
+
+        def work() -> list[OrderView | DispenserError]:
+            results = d.submit_many(good, who)
+            audit_row(caller, "order.submit_batch", params, True, None)
+            daemon.mark_audited(caller)
+            return results
+
+        accepted = iter(await commit.run(work))
+        results: list[OrderView | DispenserError | ApiError] = [
+            text_errors[i] if i in text_errors else next(accepted)
+            for i in range(len(p.orders))]
+        out: list[dict[str, Any]] = []
+        for raw, r in zip(p.orders, results, strict=True):
+            oid = storable(raw["order_id"]) if isinstance(raw.get("order_id"), str) else None
+            if isinstance(r, OrderView):
+                daemon.order_event(r)
+                out.append({"order_id": r.order_id, "state": r.state.value,
+                            "hold_reasons": [h.as_dict() for h in r.holds]})
+            else:
+                err = api_error(r)
+                out.append({"order_id": oid, "error": {"code": int(err.code),
+                                                       "message": err.message,
+                                                       **(err.data or {})}})
+        return {"results": out}
+
+    async def _order_action(fn: Callable[[str, Actor, str], OrderView], params: dict[str, Any],
+                            caller: Caller) -> Any:
+        p = parse_params(OrderAction, params)
+        view = await commit.run(lambda: fn(p.order_id, actor(caller), p.reason))
+        daemon.order_event(view)
+        return order_json(view)
+
+    @method("order.cancel", ALL, mutating=True)
+    async def order_cancel(params: dict[str, Any], caller: Caller) -> Any:
+        return await _order_action(d.cancel, params, caller)
+
+    @method("order.release", STAFF, mutating=True)
+    async def order_release(params: dict[str, Any], caller: Caller) -> Any:
+        return await _order_action(d.release, params, caller)
+
+    @method("order.reject", STAFF, mutating=True)
+    async def order_reject(params: dict[str, Any], caller: Caller) -> Any:
+        return await _order_action(d.reject, params, caller)
+
+    @method("order.get", ALL)
+    async def order_get(params: dict[str, Any], caller: Caller) -> Any:
+        p = parse_params(OrderId, params)
+        view = d.get_order(p.order_id)
+        out = order_json(view)
+        body = daemon.order_body(p.order_id)
+        if body is not None:
+            out["patient"] = body.get("patient")
+            out["prescription"] = body.get("prescription")
+            out["delivery"] = body.get("delivery")
+        return out
+
+    @method("order.list", ALL)
+    async def order_list(params: dict[str, Any], caller: Caller) -> Any:
+        p = parse_params(OrderList, params)
+        views = d.list_orders(p.state, p.limit, p.after)
+        return page([order_json(v) for v in views], p.limit, "order_id")
+

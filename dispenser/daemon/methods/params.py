@@ -1,0 +1,177 @@
+"""The params of every API method, as pydantic models that refuse what JSON does not say
+exactly (docs/api.md): no ``"true"`` for a boolean, no ``1`` for a boolean, no ``"5"`` for a
+number, text of valid Unicode within its length, numbers within the journal's 64-bit
+integers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from dispenser.api.protocol import ApiError, ErrorCode
+from dispenser.core.states import OrderState, PackState, ShipmentState
+
+# The longest free text a method takes (reasons, notes, scans; docs/api.md, Limits).
+# Longer text is refused with -32602 naming the field, and an audit row keeps at most
+# this much of any value.
+MAX_TEXT = 500
+
+# Params are taken as JSON gives them: no "true" for a boolean, no 1 for a boolean, no
+# "5" for a number; text must be valid Unicode (no lone surrogate escapes), numbers fit
+# the journal's 64-bit integers.
+MAX_ID = 2**63 - 1
+MAX_SLOT = 2**32 - 1
+
+
+def _unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (a lone surrogate escape is not)"
+                         ) from None
+    return value
+
+
+def broken_text(value: Any, path: str = "") -> str | None:
+    """The path of the first string (key or value) in ``value`` that is not valid Unicode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "(order)"
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            here = f"{path}.{k}" if path else str(k)
+            found = broken_text(k, here) or broken_text(v, here)
+            if found:
+                return found
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            found = broken_text(v, f"{path}.{i}" if path else str(i))
+            if found:
+                return found
+    return None
+
+
+def order_text_error(order: Any) -> ApiError | None:
+    path = broken_text(order)
+    if path is None:
+        return None
+    message = "text must be valid Unicode (a lone surrogate escape is not)"
+    return ApiError(ErrorCode.INVALID_ORDER, f"order refused, fix these fields and send it "
+                    f"again: {path}: {message}", {"errors": [{"path": path,
+                                                               "message": message}]})
+
+
+Text = Annotated[StrictStr, AfterValidator(_unicode)]
+# Length limits go before the Unicode check: so they are checked on the string itself
+# and say "at most N characters".
+Ident = Annotated[StrictStr, Field(min_length=1, max_length=64), AfterValidator(_unicode)]
+Reason = Annotated[StrictStr, Field(max_length=MAX_TEXT), AfterValidator(_unicode)]
+FreeText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT),
+                     AfterValidator(_unicode)]
+Id = Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Empty(Params):
+    pass
+
+
+class Page(Params):
+    limit: Annotated[StrictInt, Field(ge=1, le=1000)] = 100
+
+
+class Submit(Params):
+    order: dict[str, Any]
+
+
+class SubmitBatch(Params):
+    orders: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+
+
+class OrderAction(Params):
+    order_id: Ident
+    reason: Reason = ""
+
+
+class OrderId(Params):
+    order_id: Ident
+
+
+class OrderList(Page):
+    state: OrderState | None = None
+    after: Ident | None = None
+
+
+class ShipmentId(Params):
+    shipment_id: Ident
+
+
+class ShipmentList(Page):
+    state: ShipmentState | None = None
+    after: Ident | None = None
+
+
+class ConfirmManual(Params):
+    shipment_id: Ident
+    scan: FreeText
+
+
+class StockList(Page):
+    drug_code: Annotated[Text, Field(pattern=r"^[0-9]{14}$")] | None = None
+    state: PackState | None = PackState.IN_STOCK
+    slot: Annotated[StrictInt, Field(ge=0, le=MAX_SLOT)] | None = None
+    after: Id | None = None
+
+
+class Load(Params):
+    scan: FreeText
+    wait: StrictBool = False
+
+
+class Quarantine(Params):
+    gtin: Annotated[Text, Field(pattern=r"^[0-9]{14}$")]
+    batch: Annotated[StrictStr, Field(min_length=1, max_length=20), AfterValidator(_unicode)]
+    reason: FreeText
+
+
+class Discrepancies(Page):
+    after: Id | None = None
+
+
+class Pause(Params):
+    reason: Reason = ""
+
+
+class Maintenance(Params):
+    on: StrictBool
+
+
+class FaultList(Page):
+    active: StrictBool | None = None
+    after: Id | None = None
+
+
+class FaultAck(Params):
+    fault_id: Id
+    note: Reason | None = None
+
+
+class Reprint(Params):
+    shipment_id: Ident
+    what: Literal["label", "slip", "both"] = "both"
+
+
+class Registers(Params):
+    address: Annotated[StrictInt, Field(ge=0, le=65535)]
+    count: Annotated[StrictInt, Field(ge=1, le=125)]
+
+
+class Selftest(Params):
+    slot: Annotated[StrictInt, Field(ge=0, le=MAX_SLOT)] = 0
