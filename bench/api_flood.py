@@ -6,7 +6,7 @@
     .venv/bin/python bench/api_flood.py                    # 20,000 requests per case
     .venv/bin/python bench/api_flood.py --requests 5000 --speed 20 --rate 3
 
-``dispenser-sim`` and ``dispenserd`` run as separate processes (``bench/stack.py``) with the
+``dispenser-sim`` and ``dispenserd`` run as separate processes (``dispenser.testing.Stack``) with the
 daemon's default robot watchdog (2 s). Stock is loaded (instant robot), then the simulator
 is power-cycled at ``--speed`` (motions that many times faster than the real machine) and
 the order system sends orders at ``--rate`` per second for the whole run, so the machine
@@ -45,13 +45,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.dayload import Loader, OrderSystem, day_plan, stock_for  # noqa: E402
-from bench.stack import TOKENS, DaemonOptions, Stack, say  # noqa: E402
-from dispenser.api.client import ApiClient  # noqa: E402
+from dispenser.api.client import ApiClient
+from dispenser.testing import TOKENS, DaemonOptions, Stack, say
+from dispenser.testing.campaigns.dayload import Loader, OrderSystem, day_plan, stock_for
 
 CASES = (("order_system", "machine.status"), ("staff", "machine.status"),
          ("technician", "machine.status"), ("none", "machine.status"),
@@ -129,7 +125,7 @@ async def run_case(stack: Stack, name: str, method: str, n: int) -> dict[str, An
     await asyncio.sleep(0.2)
     latencies.clear()  # only the pings during the flood count
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--flood-client", str(stack.api_socket), role or "none",
+        sys.executable, __file__, "--flood-client", str(stack.daemon.socket), role or "none",
         method, str(n), stdout=subprocess.PIPE)
     out, _ = await proc.communicate()
     stop.set()

@@ -28,20 +28,18 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from dispenser.core import Dispensary  # noqa: E402
-from dispenser.core.checks import run_checks  # noqa: E402
-from dispenser.core.formulary import Formulary  # noqa: E402
-from dispenser.core.gs1 import compose_scan  # noqa: E402
-from dispenser.core.history import patient_history  # noqa: E402
-from dispenser.core.orders import parse_order  # noqa: E402
-from dispenser.core.policy import Policy  # noqa: E402
-from dispenser.core.states import ShipmentState  # noqa: E402
-from dispenser.core.stock import SlotGeometry  # noqa: E402
-from dispenser.core.views import Actor  # noqa: E402
-from dispenser.journal import AuditKey, Journal  # noqa: E402
+from dispenser.core import Dispensary
+from dispenser.core.checks import run_checks
+from dispenser.core.formulary import Formulary
+from dispenser.core.gs1 import compose_scan
+from dispenser.core.history import patient_history
+from dispenser.core.orders import parse_order
+from dispenser.core.policy import Policy
+from dispenser.core.states import ShipmentState
+from dispenser.core.stock import SlotGeometry
+from dispenser.core.views import Actor
+from dispenser.journal import AuditKey, Journal
+from dispenser.testing import FORMULARY
 
 CST = timezone(timedelta(hours=8))
 
@@ -95,7 +93,7 @@ def main() -> int:
     if args.phase == "close":
         return close_phase(args.journal)
     rng = random.Random(7)
-    formulary = Formulary.load(ROOT / "config" / "formulary.csv")
+    formulary = Formulary.load(FORMULARY)
     robot = [d.drug_code for d in formulary.values() if d.robot]
     actor = Actor("bench", "api")
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,7 +183,7 @@ def peak_rss_mb() -> float:
 
 def close_phase(path: Path) -> int:
     """The merge round without building views (``close_merge_windows``)."""
-    formulary = Formulary.load(ROOT / "config" / "formulary.csv")
+    formulary = Formulary.load(FORMULARY)
     clock = Clock()
     clock.now += timedelta(seconds=301)
     d = Dispensary(Journal(path), formulary, Policy(), SlotGeometry(), clock)
@@ -199,7 +197,7 @@ def close_phase(path: Path) -> int:
 
 
 def form_phase(path: Path) -> int:
-    formulary = Formulary.load(ROOT / "config" / "formulary.csv")
+    formulary = Formulary.load(FORMULARY)
     clock = Clock()
     clock.now += timedelta(seconds=301)
     t = time.perf_counter()

@@ -6,9 +6,9 @@
     .venv/bin/python bench/bench_day.py                 # 20,000 orders, a random seed
     .venv/bin/python bench/bench_day.py --orders 1000 --seed 7 --util-orders 100
 
-``dispenser-sim`` and ``dispenserd`` run as separate processes (``bench/stack.py``). Phases:
+``dispenser-sim`` and ``dispenserd`` run as separate processes (``dispenser.testing.Stack``). Phases:
 
-1. **stock**: the day's initial stock (``bench/dayload.py``) is put at the robot's input
+1. **stock**: the day's initial stock (``dispenser.testing.campaigns.dayload``) is put at the robot's input
    point and loaded through ``stock.load``, pack by pack (timed: bulk loading rate);
 2. **bare Modbus**: pymodbus reads the 32-register status block back to back against the
    same simulator (the baseline of the controller's time per pick);
@@ -18,7 +18,7 @@
    scanning fridge packs; at the end the pharmacist rejects the orders held by a check. Wall
    time from the first order to every order final; the daemon's CPU seconds and peak RSS;
    Modbus transactions per pick (``diag.stats``);
-4. **invariant**: journal against the simulator's ledger, pack by pack (``bench/stack.py``);
+4. **invariant**: journal against the simulator's ledger, pack by pack (``dispenser.testing.Stack``);
 5. **recovery**: the daemon stopped (SIGTERM) and killed (SIGKILL) with the day's journal,
    restarted, timed to the API answering and to ``ready``;
 6. **utilization** (realistic timing, ``--speed``): the simulator restarted from its state
@@ -44,11 +44,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.dayload import (  # noqa: E402
+from dispenser.api.client import ApiClient
+from dispenser.api.protocol import ApiError
+from dispenser.testing import ORDER_FINAL, DaemonOptions, Stack, list_all, say
+from dispenser.testing.campaigns.dayload import (
     DayPlan,
     Loader,
     day_plan,
@@ -56,9 +55,6 @@ from bench.dayload import (  # noqa: E402
     pharmacist_review,
     restocking,
 )
-from bench.stack import ORDER_FINAL, DaemonOptions, Stack, list_all, say  # noqa: E402
-from dispenser.api.client import ApiClient  # noqa: E402
-from dispenser.api.protocol import ApiError  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -173,7 +169,7 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
 
     # 2. bare pymodbus
     fig["bare_modbus"] = {k: round(v, 1) for k, v in
-                          (await bare_modbus(stack.sim_port, args.bare_reads)).items()}
+                          (await bare_modbus(stack.sim.port, args.bare_reads)).items()}
     say(f"bare pymodbus FC03 x{args.bare_reads}: {fig['bare_modbus']}")
 
     # 3. the day
@@ -181,7 +177,7 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
     restock = asyncio.create_task(restocking(stack, loader, plan.restocker, stop))
     desk = asyncio.create_task(packing_desk(await stack.client("staff"), plan.restocker, stop))
     s0 = await tech.call("diag.stats")
-    cpu0 = stack.daemon_cpu_seconds() or 0.0
+    cpu0 = stack.daemon.cpu_seconds() or 0.0
     paced = plan.orders[:args.paced]
     burst = plan.orders[args.paced:]
     say(f"day: {len(paced)} orders at {args.rate}/s, then {len(burst)} in a burst over "
@@ -204,9 +200,9 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
     stop.set()
     restocked = await restock
     confirmed = await desk
-    cpu = (stack.daemon_cpu_seconds() or 0.0) - cpu0
+    cpu = (stack.daemon.cpu_seconds() or 0.0) - cpu0
     s1 = await tech.call("diag.stats")
-    rss = stack.daemon_rss_kib()
+    rss = stack.daemon.rss_kib()
     picks = s1["packs_picked"] - s0["packs_picked"]
     tx = s1["transactions"] - s0["transactions"]
     n = len(plan.orders)
@@ -273,7 +269,7 @@ async def recovery(stack: Stack, fig: dict[str, Any]) -> None:
         ready_s = await stack.wait_ready(timeout=120)
         out[how] = {"api_answers_s": round(api_s, 2),
                     "ready_s": round(api_s + ready_s, 2),
-                    "rss_mib_after_start": round((stack.daemon_rss_kib() or (0, 0))[0] / 1024, 1)}
+                    "rss_mib_after_start": round((stack.daemon.rss_kib() or (0, 0))[0] / 1024, 1)}
     fig["recovery"] = out
     say(f"recovery with the day's journal: {out}")
 
@@ -287,9 +283,9 @@ async def utilization(stack: Stack, plan: DayPlan, args: argparse.Namespace,
     await loader.wait_stored()
     await stack.close_clients()
     stack.stop_daemon()
-    stack.stop_sim()
-    stack.instant, stack.speed = False, args.speed
-    stack.start_sim()
+    stack.sim.stop()
+    stack.sim.instant, stack.sim.speed = False, args.speed
+    stack.sim.start()
     await stack.start_daemon(timeout=120)
     await stack.wait_ready(timeout=120)
     loader = Loader(await stack.client("staff"), stack.sim)
@@ -367,10 +363,10 @@ async def main_async(args: argparse.Namespace) -> int:
         except (ConnectionError, OSError) as exc:
             # The daemon went away in the middle of the day: keep what was measured and say
             # why, rather than a traceback.
-            fig["aborted"] = {"error": repr(exc), "daemon_alive": stack.daemon_alive(),
-                              "daemon_exit": stack.daemon_proc.poll()
-                              if stack.daemon_proc else None,
-                              "daemon_errors": stack.daemon_errors()}
+            fig["aborted"] = {"error": repr(exc), "daemon_alive": stack.daemon.alive(),
+                              "daemon_exit": stack.daemon.proc.poll()
+                              if stack.daemon.proc else None,
+                              "daemon_errors": stack.daemon.errors()}
             say(f"ABORTED: {json.dumps(fig['aborted'], indent=1)}")
             return 1
         if not args.skip_recovery:

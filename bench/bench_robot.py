@@ -29,8 +29,6 @@ from pathlib import Path
 
 from pymodbus.client import AsyncModbusTcpClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from drivers.robot.client import RobotClient
 from drivers.robot.codec import Command, Opcode, Result
 

@@ -7,7 +7,10 @@
   (``dispenser.daemon.demo``) and the tests;
 - in the daemon, only ``modbus_robot`` imports the robot driver;
 - the API and the CLI import nothing of the daemon;
-- no module imports another that (at run time) imports it back, directly or not.
+- no module imports another that (at run time) imports it back, directly or not;
+- no test module imports another test module, and nothing inserts itself into
+  ``sys.path``: what tests, campaigns and benchmarks share is ``dispenser.testing``, which
+  nothing of the daemon imports.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ def _violations(module: str) -> list[str]:
         if top in ("pymodbus", "serial") and not module.startswith("drivers"):
             found.append(f"only drivers import {top}: {name}")
         if top == "firmware_sim" and not module.startswith(
-                ("firmware_sim", "dispenser.daemon.demo")):
+                ("firmware_sim", "dispenser.daemon.demo", "dispenser.testing")):
             found.append(f"only the demo composition imports the simulator: {name}")
         if (name.startswith("drivers.robot") and module.startswith("dispenser")
                 and module != "dispenser.daemon.modbus_robot"):
@@ -84,6 +87,11 @@ def _violations(module: str) -> list[str]:
         if module.startswith(("dispenser.api", "dispenser.cli")) and name.startswith(
                 "dispenser.daemon"):
             found.append(f"the API and the CLI do not import the daemon: {name}")
+        if name.startswith("dispenser.testing") and not module.startswith(
+                "dispenser.testing"):
+            found.append(f"only tests, campaigns and benchmarks use {name}")
+        if top in ("tests", "bench"):
+            found.append(f"the packages import nothing of {top}: {name}")
     return found
 
 
@@ -124,3 +132,20 @@ def test_no_import_cycles() -> None:
         if module not in state:
             visit(module)
     assert cycles == []
+
+
+def test_no_test_imports_another_test_module() -> None:
+    problems = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for name in _imports(path, runtime_only=False):
+            if name.startswith("tests.") or name == "tests":
+                problems.append(f"{path.relative_to(ROOT)} imports {name}")
+    assert problems == []
+
+
+def test_nothing_inserts_itself_into_sys_path() -> None:
+    edits = ("sys.path." + "insert", "sys.path." + "append")  # (not this file's own text)
+    problems = [str(path.relative_to(ROOT)) for folder in ("tests", "bench", "scripts")
+                for path in sorted((ROOT / folder).rglob("*.py"))
+                if any(e in path.read_text() for e in edits)]
+    assert problems == []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.crash_campaign import campaign
+from dispenser.testing.campaigns.crash import campaign
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.fault_campaign import FAULTS, campaign
+from dispenser.testing.campaigns.faults import FAULTS, campaign
 
 pytestmark = pytest.mark.slow
 

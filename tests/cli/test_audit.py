@@ -7,8 +7,8 @@ import sqlite3
 import tempfile
 from pathlib import Path
 
-from tests.cli.conftest import Machine, wait_until
-from tests.e2e.harness import Daemon, Sim
+from dispenser.testing import Daemon, Sim, wait_until
+from dispenser.testing.cli import Machine
 
 
 def test_altered_audit_trail_exits_5() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.conftest import CTL, Machine
+from dispenser.testing.cli import CTL, Machine
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = {"bash": ROOT / "contrib/completion/bash/dispenserctl",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from dispenser.api.auth import hash_token
 from dispenser.cli.main import build_parser
-from tests.cli.conftest import Machine
-from tests.e2e.harness import TOKENS
+from dispenser.testing import TOKENS
+from dispenser.testing.cli import Machine
 
 
 def test_forbidden_call_is_shown_and_exits_1(machine: Machine) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.cli.conftest import Machine, wait_until
+from dispenser.testing import wait_until
+from dispenser.testing.cli import Machine
 
 
 def test_status_and_top_once(machine: Machine) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tests.cli.conftest import Machine
-from tests.e2e.harness import drugs, order
+from dispenser.testing import drugs, order
+from dispenser.testing.cli import Machine
 
 ROBOT_DRUG = drugs()["robot"][0]["drug_code"]
 UNKNOWN_DRUG = "06900000099999"

@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from tests.cli.conftest import Machine, wait_until
-from tests.e2e.harness import Daemon, Sim, drugs, order, pack, scan
+from dispenser.testing import Daemon, Sim, drugs, order, pack, scan, wait_until
+from dispenser.testing.cli import Machine
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 UPDATE = os.environ.get("UPDATE_SNAPSHOTS") == "1"

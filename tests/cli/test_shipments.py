@@ -6,8 +6,8 @@ import json
 from datetime import date, timedelta
 from typing import Any
 
-from tests.cli.conftest import Machine, wait_until
-from tests.e2e.harness import drugs, order, pack, scan
+from dispenser.testing import drugs, order, pack, scan, wait_until
+from dispenser.testing.cli import Machine
 
 ROBOT_DRUG = drugs()["robot"][2]["drug_code"]
 FRIDGE_DRUG = drugs()["fridge"][0]["drug_code"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from datetime import date, timedelta
 
-from tests.cli.conftest import Machine
-from tests.e2e.harness import GS, drugs, pack, scan
+from dispenser.testing import GS, drugs, pack, scan
+from dispenser.testing.cli import Machine
 
 DRUG = drugs()["robot"][1]["drug_code"]
 

@@ -15,16 +15,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dispenser.daemon.app import Daemon
-from firmware_sim import Simulator, SimulatorOptions
-from tests.daemon.test_exactly_once import (
+from dispenser.testing.inprocess import (
     Crash,
-    _check,
-    _close,
-    _config,
-    _cycles,
-    _picking_done,
-    _prepare,
+    check_picks,
+    close,
+    config_for,
+    picking_done,
+    prepare,
+    run_cycles,
 )
+from firmware_sim import Simulator, SimulatorOptions
 
 
 def _die_at(daemon: Daemon, call: int, after: bool) -> None:
@@ -53,16 +53,16 @@ async def _scenario(crashes: list[tuple[int, bool]]) -> None:
                                          printer_link=str(tmp_path / "printer")))
         await sim.start()
         try:
-            daemon, orders = await _prepare(tmp_path, sim)
+            daemon, orders = await prepare(tmp_path, sim)
             for call, after in crashes:
                 _die_at(daemon, call, after)
                 with contextlib.suppress(Crash):
-                    await _cycles(daemon, lambda d=daemon: _picking_done(d))
-                await _close(daemon)
-                daemon = Daemon(_config(tmp_path, sim))
-            await _cycles(daemon, lambda: _picking_done(daemon))
-            _check(daemon, sim, orders)
-            await _close(daemon)
+                    await run_cycles(daemon, lambda d=daemon: picking_done(d))
+                await close(daemon)
+                daemon = Daemon(config_for(tmp_path, sim))
+            await run_cycles(daemon, lambda: picking_done(daemon))
+            check_picks(daemon, sim, orders)
+            await close(daemon)
         finally:
             await sim.stop()
 

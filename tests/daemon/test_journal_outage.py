@@ -20,15 +20,15 @@ from dispenser.daemon.app import Daemon
 from dispenser.daemon.controller import ControllerState
 from dispenser.daemon.robot import Motion
 from dispenser.journal import JournalUnavailable
-from firmware_sim import Simulator
-from tests.daemon.test_exactly_once import (
-    _check,
-    _close,
-    _config,
-    _cycles,
-    _picking_done,
-    _prepare,
+from dispenser.testing.inprocess import (
+    check_picks,
+    close,
+    config_for,
+    picking_done,
+    prepare,
+    run_cycles,
 )
+from firmware_sim import Simulator
 
 STAFF = Actor("test-staff", "staff")
 
@@ -45,14 +45,14 @@ def _uncap(daemon: Daemon) -> None:
 
 async def test_completions_wait_in_the_ring_while_the_journal_is_full(
         tmp_path: Path, sim: Simulator) -> None:
-    daemon, orders = await _prepare(tmp_path, sim)  # stock loaded at once (instant)
+    daemon, orders = await prepare(tmp_path, sim)  # stock loaded at once (instant)
     sim.robot.instant, sim.robot.speed = False, 20.0  # picks take time from here on
     daemon.journal.retry_s = 0.05
     sched = daemon.scheduler
-    await _cycles(daemon, lambda: sum(i.motion is Motion.PICK
+    await run_cycles(daemon, lambda: sum(i.motion is Motion.PICK
                                       for i in sched.ledger.outstanding.values()) >= 6)
     _cap(daemon)
-    await _cycles(daemon, lambda: daemon.machine.state is ControllerState.FAULT)
+    await run_cycles(daemon, lambda: daemon.machine.state is ControllerState.FAULT)
     (fault,) = daemon.scheduler.faults.log.page(active=True)
     assert fault.kind == "journal" and not fault.journaled, fault
     assert "could not grow" in fault.message and fault.message.endswith(
@@ -63,7 +63,7 @@ async def test_completions_wait_in_the_ring_while_the_journal_is_full(
     def robot_idle() -> bool:
         st = sched.status
         return st is not None and st.queue_depth == 0 and st.executing_seq == 0
-    await _cycles(daemon, robot_idle)
+    await run_cycles(daemon, robot_idle)
     assert sched.status is not None
     waiting = sched.status.completion_count - sched.ledger.log.applied_completion()
     assert waiting > 0, "no completion was left for later: the outage came too late"
@@ -71,24 +71,24 @@ async def test_completions_wait_in_the_ring_while_the_journal_is_full(
     assert daemon.machine.state is ControllerState.FAULT
 
     _uncap(daemon)
-    await _cycles(daemon, lambda: not daemon.scheduler.faults.log.held)
+    await run_cycles(daemon, lambda: not daemon.scheduler.faults.log.held)
     (fault,) = daemon.scheduler.faults.log.page(active=True)
     assert fault.journaled and fault.kind == "journal"
-    await _cycles(daemon, lambda: sched.ledger.log.applied_completion()
+    await run_cycles(daemon, lambda: sched.ledger.log.applied_completion()
                   == (sched.status.completion_count if sched.status else -1))
     await sched.ack_fault(fault.fault_id, STAFF, "freed space")
-    await _cycles(daemon, lambda: _picking_done(daemon))
-    _check(daemon, sim, orders)  # every pack once: none lost, none applied twice
+    await run_cycles(daemon, lambda: picking_done(daemon))
+    check_picks(daemon, sim, orders)  # every pack once: none lost, none applied twice
     result = daemon.journal.verify()
     assert result.ok, result
-    await _close(daemon)
+    await close(daemon)
 
 
 async def test_an_answered_call_whose_audit_row_meets_a_full_journal_keeps_the_row(
         tmp_path: Path, sim: Simulator) -> None:
     """The call was answered before its audit row was written (a pause changes no journal
     row); the journal failed in between: the row waits in memory, then is written."""
-    daemon = Daemon(_config(tmp_path, sim))
+    daemon = Daemon(config_for(tmp_path, sim))
     j = daemon.journal
     j.retry_s = 3600.0
     _cap(daemon)
@@ -106,7 +106,7 @@ async def test_an_answered_call_whose_audit_row_meets_a_full_journal_keeps_the_r
     row = j.query_one("SELECT actor, role, action FROM audit WHERE action = 'api.machine.pause'")
     assert tuple(row) == ("packing-desk-1", "staff", "api.machine.pause")
     assert j.verify().ok
-    await _close(daemon)
+    await close(daemon)
 
 
 def _fail_once(daemon: Daemon) -> None:
@@ -119,13 +119,13 @@ def _fail_once(daemon: Daemon) -> None:
 
 async def test_a_label_printed_while_the_journal_is_full_is_recorded_later_not_reprinted(
         tmp_path: Path, sim: Simulator) -> None:
-    daemon, orders = await _prepare(tmp_path, sim)
+    daemon, orders = await prepare(tmp_path, sim)
     sched = daemon.scheduler
-    await _cycles(daemon, lambda: bool(daemon.desk.pending))
+    await run_cycles(daemon, lambda: bool(daemon.desk.pending))
     daemon.journal.retry_s = 3600.0
     _cap(daemon)
     _fail_once(daemon)
-    await _cycles(daemon, lambda: bool(sched._held_prints))
+    await run_cycles(daemon, lambda: bool(sched._held_prints))
     for _ in range(50):  # the desk would print it again and again if it were told it failed
         await sched.cycle()
         await asyncio.sleep(0.005)
@@ -133,15 +133,15 @@ async def test_a_label_printed_while_the_journal_is_full_is_recorded_later_not_r
     assert printed and len(printed) == len(set(printed)), "printed again during the outage"
     _uncap(daemon)
     daemon.journal.retry_s = 0.0
-    await _cycles(daemon, lambda: not sched._held_prints and not daemon.scheduler.faults.log.held)
+    await run_cycles(daemon, lambda: not sched._held_prints and not sched.faults.log.held)
     (fault,) = daemon.scheduler.faults.log.page(active=True)
     await sched.ack_fault(fault.fault_id, STAFF, "freed space")
 
     def all_completed() -> bool:
         return all(daemon.dispensary.get_order(o["order_id"]).state.value == "completed"
                    for o in orders)
-    await _cycles(daemon, all_completed)
-    _check(daemon, sim, orders)
+    await run_cycles(daemon, all_completed)
+    check_picks(daemon, sim, orders)
     labels = [label["zpl"] for label in sim.ledger()["labels"] if label["printed"]]
     assert len(labels) == len(set(labels)) == 2 * len(orders), "a label printed twice"
-    await _close(daemon)
+    await close(daemon)

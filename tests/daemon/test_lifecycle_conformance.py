@@ -15,9 +15,9 @@ from typing import Any
 from dispenser.core.lifecycles import ORDER_LIFECYCLE, PACK_LIFECYCLE, SHIPMENT_LIFECYCLE
 from dispenser.daemon.app import Daemon
 from dispenser.daemon.demo import scan_of
+from dispenser.testing import drugs, order
+from dispenser.testing.inprocess import OSYS, STAFF, close, config_for, run_cycles
 from firmware_sim import Simulator
-from tests.daemon.test_exactly_once import OSYS, STAFF, _close, _config, _cycles
-from tests.e2e.harness import drugs, order
 
 
 def _lifecycle(subject: str) -> Any:
@@ -29,7 +29,7 @@ def _lifecycle(subject: str) -> Any:
 
 
 async def test_recorded_changes_follow_the_tables(tmp_path: Path, sim: Simulator) -> None:
-    daemon = Daemon(_config(tmp_path, sim))
+    daemon = Daemon(config_for(tmp_path, sim))
     d = daemon.dispensary
     a, b, c = (r["drug_code"] for r in drugs()["robot"][70:73])
     exp = (date.today() + timedelta(days=200)).isoformat()
@@ -38,7 +38,7 @@ async def test_recorded_changes_follow_the_tables(tmp_path: Path, sim: Simulator
     packs += [{"gtin": c, "batch": "C1", "expiry": exp, "serial": f"LC{i}"} for i in range(2)]
     sim.put_input(packs)
     loads = [daemon.scheduler.request_load(scan_of(p), STAFF, wait=True) for p in packs]
-    await _cycles(daemon, lambda: all(f.done() for f in loads))
+    await run_cycles(daemon, lambda: all(f.done() for f in loads))
     daemon.machine.fire("pause")  # let the orders pile up first
     d.submit(order("L1", "PL1", [(a, 1)]), OSYS)
     d.submit(order("L2", "PL1", [(b, 1)]), OSYS)                    # merges with L1
@@ -52,7 +52,7 @@ async def test_recorded_changes_follow_the_tables(tmp_path: Path, sim: Simulator
     d.form_shipments()
     d.quarantine_batch(c, "C1", STAFF, "recall")
     daemon.machine.fire("resume")
-    await _cycles(daemon, lambda: all(
+    await run_cycles(daemon, lambda: all(
         d.get_order(o).state.value in ("completed", "held", "rejected", "cancelled")
         for o in ("L1", "L2", "L3", "L4", "L5", "L6")))
     states = {o: d.get_order(o).state.value for o in ("L1", "L2", "L3", "L4", "L5", "L6")}
@@ -72,4 +72,4 @@ async def test_recorded_changes_follow_the_tables(tmp_path: Path, sim: Simulator
             subject, b_state, a)
         seen[lc.what] = seen.get(lc.what, 0) + 1
     assert seen["order"] >= 8 and seen["shipment"] >= 8 and seen["pack"] >= 9, seen
-    await _close(daemon)
+    await close(daemon)

@@ -7,39 +7,39 @@ from pathlib import Path
 
 from dispenser.daemon.app import Daemon
 from dispenser.daemon.controller import ControllerState
+from dispenser.testing.inprocess import close, config_for, picking_done, prepare, run_cycles
 from firmware_sim import Simulator, SimulatorOptions
-from tests.daemon.test_exactly_once import _close, _config, _cycles, _picking_done, _prepare
 
 
 async def test_robot_with_cleared_memory_latches_a_fault(tmp_path: Path,
                                                           sim: Simulator) -> None:
-    daemon, _ = await _prepare(tmp_path, sim)
-    await _cycles(daemon, lambda: _picking_done(daemon))
-    await _close(daemon)
+    daemon, _ = await prepare(tmp_path, sim)
+    await run_cycles(daemon, lambda: picking_done(daemon))
+    await close(daemon)
     fresh = Simulator(SimulatorOptions(tcp_port=0, instant=True,
                                        printer_link=str(tmp_path / "printer2")))
     await fresh.start()
     try:
-        other = Daemon(_config(tmp_path, fresh))
-        await _cycles(other, lambda: other.machine.state is ControllerState.FAULT)
+        other = Daemon(config_for(tmp_path, fresh))
+        await run_cycles(other, lambda: other.machine.state is ControllerState.FAULT)
         for _ in range(5):
             await other.scheduler.cycle()
         faults = other.scheduler.faults.log.page(active=True)
         assert [f.kind for f in faults] == ["robot_mismatch"]
         assert fresh.ledger()["robot"]["last_accepted_seq"] == 0  # nothing was sent
-        await _close(other)
+        await close(other)
     finally:
         await fresh.stop()
 
 
 async def test_geometry_mismatch_is_a_fault(tmp_path: Path, sim: Simulator) -> None:
-    config = _config(tmp_path, sim)
+    config = config_for(tmp_path, sim)
     config = config.model_copy(update={"stock": config.stock.model_copy(
         update={"slot_capacity": 20})})
     daemon = Daemon(config)
-    await _cycles(daemon, lambda: daemon.machine.state is ControllerState.FAULT)
+    await run_cycles(daemon, lambda: daemon.machine.state is ControllerState.FAULT)
     assert [f.kind for f in daemon.scheduler.faults.log.page(active=True)] == ["geometry"]
-    await _close(daemon)
+    await close(daemon)
 
 
 async def test_a_shipment_larger_than_a_tote_is_refused_before_any_pick(
@@ -48,27 +48,27 @@ async def test_a_shipment_larger_than_a_tote_is_refused_before_any_pick(
 
     from dispenser.core.states import OrderState
     from dispenser.daemon.demo import scan_of
-    from tests.daemon.test_exactly_once import OSYS, STAFF
-    from tests.e2e.harness import drugs, order
+    from dispenser.testing import drugs, order
+    from dispenser.testing.inprocess import OSYS, STAFF
 
-    daemon = Daemon(_config(tmp_path, sim))
+    daemon = Daemon(config_for(tmp_path, sim))
     codes = [r["drug_code"] for r in drugs()["robot"][80:84]]
     exp = (date.today() + timedelta(days=300)).isoformat()
     packs = [{"gtin": c, "batch": f"T{n}", "expiry": exp, "serial": f"T{n}-{i:02d}"}
              for n, c in enumerate(codes) for i in range(12)]
     sim.put_input(packs)
     loads = [daemon.scheduler.request_load(scan_of(p), STAFF, wait=True) for p in packs]
-    await _cycles(daemon, lambda: all(f.done() for f in loads))
+    await run_cycles(daemon, lambda: all(f.done() for f in loads))
     daemon.machine.fire("pause")
     d = daemon.dispensary
     d.submit(order("BIG1", "PBIG", [(codes[0], 12), (codes[1], 12)]), OSYS)
     d.submit(order("BIG2", "PBIG", [(codes[2], 12), (codes[3], 6)]), OSYS)  # merges: 42
     d.submit(order("SMALL", "PSMALL", [(codes[3], 2)]), OSYS)
     daemon.machine.fire("resume")
-    await _cycles(daemon, lambda: d.get_order("SMALL").state is OrderState.LABELLING)
+    await run_cycles(daemon, lambda: d.get_order("SMALL").state is OrderState.LABELLING)
     assert d.get_order("BIG1").state is OrderState.FAILED
     assert d.get_order("BIG2").state is OrderState.FAILED
     ledger = sim.ledger()
     in_totes = [p for t in ledger["outputs"].values() for p in t["packs"]]
     assert len(in_totes) == 2  # only SMALL's packs moved
-    await _close(daemon)
+    await close(daemon)

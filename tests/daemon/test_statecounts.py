@@ -16,7 +16,7 @@ from dispenser.core.views import Actor
 from dispenser.daemon.schema import DAEMON_MIGRATIONS
 from dispenser.daemon.statecounts import STATE_COUNT_MIGRATIONS, state_counts
 from dispenser.journal import Journal
-from tests.e2e.harness import FORMULARY, drugs, order
+from dispenser.testing import FORMULARY, drugs, order
 
 ACTOR = Actor("t", "staff")
 

@@ -13,6 +13,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from dispenser.testing.modbus_peer import (
+    ModbusPeer,
+    exception_reply,
+    read_reply,
+    registers_handler,
+)
 from drivers.robot.client import RobotClient
 from drivers.robot.codec import Command, Opcode
 from drivers.robot.errors import (
@@ -25,12 +31,6 @@ from drivers.robot.errors import (
     RobotTimeout,
     SequenceRejected,
     ShortReply,
-)
-from tests.drivers.modbus_peer import (
-    ModbusPeer,
-    exception_reply,
-    read_reply,
-    registers_handler,
 )
 
 pytestmark = pytest.mark.timeout(30)

@@ -14,6 +14,7 @@ from zplkit.output import Raster
 from zplkit.parse import parse
 from zplkit.rendering import RenderError
 
+from dispenser.testing.tinyfont import build_font, download_command
 from drivers.printer.zpl import (
     Label,
     LabelError,
@@ -21,7 +22,6 @@ from drivers.printer.zpl import (
     field_data,
     host_status_request,
 )
-from tests.drivers.tinyfont import build_font, download_command
 
 
 def test_label_exact_bytes() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Daemon, Sim
+from dispenser.testing import Daemon, Sim
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from dispenser.api.client import ApiClient
 from dispenser.daemon.schema import DAEMON_MIGRATIONS
 from dispenser.journal import AuditKey, Journal
 from dispenser.journal.audit import payload, plain_hash
-from tests.e2e.harness import BIN, TOKENS, Daemon, Sim, drugs, load_packs, order, pack, wait_for
+from dispenser.testing import BIN, TOKENS, Daemon, Sim, drugs, load_packs, order, pack, wait_for
 
 
 async def _dispense_one(d: Daemon, sim: Sim, client: ApiClient, tag: str) -> None:

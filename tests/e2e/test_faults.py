@@ -18,11 +18,11 @@ import pytest
 
 from dispenser.api.client import ApiClient
 from dispenser.api.protocol import ApiError, ErrorCode
-from tests.e2e.harness import (
+from dispenser.testing import (
     Daemon,
     Sim,
-    check_stock_matches_slots,
-    check_totes_match_journal,
+    check_invariant,
+    dispensed,
     drugs,
     load_packs,
     order,
@@ -84,10 +84,10 @@ async def test_slot_empty_and_short_are_discrepancies_and_reallocated(daemon: Da
         found = {(d["slot"], d["expected"], d["found"])
                  for d in (await staff.call("stock.discrepancies"))["items"]}
         assert (z1, 2, 0) in found and (y1, 3, 2) in found
-        packs = await check_totes_match_journal(staff, sim, by_serial=False)
+        await check_invariant(staff, sim, require_final=False)
+        packs = await dispensed(staff)
         batches = sorted(p[1] for v in packs.values() for p in v)
         assert batches == ["Y1", "Y1", "Y2", "Z2", "Z2"]
-        await check_stock_matches_slots(staff, sim, blocked=frozenset({z1, y1}))
         assert (await staff.call("machine.status"))["state"] == "ready"
     finally:
         await staff.close()
@@ -125,8 +125,7 @@ async def test_pack_lost_in_a_fault_latches_until_ack(daemon: Daemon, sim: Sim, 
         assert len(lost) == 1
         gone = (await staff.call("stock.list", {"state": lost_state}))["items"]
         assert [p["serial"] for p in gone] == [lost[0]["serial"]]
-        await check_totes_match_journal(staff, sim)
-        await check_stock_matches_slots(staff, sim)
+        await check_invariant(staff, sim, require_final=False)
     finally:
         await staff.close()
         await osys.close()
@@ -151,8 +150,7 @@ async def test_estop_and_door_stop_the_machine_until_ack(daemon: Daemon, sim: Si
         await staff.call("fault.ack", {"fault_id": f["fault_id"]})
         await _completed(staff, "S1")
         assert (await staff.call("machine.status"))["state"] == "ready"
-        await check_totes_match_journal(staff, sim)
-        await check_stock_matches_slots(staff, sim)
+        await check_invariant(staff, sim, require_final=False)
     finally:
         await staff.close()
         await osys.close()
@@ -178,8 +176,7 @@ async def test_link_outages(daemon: Daemon, sim: Sim) -> None:
         assert (await staff.call("machine.status"))["state"] == "fault"
         await staff.call("fault.ack", {"fault_id": f["fault_id"]})
         await _completed(staff, "L2")
-        await check_totes_match_journal(staff, sim)
-        await check_stock_matches_slots(staff, sim)
+        await check_invariant(staff, sim, require_final=False)
     finally:
         await staff.close()
         await osys.close()
@@ -210,7 +207,7 @@ async def test_printer_not_ready_shipments_wait_in_labelling(daemon: Daemon, sim
         ledger = await sim.ledger()
         printed = [lb for lb in ledger["labels"] if lb.get("printed")]
         assert len(printed) == 3  # label, packing slip, the reprinted label
-        await check_totes_match_journal(staff, sim)
+        await check_invariant(staff, sim, require_final=False)
     finally:
         await staff.close()
         await osys.close()
@@ -236,7 +233,6 @@ async def test_a_latched_fault_survives_a_restart(daemon: Daemon, sim: Sim) -> N
         await sim.call("sim.clear", {"fault": "jam"})
         await staff.call("fault.ack", {"fault_id": f["fault_id"]})
         await _completed(staff, "R1")
-        await check_totes_match_journal(staff, sim)
-        await check_stock_matches_slots(staff, sim)
+        await check_invariant(staff, sim, require_final=False)
     finally:
         await staff.close()

@@ -9,7 +9,7 @@ from datetime import date, timedelta
 import pytest
 
 from dispenser.api.protocol import ApiError, ErrorCode
-from tests.e2e.harness import Daemon, Sim, drugs, load_packs, order, pack, scan, wait_for
+from dispenser.testing import Daemon, Sim, drugs, load_packs, order, pack, scan, wait_for
 
 TODAY = date.today()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from dispenser.api.protocol import ApiError, ErrorCode
-from tests.e2e.harness import Daemon
+from dispenser.testing import Daemon
 
 ALL = {"order_system", "staff", "technician"}
 STAFF = {"staff", "technician"}

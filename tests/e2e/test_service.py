@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from dispenser.api.client import ApiClient
-from tests.e2e.harness import BIN, Daemon, Sim, drugs, load_packs, order, pack, wait_for
+from dispenser.testing import BIN, TOKENS, Daemon, Sim, drugs, load_packs, order, pack, wait_for
 
 # Runs dispenserd with the given listening socket as fd 3 and LISTEN_PID = its own pid
 # (exec keeps the pid), as systemd does.
@@ -66,14 +66,14 @@ async def test_socket_activation_notify_watchdog_events(workdir: Path, sim: Sim)
             got += _notifications(notify)
         assert any("READY=1" in n for n in got), daemon.log_tail()
         assert not daemon.socket.exists(), "bound the configured socket despite activation"
-        staff = await ApiClient.connect(str(api_path), token="tok-staff")
+        staff = await ApiClient.connect(str(api_path), token=TOKENS["staff"])
         events: list[dict[str, object]] = []
 
         async def collect() -> None:
             async for e in staff.subscribe(["order", "shipment", "machine"]):
                 events.append(e)
         listener_task = asyncio.create_task(collect())
-        watcher = await ApiClient.connect(str(api_path), token="tok-staff")
+        watcher = await ApiClient.connect(str(api_path), token=TOKENS["staff"])
         await daemon.wait_ready(watcher)
         code = drugs()["robot"][30]["drug_code"]
         await load_packs(sim, watcher, [pack(code, "N1", date.today() + timedelta(days=90),

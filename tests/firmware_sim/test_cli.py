@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
+from dispenser.testing.tools import require_tool
 
 
 def sim_command() -> list[str]:

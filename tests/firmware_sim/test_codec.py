@@ -7,10 +7,10 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dispenser.testing import modbus_client as client
 from firmware_sim.modbus import crc16, handle_pdu, rtu_check, rtu_frame, rtu_request_length
 from firmware_sim.registers import RobotRegisters
 from firmware_sim.robot import Robot
-from tests.firmware_sim import client
 
 
 def test_crc_of_the_textbook_frame() -> None:

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dispenser.testing.modbus_client import TcpClient, command, pack
+from dispenser.testing.simulator import homed, options
 from firmware_sim import Simulator
-from tests.firmware_sim.client import TcpClient, command, pack
-from tests.firmware_sim.conftest import homed, options
 
 
 class Rpc:

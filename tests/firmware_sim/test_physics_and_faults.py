@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from dispenser.testing.modbus_client import ModbusError, TcpClient, command, pack, read_pdu
+from dispenser.testing.simulator import homed, options
 from firmware_sim import Simulator, SimulatorError
-from tests.firmware_sim.client import ModbusError, TcpClient, command, pack, read_pdu
-from tests.firmware_sim.conftest import homed, options
 
 HOME, STORE, PICK, RELEASE_TOTE, SCAN_SLOT = 1, 2, 3, 4, 5
 OK, SLOT_EMPTY, JAM, DROPPED, OUTPUT_FULL, ESTOP, INVALID, ABORTED = range(8)

@@ -10,10 +10,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dispenser.testing.modbus_client import command, decode_entry
 from firmware_sim import Simulator, SimulatorOptions
 from firmware_sim.codes import ModbusException
 from firmware_sim.printer import Printer
-from tests.firmware_sim.client import command, decode_entry
 
 SLOTS = [0, 1, 5203, 9999]
 GTINS = ["04150123456782", "09501101530003"]

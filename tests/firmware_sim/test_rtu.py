@@ -7,8 +7,7 @@ import struct
 
 import pytest
 
-from firmware_sim import Simulator
-from tests.firmware_sim.client import (
+from dispenser.testing.modbus_client import (
     ModbusError,
     RtuClient,
     command,
@@ -18,6 +17,7 @@ from tests.firmware_sim.client import (
     rtu,
     write_pdu,
 )
+from firmware_sim import Simulator
 
 
 async def in_thread(sim: Simulator, job):  # type: ignore[no-untyped-def]

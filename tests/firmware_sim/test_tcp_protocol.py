@@ -7,8 +7,7 @@ import struct
 
 import pytest
 
-from firmware_sim import Simulator
-from tests.firmware_sim.client import (
+from dispenser.testing.modbus_client import (
     ModbusError,
     TcpClient,
     command,
@@ -16,7 +15,8 @@ from tests.firmware_sim.client import (
     read_pdu,
     write_pdu,
 )
-from tests.firmware_sim.conftest import homed
+from dispenser.testing.simulator import homed
+from firmware_sim import Simulator
 
 HOME, STORE, PICK, RELEASE_TOTE, SCAN_SLOT = 1, 2, 3, 4, 5
 
@@ -162,7 +162,7 @@ async def test_completion_ring_wraps_after_64(client: TcpClient) -> None:
 async def test_queue_full_is_exception_06_and_nothing_queued(short_dir: object) -> None:
     from pathlib import Path
 
-    from tests.firmware_sim.conftest import options
+    from dispenser.testing.simulator import options
 
     sim = Simulator(options(Path(str(short_dir)), instant=False, speed=5.0))  # HOME = 1 s
     await sim.start()
@@ -235,7 +235,7 @@ async def test_watchdog_expiries_are_counted_after_the_reset(
 async def test_watchdog_aborts_queue_after_motion_in_progress(short_dir: object) -> None:
     from pathlib import Path
 
-    from tests.firmware_sim.conftest import options
+    from dispenser.testing.simulator import options
 
     sim = Simulator(options(Path(str(short_dir)), instant=False, speed=25.0))  # HOME = 0.2 s
     await sim.start()

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.fuzz_api import Target, failure_groups, live_stack, run
+from dispenser.testing.campaigns.fuzz import Target, failure_groups, live_stack, run
 
 SEED = int(os.environ.get("FUZZ_SEED", "20261128"))
 

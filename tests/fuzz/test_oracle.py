@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.fuzz_api import (
+from dispenser.testing.campaigns.fuzz import (
     FIELDS,
     ApiDocs,
     Observed,

@@ -17,7 +17,7 @@ import pytest
 
 from dispenser.api.client import ApiClient, SyncApiClient, parse_address
 from dispenser.api.server import ApiServer, ApiStartError, systemd_listen_sockets
-from tests.conftest import require_tool
+from dispenser.testing.tools import require_tool
 
 from .conftest import TOKENS, ServerFactory, api_config, build_registry
 

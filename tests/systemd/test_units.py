@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
+from dispenser.testing.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"

@@ -10,7 +10,7 @@ from dispenser.core import Dispensary
 from dispenser.core.errors import LoadRefused
 from dispenser.core.gs1 import GS, parse_scan
 from dispenser.core.states import PackState
-from tests.dispenser.conftest import (
+from dispenser.testing.core import (
     LOADER,
     PHARMACIST,
     Factory,

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import under_ci
+from dispenser.testing.tools import under_ci
 
 MODES = ("tmpfs", "max_page_count")
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from dispenser.core import Dispensary
 from dispenser.core.errors import Conflict, InvalidOrder, UnknownDrug
 from dispenser.core.states import OrderState
-from tests.dispenser.conftest import API, Factory, make_order, robot_drugs
+from dispenser.testing.core import API, Factory, make_order, robot_drugs
 
 
 def count_rows(d: Dispensary, table: str) -> int:

@@ -10,7 +10,7 @@ from dispenser.core import Dispensary
 from dispenser.core.errors import InvalidState, LoadRefused
 from dispenser.core.policy import Policy
 from dispenser.core.states import OrderState, PackState, ShipmentState
-from tests.dispenser.conftest import (
+from dispenser.testing.core import (
     API,
     LOADER,
     PHARMACIST,

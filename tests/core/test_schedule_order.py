@@ -8,7 +8,7 @@ import random
 from dispenser.core import Dispensary
 from dispenser.core.shipments import Shipment
 from dispenser.core.states import ShipmentState
-from tests.dispenser.conftest import API, FakeClock, load, make_order, robot_drugs
+from dispenser.testing.core import API, FakeClock, load, make_order, robot_drugs
 
 DRUGS = robot_drugs()[:6]
 

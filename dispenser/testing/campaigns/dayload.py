@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from bench.stack import SimControl, Stack, formulary_rows, list_all, scan, wait_for
 from dispenser.api.client import ApiClient
 from dispenser.api.protocol import ApiError
+from dispenser.testing import Sim, Stack, formulary_rows, list_all, scan, wait_for
 
 # In order of popularity (a drug's strengths and makers follow its name).
 DIABETES = (
@@ -318,7 +318,7 @@ class Loader:
     """Staff at the robot's input point: put packs there (``sim.put_input``) and scan each
     one (``stock.load``), strictly in the order they lie there. One loader at a time."""
 
-    def __init__(self, client: ApiClient, sim: SimControl, *, chunk: int = 500) -> None:
+    def __init__(self, client: ApiClient, sim: Sim, *, chunk: int = 500) -> None:
         self.client = client
         self.sim = sim
         self.chunk = chunk

@@ -18,8 +18,8 @@ from dispenser.core.errors import NotFound
 from dispenser.core.policy import Policy
 from dispenser.core.stock import SlotGeometry
 from dispenser.journal import Journal, JournalUnavailable
-from tests.dispenser.conftest import _FORMULARY, API, FakeClock, load, make_order, robot_drugs
-from tests.helpers.small_disk import MODES, SmallDisk, small_disk
+from dispenser.testing.core import API, DEMO_FORMULARY, FakeClock, load, make_order, robot_drugs
+from dispenser.testing.small_disk import MODES, SmallDisk, small_disk
 
 
 @pytest.fixture(params=MODES)
@@ -31,7 +31,7 @@ def disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SmallDisk]:
 def _open(path: Path, clock: FakeClock, retry_s: float = 0.0) -> Dispensary:
     # retry_s=0: after a failure the journal probes again on the next transaction.
     j = Journal(path, retry_s=retry_s)
-    return Dispensary(j, _FORMULARY, Policy(), SlotGeometry(2, 25, 200, 10), clock)
+    return Dispensary(j, DEMO_FORMULARY, Policy(), SlotGeometry(2, 25, 200, 10), clock)
 
 
 def _check_message(exc: JournalUnavailable, disk: SmallDisk) -> None:

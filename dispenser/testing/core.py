@@ -1,25 +1,19 @@
-"""Fixtures for the dispensing core: a fake clock, the demo formulary, order and scan
-builders."""
+"""Helpers for tests of the dispensing core: a fake clock, the demo formulary, order and
+scan builders, loading and dispensing in one call."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from dispenser.core import Dispensary
 from dispenser.core.formulary import Drug, Formulary
 from dispenser.core.gs1 import compose_scan
-from dispenser.core.policy import Policy
-from dispenser.core.stock import SlotGeometry
 from dispenser.core.views import Actor
-from dispenser.journal import Journal
+from dispenser.testing.data import FORMULARY
 
-ROOT = Path(__file__).resolve().parents[2]
 CST = timezone(timedelta(hours=8))
 PHARMACIST = Actor("li.pharm", "pharmacist")
 LOADER = Actor("wang.tech", "technician")
@@ -37,20 +31,15 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
-_FORMULARY = Formulary.load(ROOT / "config" / "formulary.csv")
-
-
-@pytest.fixture(scope="session")
-def formulary() -> Formulary:
-    return _FORMULARY
+DEMO_FORMULARY = Formulary.load(FORMULARY)
 
 
 def robot_drugs() -> list[Drug]:
-    return [d for d in _FORMULARY.values() if d.robot]
+    return [d for d in DEMO_FORMULARY.values() if d.robot]
 
 
 def fridge_drugs() -> list[Drug]:
-    return [d for d in _FORMULARY.values() if d.fridge]
+    return [d for d in DEMO_FORMULARY.values() if d.fridge]
 
 
 _serial = itertools.count(1)
@@ -91,52 +80,6 @@ def make_order(items: list[tuple[str, int]] | None = None, patient: str = "P0001
 
 
 Factory = Callable[..., Dispensary]
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def make(tmp_path: Path, clock: FakeClock) -> Iterator[Factory]:
-    journals: list[Journal] = []
-
-    def factory(policy: Policy | None = None, geometry: SlotGeometry | None = None,
-                name: str = "journal.db") -> Dispensary:
-        j = Journal(tmp_path / name)
-        journals.append(j)
-        return Dispensary(j, _FORMULARY, policy or Policy(), geometry or SlotGeometry(
-            2, 5, 20, 10), clock)
-
-    yield factory
-    for j in journals:
-        j.close()
-
-
-@pytest.fixture(scope="module")
-def make_dispensary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factory]:
-    """For hypothesis tests: every call gives a fresh journal (function fixtures are not
-    reset between examples)."""
-    journals: list[Journal] = []
-    counter = itertools.count()
-
-    def factory(policy: Policy | None = None, geometry: SlotGeometry | None = None,
-                clock: FakeClock | None = None) -> Dispensary:
-        path = tmp_path_factory.mktemp("hyp") / f"j{next(counter)}.db"
-        j = Journal(path)
-        journals.append(j)
-        return Dispensary(j, _FORMULARY, policy or Policy(),
-                          geometry or SlotGeometry(1, 3, 10, 4), clock or FakeClock())
-
-    yield factory
-    for j in journals:
-        j.close()
-
-
-@pytest.fixture
-def disp(make: Factory) -> Dispensary:
-    return make()
 
 
 def load(d: Dispensary, drug: Drug | str, n: int = 1, expiry: str = "281231",

@@ -18,17 +18,17 @@ from dispenser.core.policy import Policy
 from dispenser.core.states import OrderState, ShipmentState
 from dispenser.core.stock import SlotGeometry
 from dispenser.journal import CORE_MIGRATIONS, Journal, JournalError, Migration
-from tests.dispenser.conftest import (
-    _FORMULARY,
+from dispenser.testing.core import (
     API,
+    DEMO_FORMULARY,
     PHARMACIST,
-    ROOT,
     Factory,
     FakeClock,
     load,
     make_order,
     robot_drugs,
 )
+from dispenser.testing.data import ROOT
 
 
 def busy(d: Dispensary, clock: FakeClock) -> None:
@@ -130,7 +130,7 @@ def test_kill_at_random_moments_never_corrupts(tmp_path: Path) -> None:
     start = 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for _round in range(5):
-        proc = subprocess.Popen([sys.executable, "-m", "tests.dispenser.crash_writer",
+        proc = subprocess.Popen([sys.executable, "-m", "dispenser.testing.crash_writer",
                                  str(path), str(start)], cwd=ROOT, env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
@@ -147,7 +147,7 @@ def test_kill_at_random_moments_never_corrupts(tmp_path: Path) -> None:
         assert raw.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         raw.close()
         j = Journal(path)
-        d = Dispensary(j, _FORMULARY, Policy(), SlotGeometry(2, 10, 50, 10), FakeClock())
+        d = Dispensary(j, DEMO_FORMULARY, Policy(), SlotGeometry(2, 10, 50, 10), FakeClock())
         assert d.audit_verify().ok
         orders = {r[0] for r in j.query("SELECT order_id FROM orders")}
         packs = {str(r[0]) for r in j.query("SELECT pack_id FROM packs")}

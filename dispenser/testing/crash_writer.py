@@ -10,9 +10,9 @@ from dispenser.core import Dispensary
 from dispenser.core.policy import Policy
 from dispenser.core.stock import SlotGeometry
 from dispenser.journal import Journal
-from tests.dispenser.conftest import (
-    _FORMULARY,
+from dispenser.testing.core import (
     API,
+    DEMO_FORMULARY,
     LOADER,
     FakeClock,
     make_order,
@@ -22,7 +22,7 @@ from tests.dispenser.conftest import (
 
 
 def main(path: str, start: int) -> None:
-    d = Dispensary(Journal(Path(path)), _FORMULARY, Policy(), SlotGeometry(2, 10, 50, 10),
+    d = Dispensary(Journal(Path(path)), DEMO_FORMULARY, Policy(), SlotGeometry(2, 10, 50, 10),
                    FakeClock())
     drugs = robot_drugs()
     i = start

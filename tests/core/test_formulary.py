@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from dispenser.core.formulary import Formulary, FormularyError, gtin_check_digit, is_valid_gtin14
-from tests.dispenser.conftest import ROOT
+from dispenser.testing.data import ROOT
 
 
 def _generator():  # type: ignore[no-untyped-def]

@@ -32,9 +32,9 @@ from dispenser.core.policy import Policy
 from dispenser.core.states import OrderState, PackState, ShipmentState
 from dispenser.core.stock import SlotGeometry, StockIndex
 from dispenser.journal import Journal
-from tests.dispenser.conftest import (
-    _FORMULARY,
+from dispenser.testing.core import (
     API,
+    DEMO_FORMULARY,
     LOADER,
     PHARMACIST,
     FakeClock,
@@ -56,14 +56,14 @@ class CoreMachine(RuleBasedStateMachine):
         self.tmp = tempfile.TemporaryDirectory()
         self.clock = FakeClock()
         self.journal = Journal(Path(self.tmp.name) / "j.db")
-        self.d = Dispensary(self.journal, _FORMULARY, POLICY, SlotGeometry(1, 3, 10, 4),
+        self.d = Dispensary(self.journal, DEMO_FORMULARY, POLICY, SlotGeometry(1, 3, 10, 4),
                             self.clock)
 
     def teardown(self) -> None:
         try:
             result = self.d.audit_verify()
             assert result.ok, result
-            again = Dispensary(self.journal, _FORMULARY, POLICY, self.d.geometry, self.clock)
+            again = Dispensary(self.journal, DEMO_FORMULARY, POLICY, self.d.geometry, self.clock)
             assert again.orders.live == self.d.orders.live
             assert again.shipments.live == self.d.shipments.live
             assert again.packs.live == self.d.packs.live

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dispenser.core import Dispensary
 from dispenser.core.states import ShipmentState
-from tests.dispenser.conftest import API, FakeClock, load, make_order, robot_drugs
+from dispenser.testing.core import API, FakeClock, load, make_order, robot_drugs
 
 A, B = (d.drug_code for d in robot_drugs()[:2])
 

@@ -8,7 +8,7 @@ from dispenser.core import Dispensary
 from dispenser.core.errors import InvalidState
 from dispenser.core.policy import Policy
 from dispenser.core.states import OrderState
-from tests.dispenser.conftest import (
+from dispenser.testing.core import (
     API,
     PHARMACIST,
     Factory,
