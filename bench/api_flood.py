@@ -6,8 +6,8 @@
     .venv/bin/python bench/api_flood.py                    # 20,000 requests per case
     .venv/bin/python bench/api_flood.py --requests 5000 --speed 20 --rate 3
 
-``dispenser-sim`` and ``dispenserd`` run as separate processes (``dispenser.testing.Stack``) with the
-daemon's default robot watchdog (2 s). Stock is loaded (instant robot), then the simulator
+``dispenser-sim`` and ``dispenserd`` run as separate processes (``dispenser.testing.Stack``)
+with the daemon's default robot watchdog (2 s). Stock is loaded (instant robot), then the simulator
 is power-cycled at ``--speed`` (motions that many times faster than the real machine) and
 the order system sends orders at ``--rate`` per second for the whole run, so the machine
 dispenses throughout. Then, case by case, a client process writes ``--requests``

@@ -6,10 +6,12 @@
     .venv/bin/python bench/bench_day.py                 # 20,000 orders, a random seed
     .venv/bin/python bench/bench_day.py --orders 1000 --seed 7 --util-orders 100
 
-``dispenser-sim`` and ``dispenserd`` run as separate processes (``dispenser.testing.Stack``). Phases:
+``dispenser-sim`` and ``dispenserd`` run as separate processes (``dispenser.testing.Stack``).
+Phases:
 
-1. **stock**: the day's initial stock (``dispenser.testing.campaigns.dayload``) is put at the robot's input
-   point and loaded through ``stock.load``, pack by pack (timed: bulk loading rate);
+1. **stock**: the day's initial stock (``dispenser.testing.campaigns.dayload``) is put at
+   the robot's input point and loaded through ``stock.load``, pack by pack (timed: bulk
+   loading rate);
 2. **bare Modbus**: pymodbus reads the 32-register status block back to back against the
    same simulator (the baseline of the controller's time per pick);
 3. **the day** (instant robot): the first ``--paced`` orders at a steady ``--rate`` per
@@ -18,7 +20,8 @@
    scanning fridge packs; at the end the pharmacist rejects the orders held by a check. Wall
    time from the first order to every order final; the daemon's CPU seconds and peak RSS;
    Modbus transactions per pick (``diag.stats``);
-4. **invariant**: journal against the simulator's ledger, pack by pack (``dispenser.testing.Stack``);
+4. **invariant**: journal against the simulator's ledger, pack by pack
+   (``dispenser.testing.invariant``);
 5. **recovery**: the daemon stopped (SIGTERM) and killed (SIGKILL) with the day's journal,
    restarted, timed to the API answering and to ``ready``;
 6. **utilization** (realistic timing, ``--speed``): the simulator restarted from its state
