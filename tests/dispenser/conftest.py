@@ -45,8 +45,23 @@ def formulary() -> Formulary:
     return _FORMULARY
 
 
+def _distinct_first(drugs: list[Drug]) -> list[Drug]:
+    """The drugs with one product of each ingredient set first: tests that take the first
+    few as "different drugs" get different therapies (two makers' acarbose are one
+    therapy for the duplicate check)."""
+    seen: set[tuple[str, ...]] = set()
+    first, rest = [], []
+    for d in drugs:
+        (rest if d.ingredients in seen else first).append(d)
+        seen.add(d.ingredients)
+    return first + rest
+
+
+_ROBOT = _distinct_first([d for d in _FORMULARY.values() if d.robot])
+
+
 def robot_drugs() -> list[Drug]:
-    return [d for d in _FORMULARY.values() if d.robot]
+    return list(_ROBOT)
 
 
 def fridge_drugs() -> list[Drug]:
@@ -103,11 +118,12 @@ def make(tmp_path: Path, clock: FakeClock) -> Iterator[Factory]:
     journals: list[Journal] = []
 
     def factory(policy: Policy | None = None, geometry: SlotGeometry | None = None,
-                name: str = "journal.db") -> Dispensary:
+                name: str = "journal.db",
+                institutions: dict[str, str] | None = None) -> Dispensary:
         j = Journal(tmp_path / name)
         journals.append(j)
         return Dispensary(j, _FORMULARY, policy or Policy(), geometry or SlotGeometry(
-            2, 5, 20, 10), clock)
+            2, 5, 20, 10), clock, institutions)
 
     yield factory
     for j in journals:
