@@ -105,6 +105,27 @@ def make_order(items: list[tuple[str, int]] | None = None, patient: str = "P0001
     }
 
 
+# The pharmacist's desk (issue 10): a designated hospital, prescriptions as it registers
+# them, orders that cite them.
+HOSPITAL = {"code": "TMUGH", "name": "Tianjin Medical University General Hospital"}
+INSTITUTIONS = {"TMUGH": HOSPITAL["name"], "TJ-DC1": "Tianjin Diabetes Centre"}
+
+
+def prescription(rx: str, items: list[dict[str, Any]], patient: str = "P000123",
+                 institution: str = "TMUGH", issued_on: str = "2026-11-01",
+                 diagnoses: list[str] | None = None) -> dict[str, Any]:
+    return {"id": rx, "institution": institution, "prescriber": "Dr. Li",
+            "patient_id": patient, "issued_on": issued_on,
+            "diagnoses": diagnoses or ["E11.9", "I10"], "items": items}
+
+
+def rx_order(rx: str, items: list[tuple[str, int]], patient: str = "P000123",
+             **kw: Any) -> dict[str, Any]:
+    order = make_order(items, patient=patient, rx=rx, **kw)
+    order["prescription"]["institution"] = HOSPITAL["name"]
+    return order
+
+
 Factory = Callable[..., Dispensary]
 
 

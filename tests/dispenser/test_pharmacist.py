@@ -15,19 +15,19 @@ from dispenser.core.policy import Policy
 from dispenser.core.states import OrderState
 from tests.dispenser.conftest import (
     API,
+    HOSPITAL,
+    INSTITUTIONS,
     PHARMACIST,
     Factory,
     FakeClock,
     load,
     make_order,
+    prescription,
+    rx_order,
 )
 
 ACARBOSE_CRANE = "06900000010006"  # acarbose 50 mg, Beijing Double-Crane
 ACARBOSE_SERVIER = "06900000010143"  # acarbose 50 mg, Servier
-HOSPITAL = {"code": "TMUGH", "name": "Tianjin Medical University General Hospital"}
-INSTITUTIONS = {"TMUGH": HOSPITAL["name"], "TJ-DC1": "Tianjin Diabetes Centre"}
-
-
 def codes(view: Any) -> list[str]:
     return [h.code for h in view.holds]
 
@@ -48,21 +48,6 @@ def record(rid: str, patient: str = "P000123", drug_code: str | None = ACARBOSE_
     if atc is not None:
         out["atc"] = atc
     return out
-
-
-def prescription(rx: str, items: list[dict[str, Any]], patient: str = "P000123",
-                 institution: str = "TMUGH", issued_on: str = "2026-11-01",
-                 diagnoses: list[str] | None = None) -> dict[str, Any]:
-    return {"id": rx, "institution": institution, "prescriber": "Dr. Li",
-            "patient_id": patient, "issued_on": issued_on,
-            "diagnoses": diagnoses or ["E11.9", "I10"], "items": items}
-
-
-def rx_order(rx: str, items: list[tuple[str, int]], patient: str = "P000123",
-             **kw: Any) -> dict[str, Any]:
-    order = make_order(items, patient=patient, rx=rx, **kw)
-    order["prescription"]["institution"] = HOSPITAL["name"]
-    return order
 
 
 def dispense(d: Dispensary, code: str, patient: str = "P000123") -> None:
