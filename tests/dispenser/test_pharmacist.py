@@ -418,3 +418,17 @@ def test_renewals_lists_latest_prescriptions_reaching_their_limit(disp: Dispensa
     assert [r["patient_id"] for r in disp.renewals(30)] == ["PA", "PC"]
     page = disp.renewals(30, limit=1)
     assert [r["patient_id"] for r in disp.renewals(30, after=page[-1]["cursor"])] == ["PC"]
+
+
+def test_a_failed_shipment_gives_its_orders_fills_back(make: Factory) -> None:
+    d = provenance_disp(make)
+    d.register_prescriptions([prescription(
+        "RX-1", [{"atc": "A10BF01", "quantity": 2, "days_supply": 60}])], API)
+    load(d, ACARBOSE_CRANE, 1)
+    v = d.submit(rx_order("RX-1", [(ACARBOSE_CRANE, 1)], priority="urgent"), API)
+    assert v.holds == []
+    assert d.journal.query("SELECT filled FROM prescription_items") == [(1,)]
+    (sh,) = d.form_shipments()
+    d.fail_shipment(sh.shipment_id, PHARMACIST, "tote dropped")
+    assert d.get_order(v.order_id).state is OrderState.FAILED
+    assert d.journal.query("SELECT filled FROM prescription_items") == [(0,)]
