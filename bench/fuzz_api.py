@@ -93,6 +93,10 @@ class ApiDocs:
             if match.group(1) == "anyone":
                 anyone |= names
                 continue
+            if match.group(3).startswith("only "):  # a role outside the cumulative order
+                for name in names:
+                    allowed[name].add(match.group(2))
+                continue
             cumulative |= names
             for name in cumulative:
                 allowed[name].add(match.group(2))
