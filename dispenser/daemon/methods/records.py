@@ -34,11 +34,11 @@ PRESCRIPTIONS_PER_COMMIT = 200
 
 
 class ImportRecords(Params):
-    records: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
+    records: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH)
 
 
 class RegisterPrescriptions(Params):
-    prescriptions: list[Any] = Field(min_length=1, max_length=1000)
+    prescriptions: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
 
 
 def register(api: Api) -> None:
