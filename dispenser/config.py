@@ -12,7 +12,8 @@ where ``dispenser-sim`` listens. Production installs use absolute paths
 
 Sections: ``journal``, ``api`` (with ``[[api.tokens]]`` and ``[api.peer_uids]``), ``robot``,
 ``printer``, ``formulary``, ``stock``, ``policy`` (:class:`dispenser.core.policy.Policy`),
-``log``, ``simulate``, ``wwks2`` (:class:`dispenser.wwks2.config.Wwks2Config`).
+``log``, ``simulate``, ``wwks2`` (:class:`dispenser.wwks2.config.Wwks2Config`) and
+``[[institutions]]`` (the programme's designated institutions).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "FormularyConfig",
+    "InstitutionConfig",
     "JournalConfig",
     "LogConfig",
     "PrinterConfig",
@@ -47,8 +49,9 @@ __all__ = [
     "parse_config",
 ]
 
-Role = Literal["order_system", "staff", "technician"]
-ROLES: tuple[Role, ...] = ("order_system", "staff", "technician")
+Role = Literal["order_system", "staff", "technician", "records"]
+# "records": the feeds of other channels (hospital dispensing records, e-prescriptions).
+ROLES: tuple[Role, ...] = ("order_system", "staff", "technician", "records")
 
 _TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 
@@ -201,6 +204,13 @@ class SimulateConfig(_Section):
     instant: bool = False
 
 
+class InstitutionConfig(_Section):
+    # A hospital or diagnosis centre of the programme, designated to issue its
+    # prescriptions: its code as the prescription feed sends it, and its name.
+    code: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    name: str = Field(min_length=1, max_length=200)
+
+
 class Config(_Section):
     journal: JournalConfig = JournalConfig()
     api: ApiConfig = ApiConfig()
@@ -212,6 +222,17 @@ class Config(_Section):
     log: LogConfig = LogConfig()
     simulate: SimulateConfig = SimulateConfig()
     wwks2: Wwks2Config = Wwks2Config()
+    institutions: tuple[InstitutionConfig, ...] = ()
+
+    @field_validator("institutions")
+    @classmethod
+    def _distinct_codes(cls, value: tuple[InstitutionConfig, ...]
+                        ) -> tuple[InstitutionConfig, ...]:
+        codes = [i.code for i in value]
+        twice = sorted({c for c in codes if codes.count(c) > 1})
+        if twice:
+            raise ValueError(f"institution code(s) given more than once: {', '.join(twice)}")
+        return value
 
 
 def _key_path(loc: Sequence[int | str]) -> str:

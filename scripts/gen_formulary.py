@@ -3,8 +3,9 @@
 
 Real names of diabetes medicines and of medicines for its complications (hypertension,
 lipids, cardio-/cerebrovascular, neuropathy, retinopathy) in several strengths, forms, pack
-sizes and manufacturers. GTIN-14 codes carry valid check digits. Insulins and GLP-1 pens
-are fridge items; bulky kits and bottles are manual items.
+sizes and manufacturers, each with its WHO ATC code and active ingredients (INN). GTIN-14
+codes carry valid check digits. Insulins and GLP-1 pens are fridge items; bulky kits and
+bottles are manual items.
 
 Usage: scripts/gen_formulary.py [OUTPUT]   (default config/formulary.csv)
 """
@@ -21,7 +22,96 @@ from pathlib import Path
 COUNT = 1400
 SEED = 20261123
 COLUMNS = ("drug_code", "name", "strength", "form", "pack_size", "price",
-           "reimbursement_rate", "fridge", "manual", "manufacturer")
+           "reimbursement_rate", "fridge", "manual", "manufacturer", "atc", "ingredients")
+
+# Product name -> (WHO ATC code, its active ingredients by INN, ";"-separated). Codes from
+# the WHO ATC/DDD index. Epalrestat has no WHO code: it carries a local code in the WHO
+# group of the aldose reductase inhibitors (A10XA, where tolrestat is A10XA01), marked
+# "-L" so that it can never be taken for (or collide with) a WHO code. Biphasic and
+# isophane insulins are their own therapy (a patient may take a basal and a prandial
+# preparation of one molecule together), as the ATC index keeps them apart.
+IDENTITY = {
+    "metformin": ("A10BA02", "metformin"),
+    "metformin extended-release": ("A10BA02", "metformin"),
+    "insulin glargine": ("A10AE04", "insulin glargine"),
+    "insulin aspart": ("A10AB05", "insulin aspart"),
+    "insulin aspart 30": ("A10AD05", "insulin aspart biphasic"),
+    "insulin lispro": ("A10AB04", "insulin lispro"),
+    "insulin lispro 25": ("A10AD04", "insulin lispro biphasic"),
+    "insulin degludec": ("A10AE06", "insulin degludec"),
+    "insulin detemir": ("A10AE05", "insulin detemir"),
+    "human insulin": ("A10AB01", "insulin human"),
+    "isophane insulin": ("A10AC01", "insulin human isophane"),
+    "liraglutide": ("A10BJ02", "liraglutide"),
+    "dulaglutide": ("A10BJ05", "dulaglutide"),
+    "semaglutide": ("A10BJ06", "semaglutide"),
+    "exenatide": ("A10BJ01", "exenatide"),
+    "gliclazide": ("A10BB09", "gliclazide"),
+    "gliclazide modified-release": ("A10BB09", "gliclazide"),
+    "glimepiride": ("A10BB12", "glimepiride"),
+    "glipizide": ("A10BB07", "glipizide"),
+    "gliquidone": ("A10BB08", "gliquidone"),
+    "repaglinide": ("A10BX02", "repaglinide"),
+    "nateglinide": ("A10BX03", "nateglinide"),
+    "sitagliptin": ("A10BH01", "sitagliptin"),
+    "sitagliptin/metformin": ("A10BD07", "sitagliptin;metformin"),
+    "linagliptin": ("A10BH05", "linagliptin"),
+    "saxagliptin": ("A10BH03", "saxagliptin"),
+    "vildagliptin": ("A10BH02", "vildagliptin"),
+    "alogliptin": ("A10BH04", "alogliptin"),
+    "dapagliflozin": ("A10BK01", "dapagliflozin"),
+    "empagliflozin": ("A10BK03", "empagliflozin"),
+    "canagliflozin": ("A10BK02", "canagliflozin"),
+    "pioglitazone": ("A10BG03", "pioglitazone"),
+    "rosiglitazone": ("A10BG02", "rosiglitazone"),
+    "acarbose": ("A10BF01", "acarbose"),
+    "voglibose": ("A10BF03", "voglibose"),
+    "miglitol": ("A10BF02", "miglitol"),
+    "glucagon": ("H04AA01", "glucagon"),
+    "amlodipine": ("C08CA01", "amlodipine"),
+    "nifedipine controlled-release": ("C08CA05", "nifedipine"),
+    "felodipine": ("C08CA02", "felodipine"),
+    "valsartan": ("C09CA03", "valsartan"),
+    "losartan": ("C09CA01", "losartan"),
+    "irbesartan": ("C09CA04", "irbesartan"),
+    "telmisartan": ("C09CA07", "telmisartan"),
+    "candesartan": ("C09CA06", "candesartan"),
+    "enalapril": ("C09AA02", "enalapril"),
+    "benazepril": ("C09AA07", "benazepril"),
+    "perindopril": ("C09AA04", "perindopril"),
+    "hydrochlorothiazide": ("C03AA03", "hydrochlorothiazide"),
+    "indapamide": ("C03BA11", "indapamide"),
+    "metoprolol succinate": ("C07AB02", "metoprolol"),
+    "metoprolol tartrate": ("C07AB02", "metoprolol"),
+    "bisoprolol": ("C07AB07", "bisoprolol"),
+    "atorvastatin": ("C10AA05", "atorvastatin"),
+    "rosuvastatin": ("C10AA07", "rosuvastatin"),
+    "simvastatin": ("C10AA01", "simvastatin"),
+    "pitavastatin": ("C10AA08", "pitavastatin"),
+    "ezetimibe": ("C10AX09", "ezetimibe"),
+    "fenofibrate": ("C10AB05", "fenofibrate"),
+    "aspirin enteric-coated": ("B01AC06", "acetylsalicylic acid"),
+    "clopidogrel": ("B01AC04", "clopidogrel"),
+    "ticagrelor": ("B01AC24", "ticagrelor"),
+    "cilostazol": ("B01AC23", "cilostazol"),
+    "beraprost sodium": ("B01AC19", "beraprost"),
+    "epalrestat": ("A10XA-L01", "epalrestat"),
+    "mecobalamin": ("B03BA05", "mecobalamin"),
+    "alpha-lipoic acid": ("A16AX01", "thioctic acid"),
+    "calcium dobesilate": ("C05BX01", "calcium dobesilate"),
+    "pregabalin": ("N03AX16", "pregabalin"),
+    "duloxetine": ("N06AX21", "duloxetine"),
+    "isosorbide mononitrate": ("C01DA14", "isosorbide mononitrate"),
+    "trimetazidine": ("C01EB15", "trimetazidine"),
+    "atorvastatin/amlodipine": ("C10BX03", "atorvastatin;amlodipine"),
+    "lactulose": ("A06AD11", "lactulose"),
+    "sacubitril/valsartan": ("C09DX04", "sacubitril;valsartan"),
+    "spironolactone": ("C03DA01", "spironolactone"),
+    "furosemide": ("C03CA01", "furosemide"),
+    "levothyroxine": ("H03AA01", "levothyroxine"),
+    "calcitriol": ("A11CC04", "calcitriol"),
+    "sevelamer": ("V03AE02", "sevelamer"),
+}
 
 # name | form | strengths | pack sizes | base price per pack (CNY) | reimbursement | flags
 TABLE = """
@@ -164,7 +254,8 @@ def rows() -> list[dict[str, str]]:
             "name": name, "strength": strength, "form": form, "pack_size": str(pack),
             "price": f"{price:.2f}", "reimbursement_rate": rate,
             "fridge": "true" if fridge else "false", "manual": "true" if manual else "false",
-            "manufacturer": maker,
+            "manufacturer": maker, "atc": IDENTITY[name][0],
+            "ingredients": IDENTITY[name][1],
         })
     return out
 

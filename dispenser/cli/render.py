@@ -17,6 +17,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from dispenser.api.protocol import ApiError, ErrorCode
+from dispenser.cli.causes import cause_text, held_causes
 from dispenser.cli.sheet import Column, Fields, Sheet
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "discrepancies_table",
     "error_lines",
     "fault_table",
+    "held_orders",
     "kv_table",
     "order_detail",
     "order_table",
@@ -224,10 +226,20 @@ def order_detail(o: Mapping[str, Any]) -> RenderableType:
                                         Column("detail", "text")), section=True)
         for h in holds:
             if isinstance(h, Mapping):
+                detail = h.get("message") or h.get("detail")
+                cause = cause_text(h.get("cause"))
                 sheet.add_row(text(h.get("code"), "yellow"), text(h.get("drug_code")),
-                              text(h.get("message") or h.get("detail")))
+                              text(f"{detail} [{cause}]" if cause else detail))
         parts.append(sheet)
     return Group(*parts)
+
+
+def held_orders(result: Any) -> RenderableType:
+    """The held orders list, and under it what caused each duplicate or provenance hold
+    (the supply or prescription), so a decision needs no second lookup."""
+    table = order_table(result, "Held orders")
+    why = held_causes(result)
+    return table if why is None else Group(table, why)
 
 
 # -- shipments

@@ -21,7 +21,7 @@ it is not thread-safe: call it from one thread.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -35,8 +35,11 @@ from dispenser.core.lifecycles import IllegalTransition
 from dispenser.core.loading import Loading
 from dispenser.core.manual import ManualPicks
 from dispenser.core.packs import PackBook
+from dispenser.core.patients import patient_record
 from dispenser.core.picking import Picking
 from dispenser.core.policy import Policy
+from dispenser.core.prescriptions import PrescriptionBook
+from dispenser.core.records import RecordBook, RecordOutcome
 from dispenser.core.shipments import Shipment, ShipmentBook, page_query
 from dispenser.core.states import OrderState, PackState, ShipmentState
 from dispenser.core.stock import SlotGeometry, StockIndex
@@ -59,7 +62,8 @@ class Dispensary:
     """Orders, checks, merging, FEFO stock and the journal behind one facade."""
 
     def __init__(self, journal: Journal, formulary: Formulary, policy: Policy,
-                 geometry: SlotGeometry, clock: Callable[[], datetime]) -> None:
+                 geometry: SlotGeometry, clock: Callable[[], datetime],
+                 institutions: Mapping[str, str] | None = None) -> None:
         self.journal = journal
         self.formulary = formulary
         self.policy = policy
@@ -79,6 +83,11 @@ class Dispensary:
         self.picking = Picking(self.books, self.orders, self.shipments, self.packs,
                                self.allocator)
         self.manual = ManualPicks(self.books, formulary, self.packs, self.shipments)
+        # The pharmacist's desk (issue 10): other channels' dispensing records, registered
+        # prescriptions (``institutions``: designated institution code -> name).
+        self.records = RecordBook(self.books, formulary)
+        self.prescriptions = PrescriptionBook(self.books, formulary, institutions or {})
+        self.orders.prescriptions = self.prescriptions
         with bulk():
             self._load()
         # The state just loaded holds no reference cycles and mostly lives as long as the
@@ -96,6 +105,7 @@ class Dispensary:
         self.shipments.load()
         self.packs.load()
         self.allocator.load(self.packs.stock)
+        self.prescriptions.load()
 
     def _reload(self) -> None:
         with bulk():
@@ -181,6 +191,45 @@ class Dispensary:
             "order_id, state, patient_id, priority, received_at, items, holds, shipment_id",
             state, after, limit)
         return [view_of_row(r) for r in self.journal.query(sql, params)]
+
+    # ================================================================== the pharmacist's desk
+    def import_records(self, raws: Sequence[object], actor: Actor) -> list[RecordOutcome]:
+        """Import dispensing records of other channels in one transaction; one outcome per
+        record (imported, unchanged, conflict, refused with field paths)."""
+        with bulk(), self._call():
+            return self.records.import_records(raws, actor)
+
+    def register_prescriptions(self, raws: Iterable[object],
+                               actor: Actor) -> list[dict[str, Any] | DispenserError]:
+        """Register prescriptions in one transaction; each result is ``{"id", "status"}``
+        (registered or unchanged) or the error that refused it (the others unaffected)."""
+        results: list[dict[str, Any] | DispenserError] = []
+        with bulk(), self.books.tx():
+            for raw in raws:
+                try:
+                    with self._call():
+                        results.append(self.prescriptions.register(raw, actor))
+                except DispenserError as exc:
+                    results.append(exc)
+        return results
+
+    def patient_record(self, patient_id: str, actor: Actor) -> dict[str, Any]:
+        """The patient's record (patient data: never log it); the read is audited with who
+        read it, in the same transaction."""
+        with self._call():
+            record = patient_record(self.orders, self.prescriptions, patient_id,
+                                    self.books.today())
+            self.books.audit(actor, "patient.read", patient_id, None, {
+                "history": len(record["history"]), "open_orders": len(record["open_orders"]),
+                "prescriptions": len(record["prescriptions"])})
+            return record
+
+    def renewals(self, within_days: int, limit: int = 100,
+                 after: str | None = None) -> list[dict[str, Any]]:
+        """Patients whose latest prescription reaches the age limit
+        (``prescription_max_age_days``) within ``within_days``, soonest first."""
+        return self.prescriptions.renewals(self.books.today(), within_days,
+                                           self.policy.prescription_max_age_days, limit, after)
 
     # ================================================================== shipments
     def form_shipments(self) -> list[ShipmentView]:

@@ -1,20 +1,35 @@
 """The formulary: every drug the dispensary may dispense, keyed by its GTIN-14.
 
 Loaded from ``config/formulary.csv`` (columns: drug_code, name, strength, form, pack_size,
-price, reimbursement_rate, fridge, manual, manufacturer). Drugs with ``fridge`` or
-``manual`` set are never stored in the robot: they go on a shipment's manual pick list.
+price, reimbursement_rate, fridge, manual, manufacturer, atc, ingredients). Drugs with
+``fridge`` or ``manual`` set are never stored in the robot: they go on a shipment's manual
+pick list.
+
+Every drug carries its WHO ATC code and its active ingredients (INN names, ``;``-separated):
+the duplicate and prescription checks judge therapy by ingredient, not by product (two
+makers' acarbose 50 mg are one therapy; a sitagliptin/metformin tablet holds metformin).
+A drug the WHO index has no code for carries a local code: a WHO level-4 group, ``-L`` and
+two digits (``A10XA-L01``), which cannot be taken for a WHO code.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 COLUMNS = ("drug_code", "name", "strength", "form", "pack_size", "price",
-           "reimbursement_rate", "fridge", "manual", "manufacturer")
+           "reimbursement_rate", "fridge", "manual", "manufacturer", "atc", "ingredients")
+REQUIRED = (*COLUMNS[:8], "atc", "ingredients")
+
+# A WHO ATC code at its fifth level (A10BA02), or a local code for a drug the WHO index
+# does not list: its WHO level-4 group, "-L" and two digits (A10XA-L01).
+_ATC = re.compile(r"^[A-Z][0-9]{2}[A-Z]{2}(?:[0-9]{2}|-L[0-9]{2})$")
+# An ingredient's INN as the formulary writes it: lower case, words, digits, hyphens.
+_INGREDIENT = re.compile(r"^[a-z][a-z0-9 ()'-]{0,79}$")
 
 
 class FormularyError(ValueError):
@@ -33,6 +48,26 @@ def is_valid_gtin14(code: str) -> bool:
     return len(code) == 14 and code.isdigit() and gtin_check_digit(code[:13]) == code[13]
 
 
+def is_valid_atc(code: str) -> bool:
+    """A WHO ATC code of level 5 (``A10BA02``) or a local code (``A10XA-L01``)."""
+    return bool(_ATC.match(code))
+
+
+def is_local_atc(code: str) -> bool:
+    return "-L" in code
+
+
+def parse_ingredients(text: str) -> tuple[str, ...]:
+    """``"sitagliptin;metformin"`` -> ``("metformin", "sitagliptin")`` (sorted, each once);
+    raises ``ValueError`` naming a malformed ingredient."""
+    names = [part.strip() for part in text.split(";")]
+    for name in names:
+        if not _INGREDIENT.match(name):
+            raise ValueError(f"ingredient {name!r} is not an INN name (lower case letters, "
+                             "digits, spaces, hyphens)")
+    return tuple(sorted(set(names)))
+
+
 @dataclass(frozen=True, slots=True)
 class Drug:
     drug_code: str
@@ -45,6 +80,9 @@ class Drug:
     fridge: bool
     manual: bool
     manufacturer: str = ""
+    atc: str = ""
+    # Active ingredients (INN), sorted; one for a single-ingredient product.
+    ingredients: tuple[str, ...] = ()
 
     @property
     def robot(self) -> bool:
@@ -75,14 +113,29 @@ def _bool(value: str, where: str) -> bool:
 
 
 class Formulary(Mapping[str, Drug]):
-    """Read-only mapping drug_code -> Drug."""
+    """Read-only mapping drug_code -> Drug; ``by_atc`` maps each ATC code of the formulary
+    to the ingredients its products hold."""
 
     def __init__(self, drugs: Iterable[Drug]) -> None:
         self._drugs: dict[str, Drug] = {}
+        self.by_atc: dict[str, tuple[str, ...]] = {}
         for d in drugs:
             if d.drug_code in self._drugs:
                 raise FormularyError(f"drug_code {d.drug_code} appears twice")
             self._drugs[d.drug_code] = d
+            if d.atc:
+                self.by_atc.setdefault(d.atc, d.ingredients)
+
+    def ingredients_of(self, drug_code: str | None, atc: str | None) -> tuple[str, ...]:
+        """The ingredients of a product (by drug code) or of an ATC code the formulary
+        knows; ``()`` when neither is known."""
+        if drug_code is not None:
+            drug = self._drugs.get(drug_code)
+            if drug is not None:
+                return drug.ingredients
+        if atc is not None:
+            return self.by_atc.get(atc, ())
+        return ()
 
     def __getitem__(self, code: str) -> Drug:
         return self._drugs[code]
@@ -103,7 +156,7 @@ class Formulary(Mapping[str, Drug]):
         drugs = []
         for n, row in enumerate(rows, start=2):
             where = f"{source} line {n}"
-            missing = [c for c in COLUMNS[:8] if c not in row or row[c] is None]
+            missing = [c for c in REQUIRED if c not in row or row[c] is None]
             if missing:
                 raise FormularyError(f"{where}: missing column(s) {', '.join(missing)}")
             code = row["drug_code"].strip()
@@ -118,10 +171,23 @@ class Formulary(Mapping[str, Drug]):
             if price < 0 or not (0 <= rate <= 1) or pack_size < 1:
                 raise FormularyError(f"{where}: price, reimbursement_rate or pack_size out "
                                      "of range")
+            atc = row["atc"].strip()
+            if not is_valid_atc(atc):
+                raise FormularyError(
+                    f"{where}: atc {atc!r} is not a valid ATC code (a WHO code such as "
+                    "A10BA02, or a local code such as A10XA-L01)")
+            if not row["ingredients"].strip():
+                raise FormularyError(f"{where}: ingredients is empty; give the INN name of "
+                                     "each active ingredient, ';'-separated")
+            try:
+                ingredients = parse_ingredients(row["ingredients"])
+            except ValueError as exc:
+                raise FormularyError(f"{where}: {exc}") from None
             drugs.append(Drug(
                 drug_code=code, name=row["name"].strip(), strength=row["strength"].strip(),
                 form=row["form"].strip(), pack_size=pack_size, price=price,
                 reimbursement_rate=rate, fridge=_bool(row["fridge"], where),
                 manual=_bool(row.get("manual") or "", where),
-                manufacturer=(row.get("manufacturer") or "").strip()))
+                manufacturer=(row.get("manufacturer") or "").strip(), atc=atc,
+                ingredients=ingredients))
         return cls(drugs)

@@ -1,40 +1,87 @@
-"""A patient's dispensing history as the duplicate checks see it."""
+"""A patient's dispensing history as the duplicate checks see it: this pharmacy's
+dispenses, the dispensing records imported from other channels, and the supply on the
+patient's other open orders, per ingredient."""
 
 from __future__ import annotations
 
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from dispenser.core.checks import PatientHistory
+from dispenser.core.checks import THIS_PHARMACY, PatientHistory, Supply, ingredients_of
 from dispenser.core.orders import Order
 from dispenser.journal import Journal
 
 if TYPE_CHECKING:
     from dispenser.core.intake import OrderBook
 
-__all__ = ["patient_history"]
+__all__ = ["patient_history", "supplies_of"]
+
+# One statement per order: the patient's own dispenses whose supply lasts beyond the
+# threshold (or that filled this prescription), and the imported records whose supply
+# lasts beyond it (index dispensing_records(patient_id, supply_end): records that ran out
+# long ago are never read).
+_SUPPLY_SQL = (
+    "SELECT 0, drug_code, supply_end, dispensed_on, order_id, prescription_id = ?, NULL, "
+    "NULL, NULL, NULL FROM history WHERE patient_id = ? AND (supply_end > ? OR "
+    "prescription_id = ?) "
+    "UNION ALL "
+    "SELECT 1, drug_code, supply_end, dispensed_on, record_id, 0, atc, ingredients, source, "
+    "source_name FROM dispensing_records WHERE patient_id = ? AND supply_end > ?")
 
 
 def patient_history(journal: Journal, orders: OrderBook, order: Order) -> PatientHistory:
-    """Dispensed supply (journal) plus supply on order (live orders), in one query; the
-    order itself is left out."""
-    pid, rx = order.patient.id, order.prescription.id
-    ends: dict[str, date] = {}
+    """Supply that lasts beyond today + the refill grace, per ingredient: dispensed here
+    (journal), imported from other channels (journal) and on order (live orders), the
+    order itself left out. One query."""
+    threshold = orders.books.today() + timedelta(days=orders.policy.refill_grace_days)
+    return supplies_of(journal, orders, order.patient.id, threshold, order.prescription.id,
+                       order.order_id)
+
+
+def supplies_of(journal: Journal, orders: OrderBook, pid: str, threshold_day: date,
+                rx: str = "", skip_order: str = "") -> PatientHistory:
+    """The patient's supply per ingredient that lasts beyond ``threshold_day`` (the one
+    that lasts longest for each), and the drugs prescription ``rx`` was filled for; the
+    order ``skip_order`` left out."""
+    drugs = orders.formulary
+    threshold = threshold_day.isoformat()
+    supplies: dict[str, Supply] = {}
     rx_drugs: set[str] = set()
-    for code, end, used in journal.iterate(
-            "SELECT drug_code, max(supply_end), max(prescription_id = ?) FROM history "
-            "WHERE patient_id=? GROUP BY drug_code", (rx, pid)):
-        ends[code] = date.fromisoformat(end)
+
+    def offer(s: Supply) -> None:
+        known = supplies.get(s.ingredient)
+        if known is None or s.end > known.end:
+            supplies[s.ingredient] = s
+
+    for (kind, code, end, on, ref, used, atc, ingredients, source,
+         source_name) in journal.iterate(_SUPPLY_SQL, (rx, pid, threshold, rx, pid, threshold)):
         if used:
             rx_drugs.add(code)
+        if end <= threshold:
+            continue
+        end_day, on_day = date.fromisoformat(end), date.fromisoformat(on)
+        if kind == 0:
+            for ingredient in ingredients_of(code, drugs):
+                offer(Supply(ingredient, end_day, "dispensed", ref, THIS_PHARMACY,
+                             THIS_PHARMACY, code, None, on_day))
+        elif ingredients:
+            for ingredient in ingredients.split(";"):
+                offer(Supply(ingredient, end_day, "record", ref, source, source_name, code,
+                             atc, on_day))
     for oid in orders.by_patient.get(pid, ()):
-        if oid == order.order_id:
+        if oid == skip_order:
             continue
         o = orders.live[oid]
+        day = o.received_at.date()
         for code, _, days in o.items:
-            e = o.received_at.date() + timedelta(days=days)
-            if code not in ends or e > ends[code]:
-                ends[code] = e
             if o.prescription_id == rx:
                 rx_drugs.add(code)
-    return PatientHistory(ends, rx_drugs)
+            e = day + timedelta(days=days)
+            if e <= threshold_day:
+                continue
+            for ingredient in ingredients_of(code, drugs):
+                known = supplies.get(ingredient)
+                if known is None or e > known.end:
+                    supplies[ingredient] = Supply(ingredient, e, "order", oid, THIS_PHARMACY,
+                                                  THIS_PHARMACY, code, None, day)
+    return PatientHistory(supplies, rx_drugs)

@@ -31,6 +31,7 @@ from dispenser.core.states import ORDER_CANCELLABLE, ORDER_FINAL, OrderState
 from dispenser.core.views import SYSTEM, Actor, ItemView, OrderView
 
 if TYPE_CHECKING:
+    from dispenser.core.prescriptions import Assessment, PrescriptionBook
     from dispenser.core.shipments import ShipmentBook
 
 __all__ = ["RANK", "RANK_NAME", "LiveOrder", "OrderBook", "holds_from", "items_from"]
@@ -40,6 +41,8 @@ RANK = {p.value: p.rank for p in Priority}
 _LIVE = tuple(s.value for s in OrderState if s not in ORDER_FINAL)
 _VERDICT = {"ok": OrderState.RECEIVED, "hold": OrderState.HELD,
             "reject": OrderState.REJECTED}
+# An order ending in one of these is not dispensed: it gives its prescription fills back.
+_GIVES_BACK = (OrderState.CANCELLED, OrderState.REJECTED, OrderState.FAILED)
 
 # Rows are addressed by their primary key (seq): a bulk update sorted by it walks the
 # table's pages in order instead of jumping between them.
@@ -104,11 +107,14 @@ def _holds_json_cached(holds: tuple[Hold, ...]) -> str:
 def holds_from(text: str) -> list[Hold]:
     if text == "[]":
         return []
-    return [Hold(h["code"], h["detail"], h.get("drug_code")) for h in json.loads(text)]
+    return [Hold(h["code"], h["detail"], h.get("drug_code"),
+                 tuple(h["cause"].items()) if h.get("cause") else ())
+            for h in json.loads(text)]
 
 
 class OrderBook:
     shipments: ShipmentBook  # wired by the Dispensary
+    prescriptions: PrescriptionBook | None = None  # wired by the Dispensary
 
     def __init__(self, books: Books, formulary: Formulary, policy: Policy) -> None:
         self.books = books
@@ -177,6 +183,11 @@ class OrderBook:
             after["reason"] = reason
         if extra:
             after.update(extra)
+        rxs = self.prescriptions
+        if new in _GIVES_BACK and rxs is not None and rxs.any_registered:
+            given = rxs.give_back(o.order_id)
+            if given:
+                after["prescription_fills_given_back"] = given
         self.books.audit(actor, f"order.{new.value}" if trigger != "release"
                          else "order.released", o.order_id, before, after)
         if new in ORDER_FINAL:
@@ -222,10 +233,23 @@ class OrderBook:
             raise UnknownDrug(unknown)
         now = self.books.now()
         stamp = now.isoformat()
+        assessed: list[Assessment] = []
+        rxs = self.prescriptions
+        action = rxs.action(self.policy) if rxs is not None else "off"
+
+        def provenance(o: Any) -> tuple[list[Hold], bool]:
+            assert rxs is not None
+            a = rxs.assess(o)
+            assessed.append(a)
+            return a.holds, a.registered
+
         results = run_checks(order, self.policy, now.date(),
-                             lambda o: patient_history(self.journal, self, o))
+                             lambda o: patient_history(self.journal, self, o),
+                             drugs=self.formulary,
+                             provenance=(action, provenance) if action != "off" else None)
         verdict, holds = outcome(results)
         state = _VERDICT[verdict]
+        fills = assessed[0].fills if assessed and state is not OrderState.REJECTED else []
         o = LiveOrder(self.next_seq, order.order_id, digest, order.patient.id,
                       order.prescription.id, order.address_key(), order.priority.rank,
                       order.delivery.window_start,
@@ -244,10 +268,15 @@ class OrderBook:
              o.window_start.isoformat(), items_text(o.items), order.priority.value, stamp,
              state.value, holds_json(holds), o.shipment_id, stamp))
         self.journal.write("INSERT INTO order_bodies (seq, body) VALUES (?, ?)", (o.seq, canon))
-        self.books.audit(actor, "order.received", o.order_id, None, {
+        received: dict[str, Any] = {
             "state": state.value, "patient_id": o.patient_id, "prescription": o.prescription_id,
             "priority": order.priority.value, "items": o.items, "shipment_id": o.shipment_id,
-            "holds": [h.as_dict() for h in holds], "checks": [r.as_dict() for r in results]})
+            "holds": [h.as_dict() for h in holds], "checks": [r.as_dict() for r in results]}
+        if fills:
+            assert rxs is not None
+            rxs.record_fills(o.order_id, fills)
+            received["prescription_fills"] = [list(f) for f in fills]
+        self.books.audit(actor, "order.received", o.order_id, None, received)
         return o.view()
 
     def cancel(self, order_id: str, actor: Actor, reason: str) -> OrderView:

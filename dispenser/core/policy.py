@@ -29,8 +29,13 @@ class Policy(BaseModel):
     # (dispensed date + days_supply) has not run out; refills this many days early pass.
     duplicate_dispensing: CheckAction = "hold"
     refill_grace_days: int = Field(default=7, ge=0, le=365)
-    # The same prescription filled twice for the same drug.
+    # The same prescription filled twice for the same drug (not asked of a registered
+    # prescription while prescription_provenance runs: its fills are counted instead).
     duplicate_prescription: CheckAction = "hold"
+    # Prescription provenance: the order's prescription must be registered by a designated
+    # institution, match it, and have the quantity left. "auto" holds once any prescription
+    # is registered or any [[institutions]] is configured, and is off before.
+    prescription_provenance: Literal["auto", "hold", "reject", "off"] = "auto"
     # Quantity limits per order item.
     quantity_limit: CheckAction = "hold"
     min_days_supply: int = Field(default=1, ge=1)

@@ -113,7 +113,8 @@ class Daemon:
         s = config.stock
         self.geometry = SlotGeometry(s.sides, s.levels, s.columns, s.slot_capacity)
         self.dispensary = Dispensary(self.journal, self.formulary, config.policy,
-                                     self.geometry, clock)
+                                     self.geometry, clock,
+                                     {i.code: i.name for i in config.institutions})
         self.robot: Robot = ModbusRobot.from_config(config.robot)
         p = config.printer
         self.printer = Printer.serial(p.url, baudrate=p.baudrate, timeout_s=p.timeout_s)

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dispenser.config import Config
+from dispenser.config import Config, InstitutionConfig
 from dispenser.core.errors import DispenserError
 from dispenser.core.formulary import Drug, Formulary
 from dispenser.core.gs1 import compose_scan
@@ -86,6 +86,76 @@ def demo_orders(n: int, formulary: Formulary, today: date, seed: int = 7,
                          "window_end": (start + timedelta(hours=hour + 3)).isoformat()},
         })
     return orders
+
+
+# The demo's hospital feed (issue 10): the clinic the demo orders cite is designated; a
+# city hospital's pharmacy also dispenses to some of the demo patients.
+DEMO_INSTITUTIONS = {"DDC": "Demo Diabetes Clinic", "DCH": "Demo City Hospital"}
+FEED = Actor("demo-hospital-feed", "records")
+
+
+def demo_hospital_feed(orders: list[dict[str, Any]], formulary: Formulary, today: date,
+                       seed: int = 11) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(dispensing records, prescriptions) for the demo orders: about 5 % of the patients
+    bought one of their drugs at the city hospital last week; the prescriptions the orders
+    cite are registered as the clinic issued them, except about 1 in 40 (held
+    ``prescription_unregistered``), 1 in 60 from a clinic outside the programme (its orders
+    are changed to cite it: ``institution_not_designated``) and 1 in 60 a pack short
+    (``prescription_exhausted``)."""
+    rng = random.Random(seed)
+    records: list[dict[str, Any]] = []
+    by_rx: dict[str, list[dict[str, Any]]] = {}
+    seen: set[str] = set()
+    for o in orders:
+        by_rx.setdefault(o["prescription"]["id"], []).append(o)
+        pid = o["patient"]["id"]
+        if pid not in seen and rng.random() < 0.05:
+            item = rng.choice(o["items"])
+            records.append({"record_id": f"DCH-{o['order_id']}",
+                            "source": {"code": "DCH", "name": DEMO_INSTITUTIONS["DCH"]},
+                            "patient_id": pid,
+                            "dispensed_on": (today - timedelta(days=7)).isoformat(),
+                            "drug_code": item["drug_code"], "quantity": 1, "days_supply": 30})
+        seen.add(pid)
+    prescriptions = []
+    for rx_id, cited in by_rx.items():
+        roll = rng.random()
+        if roll < 1 / 40:
+            continue
+        institution = "DDC"
+        packs: dict[str, int] = {}
+        for o in cited:
+            for it in o["items"]:
+                atc = formulary[it["drug_code"]].atc
+                packs[atc] = packs.get(atc, 0) + it["quantity"]
+        if roll < 1 / 40 + 1 / 60:
+            institution = "CLINIC-X"
+            for o in cited:
+                o["prescription"]["institution"] = institution
+        elif roll < 1 / 40 + 2 / 60:
+            short = [a for a, n in packs.items() if n >= 2]
+            if short:
+                packs[short[0]] -= 1
+        first = cited[0]["prescription"]
+        prescriptions.append({
+            "id": rx_id, "institution": institution, "prescriber": first["prescriber"],
+            "patient_id": cited[0]["patient"]["id"], "issued_on": first["issued_on"],
+            "diagnoses": first["diagnoses"],
+            "items": [{"atc": a, "quantity": n, "days_supply": 90} for a, n in packs.items()]})
+    return records, prescriptions
+
+
+async def send_hospital_feed(daemon: Daemon, orders: list[dict[str, Any]],
+                             today: date) -> None:
+    """Import the demo's hospital feed before its orders arrive, when the demo clinic is a
+    designated institution (the demo's own configuration)."""
+    d = daemon.dispensary
+    if "DDC" not in d.prescriptions.institutions:
+        return
+    records, prescriptions = demo_hospital_feed(orders, daemon.formulary, today)
+    await daemon.commit.run(functools.partial(d.import_records, records, FEED))
+    await daemon.commit.run(functools.partial(d.register_prescriptions, prescriptions, FEED))
+    log.info("demo: hospital feed", records=len(records), prescriptions=len(prescriptions))
 
 
 def demo_packs(orders: list[dict[str, Any]], formulary: Formulary, today: date,
@@ -185,6 +255,7 @@ def demo_task(orders_n: int) -> Callable[[Daemon], Coroutine[Any, Any, None]]:
         desk = asyncio.create_task(packing_desk(daemon))
         try:
             await wait_ready(daemon)
+            await send_hospital_feed(daemon, orders, today)
             log.info("demo: loading stock", packs=len(packs))
             loading = asyncio.create_task(load_stock(daemon, packs))
             # Orders arrive while stock is still being loaded: a shipment whose drugs are
@@ -211,7 +282,8 @@ def demo_task(orders_n: int) -> Callable[[Daemon], Coroutine[Any, Any, None]]:
     return run
 
 
-__all__ = ["demo_orders", "demo_packs", "demo_task", "load_stock", "packing_desk", "scan_of"]
+__all__ = ["DEMO_INSTITUTIONS", "demo_hospital_feed", "demo_orders", "demo_packs", "demo_task",
+           "load_stock", "packing_desk", "scan_of", "send_hospital_feed"]
 
 
 # The simulated machine (docs/robot-protocol.md §2.1): 2 x 25 x 200 slots of 10 packs.
@@ -249,7 +321,9 @@ class SimulatedMachine:
             config = _with(config, journal=_with(config.journal,
                                                  path=Path(self.workdir) / "journal.sqlite"),
                            policy=_with(config.policy, merge_window_s=2.0),
-                           api=_with(config.api, peer_uids=peer_uids))
+                           api=_with(config.api, peer_uids=peer_uids),
+                           institutions=tuple(InstitutionConfig(code=c, name=n)
+                                              for c, n in DEMO_INSTITUTIONS.items()))
         else:
             state_file = str(Path(config.journal.path).with_suffix(".sim-state.json"))
         opts = SimulatorOptions(

@@ -157,4 +157,68 @@ CREATE TABLE journal_probe (
     room BLOB
 );
 """),
+    Migration("core", 3, "dispensing records of other channels, registered prescriptions", """
+-- Dispensing records from hospital pharmacies, other pharmacies and insurance claims
+-- (records.import). (source, record_id) is the record's idempotency key; ingredients are
+-- resolved through the formulary when imported (';'-separated, empty when the formulary
+-- knows neither the drug code nor the ATC code). The duplicate check reads a patient's
+-- records whose supply lasts beyond a day: hence the index on (patient_id, supply_end).
+CREATE TABLE dispensing_records (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    record_id TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    source_name TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    dispensed_on TEXT NOT NULL,
+    drug_code TEXT,
+    atc TEXT,
+    ingredients TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    days_supply INTEGER NOT NULL,
+    supply_end TEXT NOT NULL,
+    imported_at TEXT NOT NULL,
+    UNIQUE (source, record_id)
+);
+CREATE INDEX dispensing_records_patient ON dispensing_records(patient_id, supply_end);
+
+-- Prescriptions as the institutions issued them (prescriptions.register).
+CREATE TABLE prescriptions (
+    seq INTEGER PRIMARY KEY,
+    prescription_id TEXT NOT NULL UNIQUE,
+    content_hash TEXT NOT NULL,
+    institution TEXT NOT NULL,
+    prescriber TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    issued_on TEXT NOT NULL,
+    diagnoses TEXT NOT NULL,
+    registered_at TEXT NOT NULL
+);
+CREATE INDEX prescriptions_patient ON prescriptions(patient_id, issued_on);
+CREATE INDEX prescriptions_issued ON prescriptions(issued_on);
+
+-- Each prescribed item and how many of its packs orders have drawn. The CHECK is the last
+-- guard of the rule that fills never exceed what was prescribed.
+CREATE TABLE prescription_items (
+    prescription_seq INTEGER NOT NULL REFERENCES prescriptions(seq),
+    item_no INTEGER NOT NULL,
+    drug_code TEXT,
+    atc TEXT,
+    ingredients TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    days_supply INTEGER NOT NULL,
+    filled INTEGER NOT NULL DEFAULT 0 CHECK (filled >= 0 AND filled <= quantity),
+    PRIMARY KEY (prescription_seq, item_no)
+) WITHOUT ROWID;
+
+-- What each order drew from which prescribed item: given back when the order is
+-- cancelled, rejected or fails.
+CREATE TABLE prescription_fills (
+    order_id TEXT NOT NULL,
+    prescription_seq INTEGER NOT NULL,
+    item_no INTEGER NOT NULL,
+    quantity INTEGER NOT NULL,
+    PRIMARY KEY (order_id, prescription_seq, item_no)
+) WITHOUT ROWID;
+"""),
 )

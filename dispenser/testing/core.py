@@ -34,8 +34,24 @@ class FakeClock:
 DEMO_FORMULARY = Formulary.load(FORMULARY)
 
 
+def _distinct_first(drugs: list[Drug]) -> list[Drug]:
+    """The drugs with one product of each ingredient set first: tests that take the first
+    few as "different drugs" get different therapies (two makers' acarbose are one
+    therapy for the duplicate check)."""
+    seen: set[tuple[str, ...]] = set()
+    first: list[Drug] = []
+    rest: list[Drug] = []
+    for d in drugs:
+        (rest if d.ingredients in seen else first).append(d)
+        seen.add(d.ingredients)
+    return first + rest
+
+
+_ROBOT = _distinct_first([d for d in DEMO_FORMULARY.values() if d.robot])
+
+
 def robot_drugs() -> list[Drug]:
-    return [d for d in DEMO_FORMULARY.values() if d.robot]
+    return list(_ROBOT)
 
 
 def fridge_drugs() -> list[Drug]:
@@ -77,6 +93,27 @@ def make_order(items: list[tuple[str, int]] | None = None, patient: str = "P0001
                                     + timedelta(hours=3)).isoformat()},
         "priority": priority,
     }
+
+
+# The pharmacist's desk (issue 10): a designated hospital, prescriptions as it registers
+# them, orders that cite them.
+HOSPITAL = {"code": "TMUGH", "name": "Tianjin Medical University General Hospital"}
+INSTITUTIONS = {"TMUGH": HOSPITAL["name"], "TJ-DC1": "Tianjin Diabetes Centre"}
+
+
+def prescription(rx: str, items: list[dict[str, Any]], patient: str = "P000123",
+                 institution: str = "TMUGH", issued_on: str = "2026-11-01",
+                 diagnoses: list[str] | None = None) -> dict[str, Any]:
+    return {"id": rx, "institution": institution, "prescriber": "Dr. Li",
+            "patient_id": patient, "issued_on": issued_on,
+            "diagnoses": diagnoses or ["E11.9", "I10"], "items": items}
+
+
+def rx_order(rx: str, items: list[tuple[str, int]], patient: str = "P000123",
+             **kw: Any) -> dict[str, Any]:
+    order = make_order(items, patient=patient, rx=rx, **kw)
+    order["prescription"]["institution"] = HOSPITAL["name"]
+    return order
 
 
 Factory = Callable[..., Dispensary]

@@ -31,11 +31,12 @@ def make(tmp_path: Path, clock: FakeClock) -> Iterator[Factory]:
     journals: list[Journal] = []
 
     def factory(policy: Policy | None = None, geometry: SlotGeometry | None = None,
-                name: str = "journal.db") -> Dispensary:
+                name: str = "journal.db",
+                institutions: dict[str, str] | None = None) -> Dispensary:
         j = Journal(tmp_path / name)
         journals.append(j)
         return Dispensary(j, DEMO_FORMULARY, policy or Policy(), geometry or SlotGeometry(
-            2, 5, 20, 10), clock)
+            2, 5, 20, 10), clock, institutions)
 
     yield factory
     for j in journals:

@@ -55,7 +55,8 @@ def test_check_digit() -> None:
 
 def test_malformed_rows_are_named() -> None:
     row = {"drug_code": "09501101020918", "name": "x", "strength": "1 mg", "form": "tablet",
-           "pack_size": "10", "price": "1.00", "reimbursement_rate": "0.5", "fridge": "false"}
+           "pack_size": "10", "price": "1.00", "reimbursement_rate": "0.5", "fridge": "false",
+           "atc": "A10BA02", "ingredients": "metformin"}
     with pytest.raises(FormularyError, match=r"line 2.*GTIN"):
         Formulary.from_rows([row])
     row["drug_code"] = "09501101020917"

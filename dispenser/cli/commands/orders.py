@@ -14,7 +14,7 @@ from dispenser.api.protocol import ApiError, ErrorCode
 from dispenser.cli.args import complete_files, limit
 from dispenser.cli.context import Context, Exit
 from dispenser.cli.lines import Line, Report, open_input, progress, read_lines, refusal_text
-from dispenser.cli.render import order_detail, order_table
+from dispenser.cli.render import held_orders, order_detail, order_table
 
 __all__ = ["register"]
 
@@ -67,8 +67,10 @@ def orders(ctx: Context, args: argparse.Namespace) -> Exit:
         params["state"] = args.state
     if args.after:
         params["after"] = args.after
-    title = "Held orders" if args.state == "held" else "Orders"
-    ctx.emit(ctx.call("order.list", params), lambda r: order_table(r, title))
+    if args.state == "held":
+        ctx.emit(ctx.call("order.list", params), held_orders)
+    else:
+        ctx.emit(ctx.call("order.list", params), lambda r: order_table(r, "Orders"))
     return Exit.OK
 
 

@@ -596,3 +596,94 @@ def stock_for(plan: DayPlan, margin: float = 1.3, extra: int = 2) -> list[dict[s
 
 __all__ = ["COMPLICATIONS", "DIABETES", "DayPlan", "Loader", "OrderSystem", "Restocker", "day_plan",
            "packing_desk", "pharmacist_review", "restocking", "stock_for"]
+
+
+# ============================================================================ hospital feed
+# Issue 10: what the programme's hospitals send beside the orders. Self-contained: a plan's
+# orders in, the records and prescriptions a records feed registers before the day out.
+
+# The designated institutions (``[[institutions]]``): the clinic the day's orders cite and a
+# hospital whose pharmacy dispenses too.
+FEED_INSTITUTIONS = {"TDC": "Tianjin Diabetes Clinic",
+                     "TMUGH": "Tianjin Medical University General Hospital"}
+NON_DESIGNATED = "HP-CLINIC-7"  # a clinic outside the programme
+
+
+@dataclass
+class HospitalFeed:
+    records: list[dict[str, Any]]  # for records.import
+    prescriptions: list[dict[str, Any]]  # for prescriptions.register
+    # order id -> the hold its prescription or record should cause
+    expected: dict[str, str]
+
+    def summary(self) -> dict[str, Any]:
+        return {"records": len(self.records), "prescriptions": len(self.prescriptions),
+                "expected_holds": dict(Counter(self.expected.values()))}
+
+
+def hospital_feed(orders: list[dict[str, Any]], seed: int, *, today: date | None = None,
+                  bought: float = 0.05, unregistered: float = 0.01,
+                  non_designated: float = 0.005, exhausted: float = 0.005) -> HospitalFeed:
+    """For a day's orders: dispensing records of the hospital for a share ``bought`` of the
+    patients (one of their drugs bought there last week, 30 days' supply), and the
+    prescriptions the orders cite as the clinic issued them (packs summed per ATC code over
+    the orders citing it), except a share ``unregistered``; a share ``non_designated``
+    registered by a clinic outside the programme (its orders are changed to cite it); a
+    share ``exhausted`` with one pack
+    fewer than ordered on one item (orders of two packs or more)."""
+    rng = random.Random(seed * 31 + 10)
+    today = today or datetime.now(UTC).date()
+    atc = {r["drug_code"]: r["atc"] for r in formulary_rows()}
+    by_rx: dict[str, list[dict[str, Any]]] = {}
+    for o in orders:
+        by_rx.setdefault(o["prescription"]["id"], []).append(o)
+    records: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    expected: dict[str, str] = {}
+    for o in orders:
+        pid = o["patient"]["id"]
+        if pid in seen:
+            continue
+        seen.add(pid)
+        if rng.random() < bought:
+            item = rng.choice(o["items"])
+            records.append({
+                "record_id": f"H{len(records) + 1:07d}",
+                "source": {"code": "TMUGH", "name": FEED_INSTITUTIONS["TMUGH"]},
+                "patient_id": pid, "dispensed_on": (today - timedelta(days=7)).isoformat(),
+                "drug_code": item["drug_code"], "quantity": 1, "days_supply": 30})
+            expected.setdefault(o["order_id"], "duplicate_dispensing")
+    prescriptions: list[dict[str, Any]] = []
+    for rx_id, cited in by_rx.items():
+        roll = rng.random()
+        if roll < unregistered:
+            for o in cited:
+                expected[o["order_id"]] = "prescription_unregistered"
+            continue
+        packs: Counter[str] = Counter()
+        days: dict[str, int] = {}
+        for o in cited:
+            for it in o["items"]:
+                code = atc[it["drug_code"]]
+                packs[code] += it["quantity"]
+                days[code] = max(days.get(code, 0), it["days_supply"])
+        institution = "TDC"
+        roll -= unregistered
+        if roll < non_designated:
+            institution = NON_DESIGNATED
+            for o in cited:  # such orders cite that clinic
+                o["prescription"]["institution"] = NON_DESIGNATED
+                expected[o["order_id"]] = "institution_not_designated"
+        elif roll - non_designated < exhausted:
+            short = [c for c, n in packs.items() if n >= 2]
+            if short:
+                packs[short[0]] -= 1
+                expected[cited[-1]["order_id"]] = "prescription_exhausted"
+        first = cited[0]["prescription"]
+        prescriptions.append({
+            "id": rx_id, "institution": institution, "prescriber": first["prescriber"],
+            "patient_id": cited[0]["patient"]["id"], "issued_on": first["issued_on"],
+            "diagnoses": sorted({d for o in cited for d in o["prescription"]["diagnoses"]}),
+            "items": [{"atc": c, "quantity": n, "days_supply": days[c]}
+                      for c, n in sorted(packs.items())]})
+    return HospitalFeed(records, prescriptions, expected)
