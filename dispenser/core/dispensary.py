@@ -199,7 +199,10 @@ class Dispensary:
         return [self._shipment_view(sh) for sh in self.shipments.next_due(limit)]
 
     def start_picking(self, shipment_id: str, actor: Actor = SYSTEM) -> ShipmentView:
-        """From now on the shipment's orders can no longer be cancelled."""
+        """From now on the shipment's orders can no longer be cancelled. Its reservations
+        are checked again first (shelf life today, blocked slots) and moved where needed;
+        without stock to move them to, the shipment is held ``stock_short`` instead: the
+        view returned is then ``held``, not ``picking``."""
         with self._call():
             self.picking.start_picking(shipment_id, actor)
             return self.get_shipment(shipment_id)

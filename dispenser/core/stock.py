@@ -9,7 +9,8 @@ This module holds no I/O: ``dispenser.core`` journals every change.
 from __future__ import annotations
 
 import heapq
-from bisect import insort
+from bisect import bisect_left, insort
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -175,30 +176,42 @@ class StockIndex:
             slot.blocked = False
             self._maybe_free(slot)
 
-    def allocate(self, gtin: str, quantity: int, today: date) -> tuple[list[tuple[int, int]], int]:
-        """Reserve up to ``quantity`` packs FEFO; returns ([(slot, count)], shortfall).
+    def allocate(self, gtin: str, quantity: int,
+                 earliest: date) -> tuple[list[tuple[int, int]], int]:
+        """Reserve up to ``quantity`` packs FEFO among the slots whose expiry is on or after
+        ``earliest`` (``dispenser.core.expiry.earliest_expiry``); returns ([(slot, count)],
+        shortfall). Blocked slots are never used.
 
-        Expired (expiry < today) and blocked slots are never used."""
+        A drug's slots are kept in expiry order, so the slots that expire too soon are
+        skipped with one bisection, not looked at one by one."""
         picks: list[tuple[int, int]] = []
         need = quantity
-        for (expiry, _), n in self.by_drug.get(gtin, ()):
+        slots = self.by_drug.get(gtin, ())
+        for i in range(self._first_from(slots, earliest), len(slots)):
             if need == 0:
                 break
-            if expiry < today:
-                continue
-            s = self.slots[n]
+            s = self.slots[slots[i][1]]
             avail = s.available
             if avail <= 0:
                 continue
             k = min(avail, need)
             s.reserved += k
-            picks.append((n, k))
+            picks.append((s.number, k))
             need -= k
         return picks, need
 
-    def available(self, gtin: str, today: date) -> int:
-        return sum(self.slots[n].available for (exp, _), n in self.by_drug.get(gtin, ())
-                   if exp >= today and self.slots[n].available > 0)
+    def available(self, gtin: str, earliest: date) -> int:
+        """Packs of a drug that could be reserved now with an expiry on or after
+        ``earliest``."""
+        slots = self.by_drug.get(gtin, ())
+        return sum(max(0, self.slots[n].available)
+                   for _, n in slots[self._first_from(slots, earliest):])
+
+    @staticmethod
+    def _first_from(slots: Sequence[tuple[tuple[date, int], int]], earliest: date) -> int:
+        """Index of the first slot expiring on or after ``earliest`` (slot numbers are
+        never negative, so ``(earliest, -1)`` sorts before every slot of that day)."""
+        return bisect_left(slots, ((earliest, -1), -1))
 
     def unreserve(self, slot_no: int, count: int) -> None:
         slot = self.slots.get(slot_no)
