@@ -48,6 +48,7 @@ from dispenser.core.views import (
     PackScan,
     PackView,
     ShipmentView,
+    StockCounts,
     shipment_view,
 )
 from dispenser.journal import Journal, VerifyResult
@@ -68,7 +69,7 @@ class Dispensary:
         self.books = Books(journal, clock)
         self.orders = OrderBook(self.books, formulary, policy)
         self.shipments = ShipmentBook(self.books, formulary, policy)
-        self.packs = PackBook(self.books, geometry)
+        self.packs = PackBook(self.books, geometry, policy)
         self.allocator = Allocator(self.books, policy, self.shipments)
         self.orders.shipments = self.shipments
         self.shipments.orders = self.orders
@@ -297,9 +298,22 @@ class Dispensary:
         return self.packs.discrepancies(limit)
 
     def list_stock(self, gtin: str | None = None, state: PackState | None = PackState.IN_STOCK,
-                   limit: int = 1000, after: int | None = None) -> list[PackView]:
-        """Packs by pack id (``after`` = last pack id of the previous page)."""
-        return self.packs.page(gtin, state, limit, after)
+                   limit: int = 1000, after: int | None = None,
+                   near_expiry: bool | None = None) -> list[PackView]:
+        """Packs by pack id (``after`` = last pack id of the previous page). ``near_expiry``
+        lists packs in stock only: True those near expiry or expired
+        (``dispenser.core.expiry``), False the others."""
+        return self.packs.page(gtin, state, limit, after, near_expiry)
+
+    def stock_counts(self) -> StockCounts:
+        """Packs in stock, near expiry, expired and quarantined, from memory (no scan of
+        the packs table; the near-expiry slots are found by bisection)."""
+        return self.packs.stock_counts()
+
+    def packs_to_sweep(self) -> list[PackView]:
+        """What the expiry sweep takes out: in-stock packs near expiry or expired that are
+        not reserved, with their slots, in slot order (see ``PackBook.to_sweep``)."""
+        return self.packs.to_sweep()
 
     def stock_level(self, gtin: str) -> int:
         """Packs of a drug that could be reserved now."""

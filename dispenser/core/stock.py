@@ -94,6 +94,9 @@ class StockIndex:
         self.slots: dict[int, Slot] = {}
         self.by_drug: dict[str, list[tuple[tuple[date, int], int]]] = {}
         self.by_batch: dict[tuple[str, str], set[int]] = {}
+        # Every slot in use by (expiry, number): the slots that expire before a day are a
+        # bisection away (near-expiry counts and lists without a scan of all slots).
+        self.by_expiry: list[tuple[date, int]] = []
         self.travel = [geometry.travel_key(n) for n in range(geometry.slots)]
         keys = [(k, n) for n, k in enumerate(self.travel)]
         heapq.heapify(keys)
@@ -103,6 +106,7 @@ class StockIndex:
         self.slots[slot.number] = slot
         insort(self.by_drug.setdefault(slot.gtin, []), (slot.fefo_key(), slot.number))
         self.by_batch.setdefault((slot.gtin, slot.batch), set()).add(slot.number)
+        insort(self.by_expiry, slot.fefo_key())
 
     def _maybe_free(self, slot: Slot) -> None:
         if slot.packs or slot.incoming or slot.blocked or slot.reserved:
@@ -112,6 +116,7 @@ class StockIndex:
         del self.slots[slot.number]
         self.by_drug[slot.gtin].remove((slot.fefo_key(), slot.number))
         self.by_batch[(slot.gtin, slot.batch)].discard(slot.number)
+        self.by_expiry.remove(slot.fefo_key())
         heapq.heappush(self._free, (self.travel[slot.number], slot.number))
 
     def choose_slot(self, gtin: str, batch: str, expiry: date) -> int:
@@ -212,6 +217,11 @@ class StockIndex:
         """Index of the first slot expiring on or after ``earliest`` (slot numbers are
         never negative, so ``(earliest, -1)`` sorts before every slot of that day)."""
         return bisect_left(slots, ((earliest, -1), -1))
+
+    def expiring_before(self, day: date) -> list[Slot]:
+        """Slots in use whose packs expire before ``day``, soonest first."""
+        end = bisect_left(self.by_expiry, (day, -1))
+        return [self.slots[n] for _, n in self.by_expiry[:end]]
 
     def unreserve(self, slot_no: int, count: int) -> None:
         slot = self.slots.get(slot_no)

@@ -67,6 +67,7 @@ class CoreMachine(RuleBasedStateMachine):
             assert again.orders.live == self.d.orders.live
             assert again.shipments.live == self.d.shipments.live
             assert again.packs.live == self.d.packs.live
+            assert again.stock_counts() == self.d.stock_counts()
             assert {n: (s.reserved, s.packs, s.blocked) for n, s in again.stock.slots.items()} \
                 == {n: (s.reserved, s.packs, s.blocked) for n, s in self.d.stock.slots.items()}
             self._audit_follows_the_tables()
@@ -219,6 +220,13 @@ class CoreMachine(RuleBasedStateMachine):
                     assert self.d.packs.live[p].state is PackState.PICKED
         picked = {p for p, v in self.d.packs.live.items() if v.state is PackState.PICKED}
         assert picked == set(owners)
+
+    @invariant()
+    def stock_counts_match_the_packs(self) -> None:
+        live = list(self.d.packs.live.values())
+        for state in PackState:
+            assert self.d.packs.counts[state] == sum(1 for p in live if p.state is state)
+        assert self.d.stock.by_expiry == sorted(s.fefo_key() for s in self.d.stock.slots.values())
 
     @invariant()
     def one_patient_one_address_per_shipment(self) -> None:
