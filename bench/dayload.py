@@ -504,7 +504,7 @@ async def packing_desk(client: ApiClient, restocker: Restocker, stop: asyncio.Ev
 
 
 CHECK_HOLDS = frozenset({"not_eligible", "prescription_expired", "duplicate_dispensing",
-                         "duplicate_prescription", "quantity_limit"})
+                         "duplicate_prescription", "quantity_limit", "delivery_window_passed"})
 
 
 async def pharmacist_review(client: ApiClient) -> Counter[str]:

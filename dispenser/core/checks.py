@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from dispenser.core.orders import Order
 from dispenser.core.policy import Policy
@@ -19,10 +19,11 @@ PRESCRIPTION_EXPIRED = "prescription_expired"
 DUPLICATE_DISPENSING = "duplicate_dispensing"
 DUPLICATE_PRESCRIPTION = "duplicate_prescription"
 QUANTITY_LIMIT = "quantity_limit"
+DELIVERY_WINDOW_PASSED = "delivery_window_passed"
 STOCK_SHORT = "stock_short"
 
 CHECK_CODES = (NOT_ELIGIBLE, PRESCRIPTION_EXPIRED, DUPLICATE_DISPENSING,
-               DUPLICATE_PRESCRIPTION, QUANTITY_LIMIT)
+               DUPLICATE_PRESCRIPTION, QUANTITY_LIMIT, DELIVERY_WINDOW_PASSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,10 @@ class PatientHistory:
 History = Callable[[Order], PatientHistory]
 
 
-def run_checks(order: Order, policy: Policy, today: date, history: History) -> list[CheckResult]:
+def run_checks(order: Order, policy: Policy, today: date, history: History, *,
+               now: datetime) -> list[CheckResult]:
+    """Every check the policy does not turn off, for an order received at ``now`` (whose
+    date is ``today``)."""
     results: list[CheckResult] = []
 
     def add(check: str, action: str, holds: list[Hold]) -> None:
@@ -97,6 +101,13 @@ def run_checks(order: Order, policy: Policy, today: date, history: History) -> l
                                   f"{policy.min_days_supply}-{policy.max_days_supply}",
                                   item.drug_code))
         add(QUANTITY_LIMIT, policy.quantity_limit, holds)
+    if policy.delivery_window != "off":
+        # A window that is over when the order arrives cannot be met: queued silently, the
+        # order would be picked and sent late. A window that ends exactly now is over too.
+        window_end = order.delivery.window_end
+        add(DELIVERY_WINDOW_PASSED, policy.delivery_window, [] if window_end > now else [Hold(
+            DELIVERY_WINDOW_PASSED, f"the delivery window ended {window_end.isoformat()}, before "
+            "the order arrived; arrange another delivery and release, or reject")])
     if policy.duplicate_dispensing != "off" or policy.duplicate_prescription != "off":
         past = history(order)
     if policy.duplicate_dispensing != "off":

@@ -223,7 +223,7 @@ class OrderBook:
         now = self.books.now()
         stamp = now.isoformat()
         results = run_checks(order, self.policy, now.date(),
-                             lambda o: patient_history(self.journal, self, o))
+                             lambda o: patient_history(self.journal, self, o), now=now)
         verdict, holds = outcome(results)
         state = _VERDICT[verdict]
         o = LiveOrder(self.next_seq, order.order_id, digest, order.patient.id,
