@@ -178,7 +178,8 @@ def check_phase(path: Path, n: int, n_rx: int, runs: int, provenance: bool) -> N
             for r in run_checks(o, policy, TODAY,
                                 lambda order: patient_history(d.journal, d.orders, order),
                                 drugs=formulary,
-                                provenance=(action, rule) if action != "off" else None):
+                                provenance=(action, rule) if action != "off" else None,
+                                now=NOW):
                 for h in r.holds:
                     holds[h.code] = holds.get(h.code, 0) + 1
         times.append(time.process_time() - c)

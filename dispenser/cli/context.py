@@ -20,7 +20,9 @@ from typing import Any
 from rich.console import Console, RenderableType
 
 from dispenser.api.client import SyncApiClient
+from dispenser.api.protocol import ApiError
 from dispenser.cli.sheet import Sheet, plain_output
+from dispenser.cli.visible import json_text, visible, visible_tree
 
 __all__ = ["Context", "Exit", "Unreachable", "UsageError", "dumps"]
 
@@ -45,8 +47,9 @@ class Unreachable(Exception):
 
 
 def dumps(value: Any) -> str:
-    """One JSON document on one line (what ``--json`` prints)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """One JSON document on one line (what ``--json`` prints); no control character in it
+    is written raw (``dispenser.cli.visible.json_text``)."""
+    return json_text(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 def _reason(exc: BaseException) -> str:
@@ -104,17 +107,27 @@ class Context:
 
     def call(self, method: str, params: dict[str, Any] | None = None,
              *, timeout: float | None = None) -> Any:
-        """Call a method; refusals raise ApiError, a lost or silent daemon Unreachable."""
+        """Call a method; refusals raise ApiError, a lost or silent daemon Unreachable.
+
+        Except under ``--json`` (printed as JSON, exact), the result and a refusal's
+        message and data come with every control character escaped visibly
+        (``dispenser.cli.visible``): whatever renders them cannot write one to the
+        terminal."""
         client = self.client()
         wait = self.timeout if timeout is None else timeout
         try:
-            return client.call(method, params, timeout=wait)
+            result = client.call(method, params, timeout=wait)
+        except ApiError as exc:
+            if self.json:
+                raise
+            raise ApiError(exc.code, visible(exc.message), visible_tree(exc.data)) from None
         except TimeoutError:
             raise Unreachable(
                 f"dispenserd did not answer {method} within {wait:g} s (see --timeout)"
             ) from None
         except OSError as exc:  # ConnectionError: the daemon went away
             raise Unreachable(f"lost the connection to dispenserd: {_reason(exc)}") from None
+        return result if self.json else visible_tree(result)
 
     def close(self) -> None:
         if self._client is not None:

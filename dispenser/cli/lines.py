@@ -18,6 +18,7 @@ from rich.text import Text
 
 from dispenser.cli.context import Context, UsageError
 from dispenser.cli.render import error_lines
+from dispenser.cli.visible import visible
 
 __all__ = ["Line", "Report", "open_input", "progress", "read_lines", "refusal_text"]
 
@@ -56,10 +57,12 @@ def refusal_text(row: dict[str, Any], subject_key: str) -> Text:
     error = row["error"] if isinstance(row.get("error"), dict) else {}
     subject = row.get(subject_key)
     if isinstance(subject, str):
-        subject = subject.replace("\x1d", "<GS>")  # a scan's group separators, visible
+        # From the input file: a scan's group separators as <GS>, any other control
+        # character escaped (an order file may come from the order system).
+        subject = visible(subject.replace("\x1d", "<GS>"))
     head = f"line {row['line']}" + (f" ({subject})" if subject else "") + ": "
     details = error_lines(error.get("code"), str(error.get("message", "refused")), error)
-    return Text(head + "\n".join(details), style="red")
+    return Text(head + "\n".join(visible(line) for line in details), style="red")
 
 
 @contextmanager

@@ -331,15 +331,33 @@ PACK_COLUMNS = (
 )
 
 
-def pack_table(result: Any, title: str = "Packs", section: bool = False) -> RenderableType:
+SHELF_COLUMN = Column("shelf", "state", drop=1)
+
+
+def _shelf(p: Mapping[str, Any]) -> Text:
+    """``expired`` or ``near_expiry`` for a pack in stock that serves no order, else ``-``."""
+    if p.get("expired"):
+        return Text("expired", style="bold red")
+    if p.get("near_expiry"):
+        return Text("near_expiry", style="yellow")
+    return text(None)
+
+
+def pack_table(result: Any, title: str = "Packs", section: bool = False,
+               shelf: bool = False) -> RenderableType:
+    """Packs; ``shelf`` adds a last column that flags packs near expiry or expired."""
     items = _items(result)
     if not items:
         return Text("no packs", style="dim")
-    sheet = _sheet(title, PACK_COLUMNS, result, section=section)
+    columns = (*PACK_COLUMNS, SHELF_COLUMN) if shelf else PACK_COLUMNS
+    sheet = _sheet(title, columns, result, section=section)
     for p in items:
-        sheet.add_row(text(p.get("pack_id")), text(p.get("gtin")), text(p.get("batch")),
-                      text(p.get("expiry")), text(p.get("serial")), text(p.get("slot")),
-                      state(p.get("state")))
+        cells = [text(p.get("pack_id")), text(p.get("gtin")), text(p.get("batch")),
+                 text(p.get("expiry")), text(p.get("serial")), text(p.get("slot")),
+                 state(p.get("state"))]
+        if shelf:
+            cells.append(_shelf(p))
+        sheet.add_row(*cells)
     return sheet
 
 
@@ -403,6 +421,21 @@ def _counts(value: Any, held: Any = None) -> Text:
             part += " (" + ", ".join(f"{k} {v}" for k, v in held.items()) + ")"
         parts.append(part)
     return Text(", ".join(parts))
+
+
+def _stock_line(stock: Any) -> Text:
+    """``in stock 20, near expiry 3 (expired 1), quarantined 2``; near expiry counts the
+    expired packs too."""
+    if not isinstance(stock, Mapping):
+        return text(None)
+    line = Text(f"in stock {stock.get('in_stock', DASH)}, ")
+    near = Text(f"near expiry {stock.get('near_expiry', DASH)} "
+                f"(expired {stock.get('expired', DASH)})")
+    if stock.get("near_expiry"):
+        near.stylize("bold red" if stock.get("expired") else "yellow")
+    line.append_text(near)
+    line.append(f", quarantined {stock.get('quarantined', DASH)}")
+    return line
 
 
 def _fault_line(fault: Any) -> Text:
@@ -472,6 +505,7 @@ def status_view(s: Mapping[str, Any]) -> Fields:
         ("outputs", _outputs_line(s.get("outputs"))),
         ("shipments", _counts(s.get("shipments"))),
         ("orders", _counts(s.get("orders"), s.get("held_orders"))),
+        ("stock", _stock_line(s.get("stock"))),
     ]
     if s.get("loads_waiting"):
         rows.append(("loads waiting", s.get("loads_waiting")))

@@ -1,6 +1,10 @@
 """Allocation: which packs a shipment gets, first-expiry-first-out.
 
-A shipment's robot lines are reserved as counts on slots (``StockIndex.allocate``, FEFO).
+A shipment's robot lines are reserved as counts on slots (``StockIndex.allocate``, FEFO)
+among the slots whose packs last the line's whole supply
+(``dispenser.core.expiry.earliest_expiry``: expiry on or after the dispense date +
+max(min_shelf_life_days, days_supply)). Reservations made on an earlier day are checked
+again when picking starts (``recheck``): one on a slot that no longer qualifies is moved.
 When stock is short the shipment is held (``stock_short``) and waits for the drug, or,
 with ``partial_dispensing``, goes with what there is. Stock that arrives or comes free
 (``retry_waiting``) is offered to waiting shipments in schedule order; a reservation on a
@@ -14,10 +18,12 @@ reservations on each slot; the reservation counts themselves live on the slots.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import date
 from typing import TYPE_CHECKING
 
 from dispenser.core.books import Books
 from dispenser.core.checks import STOCK_SHORT, Hold
+from dispenser.core.expiry import earliest_expiry, near_expiry_before
 from dispenser.core.policy import Policy
 from dispenser.core.shipments import Line, Shipment, ShipmentBook
 from dispenser.core.states import ShipmentState
@@ -36,6 +42,8 @@ class Allocator:
         self.books = books
         self.policy = policy
         self.shipments = shipments
+        self._earliest_day = date.min
+        self._earliest_by_supply: dict[int, date] = {}
 
     def load(self, stock: StockIndex) -> None:
         """Rebuild the reservations and waiting lists from the live shipments (after the
@@ -93,7 +101,7 @@ class Allocator:
                 continue
             need = ln.quantity - len(ln.packs) - ln.reserved_count
             if need > 0:
-                picks, miss = self.stock.allocate(ln.drug_code, need, today)
+                picks, miss = self.stock.allocate(ln.drug_code, need, self._earliest(ln, today))
                 if picks:
                     self._add_reservations(sh, ln, picks)
                 if miss:
@@ -146,7 +154,8 @@ class Allocator:
         changed = []
         for ln in sh.lines:
             if ln.owed and ln.robot:
-                picks, miss = self.stock.allocate(ln.drug_code, ln.owed, today)
+                picks, miss = self.stock.allocate(ln.drug_code, ln.owed,
+                                                  self._earliest(ln, today))
                 self._add_reservations(sh, ln, picks)
                 changed.append([ln.item, picks, miss])
                 ln.owed = miss
@@ -183,6 +192,49 @@ class Allocator:
         for sh in sorted(touched.values(), key=Shipment.schedule_key):
             self.fill_owed(sh, "shipment.reallocated")
 
+    def recheck(self, sh: Shipment) -> bool:
+        """Check a queued shipment's reservations again before picking starts: one on a
+        slot that can no longer serve its line (blocked, or expiring before the line's
+        ``earliest_expiry`` today, e.g. reserved on an earlier day) is given back and
+        allocated again FEFO; without other stock the shipment is held ``stock_short``
+        (partial dispensing: it goes with what there is). Returns True when something
+        moved."""
+        today = self.books.today()
+        aged: list[tuple[str, int, int, str | None]] = []  # item, slot, count, expiry
+        for ln in sh.lines:
+            earliest = self._earliest(ln, today)
+            for r in list(ln.reserved):
+                slot = self.stock.slots.get(r[0])
+                if slot is not None and not slot.blocked and slot.expiry >= earliest:
+                    continue
+                ln.reserved.remove(r)
+                self.stock.unreserve(r[0], r[1])
+                ln.owed += r[1]
+                aged.append((ln.item, r[0], r[1],
+                             slot.expiry.isoformat() if slot is not None else None))
+        if not aged:
+            return False
+        for slot_no in {a[1] for a in aged}:
+            if not any(r[0] == slot_no for ln in sh.lines for r in ln.reserved):
+                self.slot_res.get(slot_no, set()).discard(sh.shipment_id)
+        self.books.audit(SYSTEM, "shipment.reservations_checked", sh.shipment_id, None,
+                         {"given_back": [list(a) for a in aged], "on": today.isoformat()})
+        self.fill_owed(sh, "shipment.reallocated")
+        return True
+
+    def _earliest(self, ln: Line, today: date) -> date:
+        """``earliest_expiry`` of a line, kept per day and days_supply: a merge round asks
+        for it once per line (50,000 lines in a burst), for a handful of distinct values."""
+        if today != self._earliest_day:
+            self._earliest_day, self._earliest_by_supply = today, {}
+        found = self._earliest_by_supply.get(ln.days_supply)
+        if found is None:
+            found = earliest_expiry(self.policy, today, ln.days_supply)
+            self._earliest_by_supply[ln.days_supply] = found
+        return found
+
     def stock_level(self, drug_code: str) -> int:
-        """Packs of a drug that could be reserved now."""
-        return self.stock.available(drug_code, self.books.today())
+        """Packs of a drug that could be reserved now for the shortest supply an order may
+        ask for (packs near expiry do not count)."""
+        return self.stock.available(drug_code, near_expiry_before(self.policy,
+                                                                  self.books.today()))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from dispenser.core.orders import Order
@@ -23,6 +23,7 @@ PRESCRIPTION_EXPIRED = "prescription_expired"
 DUPLICATE_DISPENSING = "duplicate_dispensing"
 DUPLICATE_PRESCRIPTION = "duplicate_prescription"
 QUANTITY_LIMIT = "quantity_limit"
+DELIVERY_WINDOW_PASSED = "delivery_window_passed"
 STOCK_SHORT = "stock_short"
 # Prescription provenance (one check, four reasons).
 PRESCRIPTION_PROVENANCE = "prescription_provenance"
@@ -33,7 +34,8 @@ PRESCRIPTION_EXHAUSTED = "prescription_exhausted"
 
 CHECK_CODES = (NOT_ELIGIBLE, PRESCRIPTION_EXPIRED, DUPLICATE_DISPENSING,
                DUPLICATE_PRESCRIPTION, QUANTITY_LIMIT, PRESCRIPTION_UNREGISTERED,
-               PRESCRIPTION_MISMATCH, INSTITUTION_NOT_DESIGNATED, PRESCRIPTION_EXHAUSTED)
+               PRESCRIPTION_MISMATCH, INSTITUTION_NOT_DESIGNATED, PRESCRIPTION_EXHAUSTED,
+               DELIVERY_WINDOW_PASSED)
 
 # What a hold's ``cause`` holds: the supply or the prescription behind it, as pairs.
 Cause = tuple[tuple[str, str | int | None], ...]
@@ -153,8 +155,10 @@ def _overlap_detail(drug_code: str, supply: Supply, drugs: Mapping[str, Drug] | 
 
 def run_checks(order: Order, policy: Policy, today: date, history: History, *,
                drugs: Mapping[str, Drug] | None = None,
-               provenance: Provenance | None = None) -> list[CheckResult]:
-    """Run every check the policy has on. ``drugs`` (the formulary) gives each drug's
+               provenance: Provenance | None = None,
+               now: datetime) -> list[CheckResult]:
+    """Run every check the policy has on, for an order received at ``now`` (whose date
+    is ``today``). ``drugs`` (the formulary) gives each drug's
     ingredients for the duplicate check (without it a drug is its own ingredient);
     ``provenance`` is the prescription provenance check's action and rule, when on."""
     results: list[CheckResult] = []
@@ -188,6 +192,13 @@ def run_checks(order: Order, policy: Policy, today: date, history: History, *,
                                   f"{policy.min_days_supply}-{policy.max_days_supply}",
                                   item.drug_code))
         add(QUANTITY_LIMIT, policy.quantity_limit, holds)
+    if policy.delivery_window != "off":
+        # A window that is over when the order arrives cannot be met: queued silently, the
+        # order would be picked and sent late. A window that ends exactly now is over too.
+        window_end = order.delivery.window_end
+        add(DELIVERY_WINDOW_PASSED, policy.delivery_window, [] if window_end > now else [Hold(
+            DELIVERY_WINDOW_PASSED, f"the delivery window ended {window_end.isoformat()}, before "
+            "the order arrived; arrange another delivery and release, or reject")])
     if policy.duplicate_dispensing != "off" or policy.duplicate_prescription != "off":
         past = history(order)
     if policy.duplicate_dispensing != "off":

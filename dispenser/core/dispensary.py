@@ -51,6 +51,7 @@ from dispenser.core.views import (
     PackScan,
     PackView,
     ShipmentView,
+    StockCounts,
     shipment_view,
 )
 from dispenser.journal import Journal, VerifyResult
@@ -72,7 +73,7 @@ class Dispensary:
         self.books = Books(journal, clock)
         self.orders = OrderBook(self.books, formulary, policy)
         self.shipments = ShipmentBook(self.books, formulary, policy)
-        self.packs = PackBook(self.books, geometry)
+        self.packs = PackBook(self.books, geometry, policy)
         self.allocator = Allocator(self.books, policy, self.shipments)
         self.orders.shipments = self.shipments
         self.shipments.orders = self.orders
@@ -248,7 +249,10 @@ class Dispensary:
         return [self._shipment_view(sh) for sh in self.shipments.next_due(limit)]
 
     def start_picking(self, shipment_id: str, actor: Actor = SYSTEM) -> ShipmentView:
-        """From now on the shipment's orders can no longer be cancelled."""
+        """From now on the shipment's orders can no longer be cancelled. Its reservations
+        are checked again first (shelf life today, blocked slots) and moved where needed;
+        without stock to move them to, the shipment is held ``stock_short`` instead: the
+        view returned is then ``held``, not ``picking``."""
         with self._call():
             self.picking.start_picking(shipment_id, actor)
             return self.get_shipment(shipment_id)
@@ -343,9 +347,22 @@ class Dispensary:
         return self.packs.discrepancies(limit)
 
     def list_stock(self, gtin: str | None = None, state: PackState | None = PackState.IN_STOCK,
-                   limit: int = 1000, after: int | None = None) -> list[PackView]:
-        """Packs by pack id (``after`` = last pack id of the previous page)."""
-        return self.packs.page(gtin, state, limit, after)
+                   limit: int = 1000, after: int | None = None,
+                   near_expiry: bool | None = None) -> list[PackView]:
+        """Packs by pack id (``after`` = last pack id of the previous page). ``near_expiry``
+        lists packs in stock only: True those near expiry or expired
+        (``dispenser.core.expiry``), False the others."""
+        return self.packs.page(gtin, state, limit, after, near_expiry)
+
+    def stock_counts(self) -> StockCounts:
+        """Packs in stock, near expiry, expired and quarantined, from memory (no scan of
+        the packs table; the near-expiry slots are found by bisection)."""
+        return self.packs.stock_counts()
+
+    def packs_to_sweep(self) -> list[PackView]:
+        """What the expiry sweep takes out: in-stock packs near expiry or expired that are
+        not reserved, with their slots, in slot order (see ``PackBook.to_sweep``)."""
+        return self.packs.to_sweep()
 
     def stock_level(self, gtin: str) -> int:
         """Packs of a drug that could be reserved now."""

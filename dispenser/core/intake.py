@@ -246,7 +246,8 @@ class OrderBook:
         results = run_checks(order, self.policy, now.date(),
                              lambda o: patient_history(self.journal, self, o),
                              drugs=self.formulary,
-                             provenance=(action, provenance) if action != "off" else None)
+                             provenance=(action, provenance) if action != "off" else None,
+                             now=now)
         verdict, holds = outcome(results)
         state = _VERDICT[verdict]
         fills = assessed[0].fills if assessed and state is not OrderState.REJECTED else []

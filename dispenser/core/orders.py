@@ -44,13 +44,34 @@ class Priority(enum.Enum):
 
 _RANK = {Priority.URGENT: 0, Priority.HIGH: 1, Priority.NORMAL: 2, Priority.LOW: 3}
 
+# C0 controls, DEL and C1 controls. Order text is printed on labels and shown on staff
+# terminals: ESC, CSI (U+009B) and the like would move the cursor, clear the screen or
+# retitle the terminal of whoever reads it; NUL, CR and LF would cut or forge lines.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control(value: Any) -> Any:
+    """Refuse text with a control character anywhere (also where surrounding whitespace
+    would be stripped: a sender that puts one there has a bug to know of)."""
+    if isinstance(value, str) and (found := _CONTROL.search(value)):
+        raise ValueError(f"control character U+{ord(found.group()):04X} at character "
+                         f"{found.start() + 1} is not allowed in text; remove it")
+    return value
+
+
+NoControl = BeforeValidator(_no_control)
 Text = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1,
-                                        max_length=200)]
-Ident = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-Icd10 = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Z][0-9]{2}(\.[0-9A-Z]{1,4})?$")]
-Phone = Annotated[str, StringConstraints(strict=True, pattern=r"^\+?[0-9 -]{5,20}$")]
-InsuranceId = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9A-Za-z]{4,32}$")]
-DrugCode = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9]{14}$")]
+                                        max_length=200), NoControl]
+Address = Annotated[str, StringConstraints(strict=True, strip_whitespace=True, min_length=1,
+                                           max_length=500), NoControl]
+Ident = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"),
+                  NoControl]
+Icd10 = Annotated[str, StringConstraints(strict=True, pattern=r"^[A-Z][0-9]{2}(\.[0-9A-Z]{1,4})?$"),
+                  NoControl]
+Phone = Annotated[str, StringConstraints(strict=True, pattern=r"^\+?[0-9 -]{5,20}$"), NoControl]
+InsuranceId = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9A-Za-z]{4,32}$"),
+                        NoControl]
+DrugCode = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9]{14}$"), NoControl]
 
 
 def _iso_text(pattern: str, example: str) -> Callable[[Any], Any]:
@@ -98,8 +119,7 @@ class Item(_Strict):
 
 
 class Delivery(_Strict):
-    address: Annotated[str, StringConstraints(strict=True, strip_whitespace=True,
-                                              min_length=1, max_length=500)]
+    address: Address
     window_start: IsoDatetime
     window_end: IsoDatetime
 

@@ -19,10 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from dispenser.core.books import Books
 from dispenser.core.errors import InvalidState, NotFound
+from dispenser.core.expiry import expired, near_expiry_before
 from dispenser.core.lifecycles import PACK_LIFECYCLE
+from dispenser.core.policy import Policy
 from dispenser.core.states import PackState
 from dispenser.core.stock import Pack, SlotGeometry, StockIndex
-from dispenser.core.views import Actor, DiscrepancyView, PackView
+from dispenser.core.views import Actor, DiscrepancyView, PackView, StockCounts
 
 if TYPE_CHECKING:
     from dispenser.core.allocation import Allocator
@@ -45,24 +47,33 @@ SERIAL_DISPENSED = ("SELECT 1 FROM packs INDEXED BY packs_serial "
 _PACK_COLUMNS = "pack_id, gtin, batch, expiry, serial, state, slot, shipment_id, order_id"
 
 
-def pack_view_row(r: Sequence[Any]) -> PackView:
-    return PackView(r[0], r[1], r[2], date.fromisoformat(r[3]), r[4], PackState(r[5]), r[6],
-                    r[7], r[8])
+def pack_view_row(r: Sequence[Any], near_before: date = date.min,
+                  today: date = date.min) -> PackView:
+    """A pack's view from its row; in stock and expiring before ``near_before`` it is
+    near expiry, before ``today`` expired (the defaults flag nothing)."""
+    expiry, state = date.fromisoformat(r[3]), PackState(r[5])
+    in_stock = state is PackState.IN_STOCK
+    return PackView(r[0], r[1], r[2], expiry, r[4], state, r[6], r[7], r[8],
+                    in_stock and expiry < near_before, in_stock and expiry < today)
 
 
 class PackBook:
     allocator: Allocator  # wired by the Dispensary
     shipments: ShipmentBook
 
-    def __init__(self, books: Books, geometry: SlotGeometry) -> None:
+    def __init__(self, books: Books, geometry: SlotGeometry, policy: Policy) -> None:
         self.books = books
         self.journal = books.journal
         self.geometry = geometry
+        self.policy = policy
 
     # ------------------------------------------------------------------ memory
     def load(self) -> None:
         j = self.journal
         self.live: dict[int, Pack] = {}
+        # Live packs by state, kept by ``insert`` and ``fire``: machine.status counts
+        # without a scan.
+        self.counts: dict[PackState, int] = dict.fromkeys(PackState, 0)
         self.serials: dict[tuple[str, str], int] = {}
         self.stock = StockIndex(self.geometry)
         self.quarantined = {(g, b) for g, b in j.query(
@@ -75,6 +86,7 @@ class PackBook:
             p = Pack(prow[0], prow[1], prow[2], date.fromisoformat(prow[3]), prow[4],
                      PackState(prow[7]), prow[5], prow[6], prow[8], prow[9])
             self.live[p.pack_id] = p
+            self.counts[p.state] += 1
             if p.serial is not None:
                 self.serials[(p.gtin, p.serial)] = p.pack_id
             if p.slot is None:
@@ -102,6 +114,9 @@ class PackBook:
         new = PACK_LIFECYCLE.next_state(p.state, trigger, f"pack:{p.pack_id}")
         before = p.state
         p.state = new
+        self.counts[before] -= 1
+        if new not in _GONE:
+            self.counts[new] += 1
         self.journal.write("UPDATE packs SET state=?, slot=?, store_seq=?, shipment_id=?, "
                            "order_id=?, updated_at=? WHERE pack_id=?",
                            (new.value, p.slot, p.store_seq, p.shipment_id, p.order_id,
@@ -130,6 +145,7 @@ class PackBook:
             (p.pack_id, p.gtin, p.batch, p.expiry.isoformat(), p.serial, p.slot, p.store_seq,
              p.state.value, p.shipment_id, p.order_id, stamp, stamp))
         self.live[p.pack_id] = p
+        self.counts[p.state] += 1
         if p.serial is not None:
             self.serials[(p.gtin, p.serial)] = p.pack_id
         self.books.audit(actor, action, f"pack:{p.pack_id}", None, {
@@ -237,21 +253,69 @@ class PackBook:
             self.allocator.reshuffle_slot(p.slot)
         self.stock.unreserve(p.slot, 0)  # frees the slot if it is now empty
 
+    # ------------------------------------------------------------------ expiry
+    def near_expiry_before(self) -> date:
+        """In-stock packs expiring before this day are near expiry (today's line)."""
+        return near_expiry_before(self.policy, self.books.today())
+
+    def near_expiry(self) -> list[Pack]:
+        """In-stock packs near expiry (expired ones included), soonest expiry first; from
+        the slots that expire before today's line, not from every pack."""
+        return [p for slot in self.stock.expiring_before(self.near_expiry_before())
+                for pid in slot.packs
+                if (p := self.live[pid]).state is PackState.IN_STOCK]
+
+    def stock_counts(self) -> StockCounts:
+        today = self.books.today()
+        near = self.near_expiry()
+        return StockCounts(self.counts[PackState.IN_STOCK], len(near),
+                           sum(1 for p in near if expired(p.expiry, today)),
+                           self.counts[PackState.QUARANTINED])
+
+    def to_sweep(self) -> list[PackView]:
+        """In-stock packs near expiry or expired that no shipment holds a reservation on,
+        in slot order, each slot's in the order they were stored. A slot's reservation is
+        a count: its packs less that many are offered (a pick takes a slot's packs
+        first-stored-first-out, so which ids leave is known when the pick completes)."""
+        line = self.near_expiry_before()
+        today = self.books.today()
+        views: list[PackView] = []
+        for slot in sorted(self.stock.expiring_before(line), key=lambda s: s.number):
+            if slot.blocked:
+                continue
+            packs = [self.live[pid] for pid in slot.packs]
+            packs = [p for p in packs if p.state is PackState.IN_STOCK][slot.reserved:]
+            views += [self._view(p, line, today) for p in packs]
+        return views
+
     # ------------------------------------------------------------------ reading
+    def _view(self, p: Pack, line: date, today: date) -> PackView:
+        in_stock = p.state is PackState.IN_STOCK
+        return PackView(p.pack_id, p.gtin, p.batch, p.expiry, p.serial, p.state, p.slot,
+                        p.shipment_id, p.order_id, in_stock and p.expiry < line,
+                        in_stock and expired(p.expiry, today))
+
     def view(self, pack_id: int) -> PackView:
         p = self.live.get(pack_id)
         if p is not None:
-            return PackView(p.pack_id, p.gtin, p.batch, p.expiry, p.serial, p.state, p.slot,
-                            p.shipment_id, p.order_id)
+            return self._view(p, self.near_expiry_before(), self.books.today())
         row = self.journal.query_one(f"SELECT {_PACK_COLUMNS} FROM packs WHERE pack_id=?",
                                      (pack_id,))
         if row is None:
             raise NotFound(f"no pack {pack_id}")
-        return pack_view_row(row)
+        return pack_view_row(row)  # not live: never in stock
 
     def page(self, gtin: str | None, state: PackState | None, limit: int,
-             after: int | None) -> list[PackView]:
-        """Packs by pack id (``after`` = last pack id of the previous page)."""
+             after: int | None, near_expiry: bool | None = None) -> list[PackView]:
+        """Packs by pack id (``after`` = last pack id of the previous page). With
+        ``near_expiry`` only packs in stock (whatever ``state`` says): True those near
+        expiry (expired ones included), False the others."""
+        line, today = self.near_expiry_before(), self.books.today()
+        if near_expiry:
+            # From the slots in memory: few packs, found without walking the table.
+            ids = sorted(p.pack_id for p in self.near_expiry()
+                         if p.pack_id > (after or 0) and (gtin is None or p.gtin == gtin))
+            return [self._view(self.live[pid], line, today) for pid in ids[:limit]]
         # For one drug, through the (gtin, batch) index: left to itself SQLite walks every
         # pack of the state (58,000 in stock on a day's load) to find a drug's few.
         table = "packs INDEXED BY packs_batch" if gtin is not None else "packs"
@@ -260,12 +324,16 @@ class PackBook:
         if gtin is not None:
             sql += " AND gtin=?"
             params.append(gtin)
+        if near_expiry is not None:
+            state = PackState.IN_STOCK
+            sql += " AND expiry >= ?"  # ISO dates compare as text
+            params.append(line.isoformat())
         if state is not None:
             sql += " AND state=?"
             params.append(state.value)
         sql += " ORDER BY pack_id LIMIT ?"
         params.append(limit)
-        return [pack_view_row(r) for r in self.journal.query(sql, params)]
+        return [pack_view_row(r, line, today) for r in self.journal.query(sql, params)]
 
     def discrepancies(self, limit: int = 1000) -> list[DiscrepancyView]:
         return [DiscrepancyView(*r) for r in self.journal.query(

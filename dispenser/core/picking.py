@@ -1,11 +1,12 @@
 """Picking: a queued shipment is picked into its tote, labelled and completed.
 
-From ``start_picking`` on, its orders can no longer be cancelled. ``record_pick`` books
-what the robot took from a slot: the first packs stored there (FIFO) become ``picked``
-for the lines reserved on that slot; fewer than reserved means the slot cannot be trusted
-(it is blocked and the shortfall is reserved elsewhere). ``complete`` makes the packs
-``dispensed`` and writes the patient's dispensing history; ``fail`` gives a shipment up
-(packs already in its tote are quarantined for a person to check).
+From ``start_picking`` on, its orders can no longer be cancelled; its reservations are
+checked again first (a pack that aged out since they were made is never picked).
+``record_pick`` books what the robot took from a slot: the first packs stored there (FIFO)
+become ``picked`` for the lines reserved on that slot; fewer than reserved means the slot
+cannot be trusted (it is blocked and the shortfall is reserved elsewhere). ``complete``
+makes the packs ``dispensed`` and writes the patient's dispensing history; ``fail`` gives
+a shipment up (packs already in its tote are quarantined for a person to check).
 """
 
 from __future__ import annotations
@@ -34,9 +35,16 @@ class Picking:
         self.packs = packs
         self.allocator = allocator
 
-    def start_picking(self, shipment_id: str, actor: Actor) -> None:
+    def start_picking(self, shipment_id: str, actor: Actor) -> bool:
+        """Start picking a queued shipment, after its reservations were checked again
+        (``Allocator.recheck``: a slot that aged out or was blocked since is replaced).
+        Returns False when that check held the shipment (``stock_short``): nothing
+        started."""
         sh = self.shipments.live_shipment(shipment_id, ShipmentState.QUEUED)
+        if self.allocator.recheck(sh) and sh.state is not ShipmentState.QUEUED:
+            return False
         self.shipments.fire(sh, "start_picking", actor)
+        return True
 
     def record_pick(self, shipment_id: str, slot: int, picked: int,
                     actor: Actor) -> list[PackView]:

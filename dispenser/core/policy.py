@@ -41,6 +41,8 @@ class Policy(BaseModel):
     min_days_supply: int = Field(default=1, ge=1)
     max_days_supply: int = Field(default=90, ge=1, le=3650)
     max_quantity: int = Field(default=12, ge=1, description="packs per order item")
+    # The delivery window is already over when the order arrives.
+    delivery_window: CheckAction = "hold"
 
     # Merging: orders of one patient to one address within this many seconds share a tote.
     merge_window_s: float = Field(default=300.0, ge=0)

@@ -57,6 +57,26 @@ class PackView:
     slot: int | None
     shipment_id: str | None
     order_id: str | None
+    # Derived, never stored (``dispenser.core.expiry``): an in-stock pack that can serve
+    # no order any more, and one whose expiry day is over. False for packs not in stock.
+    near_expiry: bool = False
+    expired: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StockCounts:
+    """Packs in the machine: ``in_stock`` (whatever their expiry), of which
+    ``near_expiry`` (expired ones included) and of those ``expired``; ``quarantined``
+    (never in stock, never allocated)."""
+
+    in_stock: int
+    near_expiry: int
+    expired: int
+    quarantined: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"in_stock": self.in_stock, "near_expiry": self.near_expiry,
+                "expired": self.expired, "quarantined": self.quarantined}
 
 
 @dataclass(frozen=True, slots=True)

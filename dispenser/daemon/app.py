@@ -370,6 +370,7 @@ class Daemon:
             "outputs": [{"output": k, "shipment_id": busy.get(k)}
                         for k in range(1, sched.outputs + 1)],
             "loads_waiting": len(sched.loading.loads),
+            "stock": self.dispensary.stock_counts().as_dict(),
             **counts,
             "held_orders": self.held_orders(),
         }

@@ -166,10 +166,20 @@ class TotePlanner:
                 continue
             if needs_tote and not free:
                 continue
-            output = free.pop(0) if needs_tote else 0
+            output = free[0] if needs_tote else 0
             with self.d.batch():
+                # Its reservations are checked again first (a pack may have aged out
+                # since they were made): held instead, it gets no tote.
                 started = self.d.start_picking(view.shipment_id)
-                self.log.assign(view.shipment_id, output, self._now())
+                if started.state is ShipmentState.PICKING:
+                    self.log.assign(view.shipment_id, output, self._now())
+            if started.state is not ShipmentState.PICKING:
+                log.info("not started: its stock was checked again", shipment_id=view.shipment_id,
+                         state=started.state.value)
+                self.shipment_event(started)
+                continue
+            if needs_tote:
+                free.pop(0)
             self.totes[view.shipment_id] = Tote(view.shipment_id, output)
             log.info("picking", shipment_id=view.shipment_id, output=output,
                      picks=sum(p.count for p in view.robot_picks),

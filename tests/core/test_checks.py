@@ -58,7 +58,9 @@ def test_duplicate_dispensing_after_dispensed(make: Factory, clock: FakeClock) -
     assert codes(v) == ["duplicate_dispensing"]
     assert v.holds[0].drug_code == drug.drug_code
     clock.advance(24 * 3600 * 24)  # 24 days later: inside the 7-day refill grace
-    v = d.submit(make_order([(drug.drug_code, 1)], patient=patient), API)
+    # (delivered on the day after: a window still ahead, not the first order's)
+    v = d.submit(make_order([(drug.drug_code, 1)], patient=patient,
+                            window_start="2026-12-18T09:00:00+08:00"), API)
     assert v.holds == []
 
 
@@ -117,3 +119,33 @@ def test_release_and_reject(disp: Dispensary) -> None:
     assert actions == ["order.released", "order.rejected"]
     reason = disp.journal.query_one("SELECT after FROM audit WHERE action='order.released'")[0]
     assert "confirmed by phone" in reason
+
+
+def window(start: str, hours: int = 3) -> dict[str, object]:
+    """An order whose delivery window starts at ``start`` (ISO, +08:00) and lasts ``hours``."""
+    return make_order(window_start=start, patient=f"PW{start[11:13]}{hours}")
+
+
+def test_delivery_window_already_over_is_held(disp: Dispensary) -> None:
+    # The clock reads 2026-11-23 09:00 +08:00.
+    over = window("2026-11-23T05:00:00+08:00")  # ended 08:00
+    v = disp.submit(over, API)
+    assert v.state is OrderState.HELD and codes(v) == ["delivery_window_passed"]
+    assert v.shipment_id is None
+    assert "2026-11-23T08:00:00+08:00" in v.holds[0].detail
+    ends_now = disp.submit(window("2026-11-23T06:00:00+08:00"), API)
+    assert codes(ends_now) == ["delivery_window_passed"]
+    running = disp.submit(window("2026-11-23T07:00:00+08:00"), API)  # until 10:00
+    assert running.holds == [] and running.state is OrderState.RECEIVED
+    # A pharmacist who arranges another delivery releases it.
+    released = disp.release(v.order_id, PHARMACIST, "courier booked for tomorrow")
+    assert released.state is OrderState.RECEIVED
+
+
+@pytest.mark.parametrize(("action", "state"), [("reject", OrderState.REJECTED),
+                                               ("off", OrderState.RECEIVED)])
+def test_delivery_window_policy(make: Factory, action: str, state: OrderState) -> None:
+    d = make(policy=Policy(delivery_window=action))  # type: ignore[arg-type]
+    v = d.submit(window("2026-11-22T09:00:00+08:00"), API)
+    assert v.state is state
+    assert codes(v) == ([] if action == "off" else ["delivery_window_passed"])

@@ -155,3 +155,49 @@ def test_dates_and_times_are_iso_text_never_numbers(disp: Dispensary, path: str,
     assert [e.path for e in caught.value.errors] == [path]
     assert "ISO 8601" in caught.value.errors[0].message
     assert count_rows(disp, "orders") == 0
+
+
+# Text printed on labels and shown on staff terminals: a control character (C0, DEL, C1)
+# could move the cursor, clear the screen or retitle the terminal of whoever reads it.
+FREE_TEXT = ("patient.name", "prescription.institution", "prescription.prescriber",
+             "delivery.address")
+PATTERNED = ("order_id", "patient.id", "patient.phone", "patient.insurance_id",
+             "prescription.id", "prescription.diagnoses.0", "items.0.drug_code")
+CONTROLS = {"NUL": "\x00", "BEL": "\x07", "TAB": "\t", "LF": "\n", "CR": "\r",
+            "ESC": "\x1b", "DEL": "\x7f", "CSI": "\x9b", "NEL": "\x85"}
+
+
+def _with(order: dict[str, object], path: str, suffix: str) -> dict[str, object]:
+    node: object = order
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]  # type: ignore[index]
+    if isinstance(node, list):
+        node[int(last)] += suffix
+    else:
+        node[last] += suffix  # type: ignore[index]
+    return order
+
+
+@pytest.mark.parametrize("path", FREE_TEXT + PATTERNED)
+@pytest.mark.parametrize("name", sorted(CONTROLS))
+def test_control_characters_are_refused_naming_the_field(disp: Dispensary, path: str,
+                                                          name: str) -> None:
+    char = CONTROLS[name]
+    order = _with(make_order(), path, f"{char}[2Jx")
+    with pytest.raises(InvalidOrder) as refused:
+        disp.submit(order, API)
+    [error] = refused.value.errors
+    assert error.path == path
+    assert f"control character U+{ord(char):04X}" in error.message
+    assert count_rows(disp, "orders") == 0
+
+
+def test_text_without_control_characters_is_kept(disp: Dispensary) -> None:
+    order = make_order()
+    order["patient"]["name"] = "Zoë O'Brien-王\u00a0建国"  # type: ignore[index]
+    order["delivery"]["address"] = "No. 1 «Anshan» Road; 3/F — Heping, Tianjin"  # type: ignore[index]
+    view = disp.submit(order, API)
+    body = disp.order_body(view.order_id)
+    assert body["patient"]["name"] == "Zoë O'Brien-王\u00a0建国"
+    assert body["delivery"]["address"] == "No. 1 «Anshan» Road; 3/F — Heping, Tianjin"

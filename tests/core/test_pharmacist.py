@@ -310,7 +310,9 @@ def test_a_90_day_prescription_in_three_30_day_orders(make: Factory, clock: Fake
         issued_on="2026-11-20")], API)
 
     def order() -> dict[str, Any]:
-        return rx_order("RX-90", [(ACARBOSE_CRANE, 1)], issued_on="2026-11-20")
+        # Delivered from the day after each order (a window already over is held).
+        return rx_order("RX-90", [(ACARBOSE_CRANE, 1)], issued_on="2026-11-20",
+                        window_start=(clock() + timedelta(days=1)).isoformat())
 
     orders = []
     for month in range(3):

@@ -1,10 +1,12 @@
 """Property tests: random sequences of operations against the real core.
 
 After every step: no pack is reserved twice, every shipment holds orders of one patient
-and one address, picked packs belong to exactly one shipment line; after every merge
-round FEFO holds; at the end the audit chain verifies, a restart rebuilds the same
-state, and every change of state the audit trail records is a row of its lifecycle table
-(and each entity's recorded changes follow on from each other up to its state now).
+and one address, picked packs belong to exactly one shipment line, the pack counts match
+the packs; after every merge round FEFO holds among the packs that last the supply, and
+when picking starts no reservation is on a pack that aged out since; at the end the audit
+chain verifies, a restart rebuilds the same state, and every change of state the audit
+trail records is a row of its lifecycle table (and each entity's recorded changes follow
+on from each other up to its state now).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from dispenser.core import Dispensary
 from dispenser.core.errors import DispenserError, InvalidState
+from dispenser.core.expiry import earliest_expiry
 from dispenser.core.lifecycles import (
     ORDER_LIFECYCLE,
     PACK_LIFECYCLE,
@@ -46,7 +49,9 @@ from dispenser.testing.core import (
 
 DRUGS = [d.drug_code for d in robot_drugs()[:3]]
 FRIDGE = fridge_drugs()[0]
-EXPIRY = {0: "271000", 1: "280300", 2: "281200"}  # batch -> expiry: a batch has one date
+# batch -> expiry: a batch has one date. Batch 0 lasts a 30-day supply for the first five
+# weeks of the clock (``age`` makes days go by), batch 1 for seven months.
+EXPIRY = {0: "270100", 1: "270700", 2: "281200"}
 POLICY = Policy(duplicate_dispensing="off", duplicate_prescription="off")
 
 
@@ -67,6 +72,7 @@ class CoreMachine(RuleBasedStateMachine):
             assert again.orders.live == self.d.orders.live
             assert again.shipments.live == self.d.shipments.live
             assert again.packs.live == self.d.packs.live
+            assert again.stock_counts() == self.d.stock_counts()
             assert {n: (s.reserved, s.packs, s.blocked) for n, s in again.stock.slots.items()} \
                 == {n: (s.reserved, s.packs, s.blocked) for n, s in self.d.stock.slots.items()}
             self._audit_follows_the_tables()
@@ -95,9 +101,11 @@ class CoreMachine(RuleBasedStateMachine):
     def submit(self, patient: int, address: int, items: list[tuple[int, int]],
                urgent: bool, eligible: int = 1) -> None:
         codes = [(DRUGS[i] if i < 3 else FRIDGE.drug_code, q) for i, q in items]
+        tomorrow = self.clock().date() + timedelta(days=1)  # the clock ages (``age``)
         self.d.submit(make_order(codes, patient=f"P{patient}", address=f"Street {address}",
                                  priority="urgent" if urgent else "normal",
-                                 diagnoses=["E11"] if eligible else ["I10"]), API)
+                                 diagnoses=["E11"] if eligible else ["I10"],
+                                 window_start=f"{tomorrow}T09:00:00+08:00"), API)
 
     @rule(patient=st.integers(0, 2), drug=st.integers(0, 2), q=st.integers(1, 2))
     def submit_and_form(self, patient: int, drug: int, q: int) -> None:
@@ -110,13 +118,21 @@ class CoreMachine(RuleBasedStateMachine):
         before = self._reserved()
         self.d.form_shipments()
         after = self._reserved()
-        today = self.clock().date()
+        # Every order of this machine asks for 30 days: the packs that qualify (issue 8).
+        earliest = earliest_expiry(POLICY, self.clock().date(), 30)
         for slot_no, n in after.items():
             if n > before.get(slot_no, 0):  # reserved in this round
                 s = self.d.stock.slots[slot_no]
+                assert s.expiry >= earliest, "a pack that does not last the supply"
                 for other in self._slots_of(s.gtin):
-                    if other.available > 0 and other.expiry >= today:
+                    if other.available > 0 and other.expiry >= earliest:
                         assert other.expiry >= s.expiry, "FEFO violated"
+
+    @rule(days=st.sampled_from([1, 20, 60, 200]))
+    def age(self, days: int) -> None:
+        """Days go by: packs age in the machine (reservations made before stay until
+        picking starts)."""
+        self.clock.advance(days * 86400)
 
     @rule(pick=st.integers(0, 50))
     def cancel(self, pick: int) -> None:
@@ -129,7 +145,10 @@ class CoreMachine(RuleBasedStateMachine):
     def start_picking(self, pick: int) -> None:
         queued = self._shipments(ShipmentState.QUEUED)
         if queued:
-            self.d.start_picking(queued[pick % len(queued)])
+            view = self.d.start_picking(queued[pick % len(queued)])
+            earliest = earliest_expiry(POLICY, self.clock().date(), 30)
+            for p in view.robot_picks:  # checked again today: none aged out
+                assert self.d.stock.slots[p.slot].expiry >= earliest, (p, earliest)
 
     @rule(pick=st.integers(0, 50), short=st.booleans())
     def record_pick(self, pick: int, short: bool) -> None:
@@ -151,9 +170,10 @@ class CoreMachine(RuleBasedStateMachine):
         if self.d.get_shipment(sid).owed:
             return
         self.d.start_labelling(sid)
+        fresh = (self.clock().date() + timedelta(days=400)).strftime("%y%m%d")
         for m in view.manual_picks:
             for _ in range(m.quantity - len(m.confirmed)):
-                self.d.confirm_manual(sid, scan(m.drug_code), LOADER)
+                self.d.confirm_manual(sid, scan(m.drug_code, fresh), LOADER)
         self.d.complete_shipment(sid)
 
     @rule(drug=st.integers(0, 2), batch=st.integers(0, 2), go=st.integers(0, 3))
@@ -219,6 +239,13 @@ class CoreMachine(RuleBasedStateMachine):
                     assert self.d.packs.live[p].state is PackState.PICKED
         picked = {p for p, v in self.d.packs.live.items() if v.state is PackState.PICKED}
         assert picked == set(owners)
+
+    @invariant()
+    def stock_counts_match_the_packs(self) -> None:
+        live = list(self.d.packs.live.values())
+        for state in PackState:
+            assert self.d.packs.counts[state] == sum(1 for p in live if p.state is state)
+        assert self.d.stock.by_expiry == sorted(s.fefo_key() for s in self.d.stock.slots.values())
 
     @invariant()
     def one_patient_one_address_per_shipment(self) -> None:

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
     p.add_argument("--drug", metavar="CODE", help="only this drug code (GTIN-14)")
     p.add_argument("--state", choices=PACK_STATES, help="pack state (default in_stock)")
     p.add_argument("--slot", type=int)
+    p.add_argument("--near-expiry", action="store_true",
+                   help="only packs in stock that are near expiry or expired (they serve no "
+                   "order; the expiry sweep takes them out)")
     p.add_argument("--limit", type=limit, default=100)
     p.add_argument("--after", type=int, metavar="PACK_ID")
     p.set_defaults(func=stock)
@@ -69,7 +72,9 @@ def stock(ctx: Context, args: argparse.Namespace) -> Exit:
                        ("after", args.after)):
         if value is not None:
             params[key] = value
-    ctx.emit(ctx.call("stock.list", params), pack_table)
+    if args.near_expiry:
+        params["near_expiry"] = True
+    ctx.emit(ctx.call("stock.list", params), lambda r: pack_table(r, shelf=True))
     return Exit.OK
 
 

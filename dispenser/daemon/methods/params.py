@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 from dispenser.api.protocol import ApiError, ErrorCode
 from dispenser.core.states import OrderState, PackState, ShipmentState
@@ -128,6 +137,14 @@ class StockList(Page):
     state: PackState | None = PackState.IN_STOCK
     slot: Annotated[StrictInt, Field(ge=0, le=MAX_SLOT)] | None = None
     after: Id | None = None
+    near_expiry: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _in_stock_only(self) -> StockList:
+        if self.near_expiry is not None and self.state is not PackState.IN_STOCK:
+            raise ValueError("near_expiry lists packs in stock: leave state out or give "
+                             "in_stock")
+        return self
 
 
 class Load(Params):

@@ -24,7 +24,7 @@ def register(api: Api) -> None:
     @method("stock.list", STAFF)
     async def stock_list(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(StockList, params)
-        packs = d.list_stock(p.drug_code, p.state, p.limit, p.after)
+        packs = d.list_stock(p.drug_code, p.state, p.limit, p.after, p.near_expiry)
         if p.slot is not None:
             packs = [x for x in packs if x.slot == p.slot]
         return page([pack_json(x) for x in packs], p.limit, "pack_id")

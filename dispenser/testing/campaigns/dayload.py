@@ -504,7 +504,9 @@ async def packing_desk(client: ApiClient, restocker: Restocker, stop: asyncio.Ev
 
 
 CHECK_HOLDS = frozenset({"not_eligible", "prescription_expired", "duplicate_dispensing",
-                         "duplicate_prescription", "quantity_limit"})
+                         "duplicate_prescription", "quantity_limit", "delivery_window_passed",
+                         "prescription_unregistered", "prescription_mismatch",
+                         "institution_not_designated", "prescription_exhausted"})
 
 
 async def pharmacist_review(client: ApiClient) -> Counter[str]:
