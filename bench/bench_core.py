@@ -95,7 +95,7 @@ def main() -> int:
     if args.phase == "close":
         return close_phase(args.journal)
     rng = random.Random(7)
-    formulary = Formulary.load(ROOT / "config" / "formulary.csv")
+    formulary = Formulary.load(ROOT / "dispenser" / "data" / "formulary.csv")
     robot = [d.drug_code for d in formulary.values() if d.robot]
     actor = Actor("bench", "api")
     with tempfile.TemporaryDirectory() as tmp:
@@ -185,7 +185,7 @@ def peak_rss_mb() -> float:
 
 def close_phase(path: Path) -> int:
     """The merge round without building views (``close_merge_windows``)."""
-    formulary = Formulary.load(ROOT / "config" / "formulary.csv")
+    formulary = Formulary.load(ROOT / "dispenser" / "data" / "formulary.csv")
     clock = Clock()
     clock.now += timedelta(seconds=301)
     d = Dispensary(Journal(path), formulary, Policy(), SlotGeometry(), clock)
@@ -199,7 +199,7 @@ def close_phase(path: Path) -> int:
 
 
 def form_phase(path: Path) -> int:
-    formulary = Formulary.load(ROOT / "config" / "formulary.csv")
+    formulary = Formulary.load(ROOT / "dispenser" / "data" / "formulary.csv")
     clock = Clock()
     clock.now += timedelta(seconds=301)
     t = time.perf_counter()

@@ -54,7 +54,7 @@ if str(ROOT) not in sys.path:
 from bench.stack import TOKENS  # noqa: E402
 
 DOCS = ROOT / "docs" / "api.md"
-FORMULARY = ROOT / "config" / "formulary.csv"
+FORMULARY = ROOT / "dispenser" / "data" / "formulary.csv"
 
 ROLES = ("order_system", "staff", "technician")
 DEFAULT_LIMIT = 1024 * 1024

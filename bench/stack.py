@@ -52,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
-FORMULARY = ROOT / "config" / "formulary.csv"
+FORMULARY = ROOT / "dispenser" / "data" / "formulary.csv"
 GS = "\x1d"
 
 ROLES = ("order_system", "staff", "technician")

@@ -102,7 +102,7 @@ from dispenser.api.registry import (
     Outcome,
     Transport,
 )
-from dispenser.config import ApiConfig
+from dispenser.config import ApiConfig, missing_file
 from dispenser.logs import get_logger
 
 __all__ = [
@@ -550,6 +550,10 @@ class ApiServer:
         cert, key = self.config.tls_cert, self.config.tls_key
         if cert is None or key is None:
             return None
+        for name, path in (("api.tls_cert", cert), ("api.tls_key", key)):
+            if not os.path.exists(path):
+                raise ApiStartError(f"cannot load TLS certificate {cert} / key {key}: "
+                                    f"{missing_file(name, Path(path))}")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         try:

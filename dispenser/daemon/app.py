@@ -23,10 +23,10 @@ from typing import Any
 from dispenser import sdnotify
 from dispenser.api.protocol import ApiError, ErrorCode
 from dispenser.api.server import ApiServer, Caller, MethodRegistry, Outcome
-from dispenser.config import Config
+from dispenser.config import Config, missing_file
 from dispenser.core import Dispensary
 from dispenser.core.errors import DispenserError
-from dispenser.core.formulary import Formulary
+from dispenser.core.formulary import Formulary, FormularyError
 from dispenser.core.stock import SlotGeometry
 from dispenser.core.views import OrderView
 from dispenser.daemon import labels
@@ -41,6 +41,7 @@ from dispenser.daemon.robot import Robot
 from dispenser.daemon.scheduler import Scheduler
 from dispenser.daemon.schema import DAEMON_MIGRATIONS
 from dispenser.daemon.statecounts import STATE_COUNT_MIGRATIONS, state_counts
+from dispenser.data import demo_formulary
 from dispenser.journal import (
     Journal,
     JournalError,
@@ -63,6 +64,18 @@ REFUSAL_SUMMARY_S = 60.0
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def load_formulary(path: Path | None) -> Formulary:
+    """The configured formulary, or without one the demo formulary shipped with the
+    package. A missing file raises ``FormularyError`` naming the key and the folder."""
+    if path is None:
+        with demo_formulary() as demo:
+            return Formulary.load(demo)
+    try:
+        return Formulary.load(path)
+    except FileNotFoundError:
+        raise FormularyError(missing_file("formulary.path", path)) from None
 
 
 class Daemon:
@@ -109,7 +122,7 @@ class Daemon:
             log.warning("journal size capped for a test", max_pages=int(limit))
             self.journal.conn.execute(f"PRAGMA max_page_count = {int(limit)}")
         self._held_audit: list[tuple[str, str, str, str, str, dict[str, Any]]] = []
-        self.formulary = Formulary.load(config.formulary.path)
+        self.formulary = load_formulary(config.formulary.path)
         s = config.stock
         self.geometry = SlotGeometry(s.sides, s.levels, s.columns, s.slot_capacity)
         self.dispensary = Dispensary(self.journal, self.formulary, config.policy,
@@ -472,4 +485,4 @@ class Daemon:
                 task.cancel()
 
 
-__all__ = ["Daemon", "utc_now"]
+__all__ = ["Daemon", "load_formulary", "utc_now"]

@@ -37,7 +37,7 @@ class FakeClock:
         self.now += timedelta(seconds=seconds)
 
 
-_FORMULARY = Formulary.load(ROOT / "config" / "formulary.csv")
+_FORMULARY = Formulary.load(ROOT / "dispenser" / "data" / "formulary.csv")
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from dispenser.api.client import ApiClient
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-FORMULARY = ROOT / "config" / "formulary.csv"
+FORMULARY = ROOT / "dispenser" / "data" / "formulary.csv"
 GS = "\x1d"
 
 TOKENS = {"order_system": "tok-order-system", "staff": "tok-staff",

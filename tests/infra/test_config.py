@@ -103,3 +103,31 @@ def test_tls_needs_both_files() -> None:
     assert not parse_config({}).api.tls_enabled
     with pytest.raises(ConfigError, match=r"api\.tls_key"):
         parse_config({"api": {"tls_key": "/a.key"}})
+
+
+def test_relative_paths_are_relative_to_the_config_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    path = folder / "dispenserd.toml"
+    path.write_text(
+        """
+        [journal]
+        path = "state/journal"
+        audit_key = "/abs/audit.key"
+        [api]
+        socket = "run/api.sock"
+        [formulary]
+        path = "drugs.csv"
+        """
+    )
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    config = load_config(Path("../etc/dispenserd.toml"))
+    assert config.journal.path == folder / "state" / "journal"
+    assert config.api.socket == folder / "run" / "api.sock"
+    assert config.formulary.path == folder / "drugs.csv"
+    # Absolute paths stay as written; keys the file does not set keep their defaults.
+    assert config.journal.audit_key == Path("/abs/audit.key")
+    assert config.api.tls_cert is None
+    assert load_config(None).journal.path == Path("var/journal")
