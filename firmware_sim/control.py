@@ -1,8 +1,8 @@
 """Control socket: JSON-RPC 2.0 over a Unix socket, one JSON object per line.
 
 Methods (params by name): ``sim.ledger``, ``sim.status``, ``sim.put_input {packs}``,
-``sim.put_slot {slot, packs}``, ``sim.inject {fault, ...}``, ``sim.clear {fault?}``,
-``sim.save {path}``, ``sim.load {path}``. Errors use the standard codes.
+``sim.take_input {count?}``, ``sim.put_slot {slot, packs}``, ``sim.inject {fault, ...}``,
+``sim.clear {fault?}``, ``sim.save {path}``, ``sim.load {path}``. Errors use the standard codes.
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ class ControlServer:
             "sim.ledger": self._ledger,
             "sim.status": self._status,
             "sim.put_input": self._put_input,
+            "sim.take_input": self._take_input,
             "sim.put_slot": self._put_slot,
             "sim.inject": self._inject,
             "sim.clear": self._clear,
@@ -159,6 +160,15 @@ class ControlServer:
         if not isinstance(p["packs"], list):
             raise RpcError(INVALID_PARAMS, "packs must be a list")
         return {"input_count": self.sim.put_input(p["packs"])}
+
+    async def _take_input(self, params: Any) -> Any:
+        p = _params(params, (), ("count",))
+        count = p.get("count", 1)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+            raise RpcError(INVALID_PARAMS, "count must be an integer (or null: all)")
+        taken = self.sim.take_input(count)
+        return {"packs": [p.to_dict() for p in taken],
+                "input_count": len(self.sim.robot.input)}
 
     async def _put_slot(self, params: Any) -> Any:
         p = _params(params, ("slot", "packs"))
