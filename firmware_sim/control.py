@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import stat
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,7 @@ class ControlServer:
         self.sim = sim
         self.path = path
         self._server: asyncio.Server | None = None
+        self._bound = False
         self._clients: set[asyncio.Task[None]] = set()
         self.methods: dict[str, Callable[[Any], Awaitable[Any]]] = {
             "sim.ledger": self._ledger,
@@ -71,11 +73,15 @@ class ControlServer:
         }
 
     async def start(self) -> None:
-        # A socket left by an earlier run is replaced; any other file is not ours to delete.
+        # A socket left by an earlier run is replaced; one another simulator still serves
+        # is not, nor is any other file.
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                if _served(self.path):
+                    raise SimulatorError(f"another simulator serves {self.path}")
                 os.unlink(self.path)
         self._server = await asyncio.start_unix_server(self._client, self.path, limit=LINE_LIMIT)
+        self._bound = True
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -87,8 +93,10 @@ class ControlServer:
                     await task
             await self._server.wait_closed()
             self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if self._bound:  # never the socket of another simulator this one found serving
+            self._bound = False
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -201,6 +209,16 @@ class ControlServer:
         p = _params(params, ("path",))
         await self.sim.load(str(p["path"]))
         return {"loaded": p["path"]}
+
+
+def _served(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def _error(rid: Any, code: int, message: str) -> dict[str, Any]:

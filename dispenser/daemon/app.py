@@ -27,6 +27,7 @@ from dispenser.config import Config, missing_file
 from dispenser.core import Dispensary
 from dispenser.core.errors import DispenserError
 from dispenser.core.formulary import Formulary, FormularyError
+from dispenser.core.states import OrderState
 from dispenser.core.stock import SlotGeometry
 from dispenser.core.views import OrderView
 from dispenser.daemon import labels
@@ -219,6 +220,9 @@ class Daemon:
         self.server.publish(event)
 
     def order_event(self, view: OrderView) -> None:
+        if view.state is OrderState.HELD:  # the reasons' codes, never the order's content
+            log.info("order held", order_id=view.order_id,
+                     holds=sorted({h.code for h in view.holds}))
         self.publish({"topic": "order", "order_id": view.order_id, "state": view.state.value,
                       "shipment_id": view.shipment_id, "at": self.clock().isoformat()})
 

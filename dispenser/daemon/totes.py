@@ -115,6 +115,10 @@ class TotePlanner:
         return {t.output for t in self.totes.values() if t.output and not t.handed_on}
 
     def shipment_event(self, view: ShipmentView) -> None:
+        if view.state is ShipmentState.HELD:  # codes and drug codes: no patient data
+            log.info("shipment held", shipment_id=view.shipment_id,
+                     holds=sorted({h.code for h in view.holds}),
+                     drugs=sorted({h.drug_code for h in view.holds if h.drug_code}))
         self._event("shipment", shipment_id=view.shipment_id, state=view.state.value,
                     order_ids=view.order_ids)
         for oid in view.order_ids:

@@ -117,3 +117,15 @@ def test_the_controller_reads_the_pack_that_was_put(body: str, batch: str, seria
     # What staff type and what the robot's scanner reads of the pack put with it.
     read = parse_scan(Pack.from_scan(typed).gs1())
     assert (read.gtin, read.batch, read.serial, read.expiry) == (gtin, batch, serial, expiry)
+
+
+async def test_a_second_simulator_leaves_a_served_control_socket_alone(
+        sim: Simulator) -> None:
+    from firmware_sim import SimulatorError, SimulatorOptions
+
+    second = Simulator(SimulatorOptions(tcp_port=0, instant=True,
+                                        control_path=sim.control_path))
+    with pytest.raises(SimulatorError, match="another simulator serves"):
+        await second.start()
+    code, _, err = await run("take", "--control", str(sim.control_path))
+    assert code == 1 and "no pack lies at the input point" in err
