@@ -36,6 +36,7 @@ from dispenser.daemon.commit import GroupCommit
 from dispenser.daemon.controller import ControllerMachine, ControllerState
 from dispenser.daemon.faults import FaultRecord
 from dispenser.daemon.methods import audit_summary, outcome_dict, register_methods
+from dispenser.daemon.metrics import Metrics, MetricsServer, MetricsStartError
 from dispenser.daemon.modbus_robot import ModbusRobot
 from dispenser.daemon.printdesk import PrintDesk, reason_names
 from dispenser.daemon.robot import Robot
@@ -144,6 +145,13 @@ class Daemon:
             clock=clock, low_stock_packs=config.stock.low_stock_packs)
         self.commit = GroupCommit(self.dispensary)
         register_methods(self.registry, self)
+        self.metrics_server: MetricsServer | None = None
+        address = config.metrics.address
+        if address is not None:  # off unless configured: then nothing is observed
+            metrics = Metrics(self, config.metrics)
+            self.server.on_request = metrics.on_request
+            self.journal.on_commit.append(metrics.on_commit)
+            self.metrics_server = MetricsServer(metrics, *address)
         if config.policy.audit_mismatch == "continue":
             self.scheduler.faults.nonstop_kinds = frozenset({"audit"})
         self.journal.on_unavailable.append(self._journal_unavailable)
@@ -421,6 +429,13 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         await self.server.start()
+        if self.metrics_server is not None:
+            try:
+                await self.metrics_server.start()
+            except MetricsStartError:
+                await self.server.stop()
+                raise
+            log.info("metrics listening", url=f"http://{self.metrics_server.address}/metrics")
         sdnotify.ready()
         sdnotify.status(f"machine {self.machine.state.value}")
         log.info("dispenserd ready", api=self.server.addresses, robot=self.robot.peer,
@@ -448,6 +463,7 @@ class Daemon:
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("scheduler", lambda: self._stop_scheduler(tasks[0])),
             ("printdesk", lambda: self._stop_desk(tasks[1])),
+            ("metrics", self._stop_metrics),
             ("api", self.server.stop),
             ("refusal summary", self.write_refusal_summaries),
             ("robot", self.robot.close),
@@ -473,6 +489,10 @@ class Daemon:
                       audit_rows=[r[3] for r in self._held_audit])
         self.journal.close()
         log.info("dispenserd stopped")
+
+    async def _stop_metrics(self) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
 
     async def _stop_scheduler(self, task: asyncio.Task[None]) -> None:
         self.scheduler.stop()

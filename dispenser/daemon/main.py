@@ -76,6 +76,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def run(config: Config, args: argparse.Namespace, simulate: bool) -> int:
     from dispenser.daemon.app import Daemon
+    from dispenser.daemon.metrics import MetricsStartError
 
     demo = None
     if simulate:
@@ -104,6 +105,12 @@ async def run(config: Config, args: argparse.Namespace, simulate: bool) -> int:
             return 2
         try:
             return await daemon.run()
+        except MetricsStartError as exc:
+            log.error("cannot serve the metrics", error=str(exc))
+            daemon.journal.close()
+            if demo is not None:
+                await demo.stop()
+            return 2
         except ApiStartError as exc:
             log.error("cannot serve the API", error=str(exc))
             daemon.journal.close()

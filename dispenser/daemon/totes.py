@@ -276,6 +276,7 @@ class TotePlanner:
                 lost = packs.pop()
                 state = PackState.DROPPED if c.outcome is Outcome.DROPPED else PackState.MISSING
                 self.d.record_pack_lost(lost.pack_id, state)
+                self.counters.packs_lost += 1
                 after.append(lambda: log.warning("pack lost in a fault", pack_id=lost.pack_id,
                                                  shipment_id=sid, state=state.value))
             else:

@@ -131,3 +131,12 @@ def test_relative_paths_are_relative_to_the_config_file(
     assert config.journal.audit_key == Path("/abs/audit.key")
     assert config.api.tls_cert is None
     assert load_config(None).journal.path == Path("var/journal")
+
+
+def test_metrics_are_off_unless_an_address_is_given() -> None:
+    assert Config().metrics.listen is None and Config().metrics.address is None
+    config = parse_config({"metrics": {"listen": "[::1]:9468"}})
+    assert config.metrics.address == ("::1", 9468)
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"metrics": {"listen": "9468", "near_expiry_days": -1}})
+    assert [p for p, _ in caught.value.errors] == ["metrics.listen", "metrics.near_expiry_days"]
