@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,11 @@ def test_metrics_are_off_unless_an_address_is_given() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config({"metrics": {"listen": "9468", "near_expiry_days": -1}})
     assert [p for p, _ in caught.value.errors] == ["metrics.listen", "metrics.near_expiry_days"]
+
+
+def test_the_example_shows_how_to_turn_metrics_on() -> None:
+    text = EXAMPLE.read_text()
+    assert load_config(EXAMPLE).metrics.listen is None  # off as shipped
+    on = text.replace('# listen = "127.0.0.1:9468"', 'listen = "127.0.0.1:9468"')
+    assert on != text
+    assert parse_config(tomllib.loads(on)).metrics.address == ("127.0.0.1", 9468)
