@@ -35,6 +35,7 @@ from dispenser.daemon.auditkey import load_audit_key, log_audit_key
 from dispenser.daemon.commit import GroupCommit
 from dispenser.daemon.controller import ControllerMachine, ControllerState
 from dispenser.daemon.faults import FaultRecord
+from dispenser.daemon.holdcounts import HOLD_COUNT_MIGRATIONS
 from dispenser.daemon.methods import audit_summary, outcome_dict, register_methods
 from dispenser.daemon.metrics import Metrics, MetricsServer, MetricsStartError
 from dispenser.daemon.modbus_robot import ModbusRobot
@@ -107,7 +108,8 @@ class Daemon:
         # checked against the checkpoint before anything is written.
         key, source = load_audit_key(config.journal)
         self.journal = Journal(path, extra_migrations=[*DAEMON_MIGRATIONS,
-                                                       *STATE_COUNT_MIGRATIONS],
+                                                       *STATE_COUNT_MIGRATIONS,
+                                                       *HOLD_COUNT_MIGRATIONS],
                                exclusive=True, audit_key=key, new_audit_key=new_audit_key)
         log_audit_key(key, source)
         try:

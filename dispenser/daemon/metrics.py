@@ -3,10 +3,11 @@
 The metrics are built with the official client library (``prometheus_client``) and served
 by a small HTTP server on the daemon's own event loop, so everything a scrape reads is read
 on the loop that changes it: no lock, no copy, no thread. A scrape reads counters the
-daemon keeps anyway (the scheduler's, the driver's, the print desk's), the ``state_counts``
-table, the small ``faults`` table and the core's in-memory working state (live orders,
-live packs, the slot index): no scan of the journal's history, a few milliseconds at a
-full machine (``dispenser_metrics_collect_seconds`` says how long the last one took).
+daemon keeps anyway (the scheduler's, the driver's, the print desk's), the
+``state_counts`` and ``hold_counts`` tables (kept by triggers), the small ``faults`` table
+and the live packs in memory: no scan of the journal's history, about 10 ms at a full
+machine (bench/bench_metrics.py; ``dispenser_metrics_collect_seconds`` says how long the
+last one took).
 Two histograms are observed as things happen: API calls (by method) and journal commits.
 
 No label carries patient data: labels are states, reason codes, method names, fault kinds
@@ -94,7 +95,7 @@ class Metrics:
     def __init__(self, daemon: Daemon, config: MetricsConfig) -> None:
         # The start time of each counter as an extra gauge (``_created``) is noise in the
         # text format: Prometheus tells a restart from a counter that drops.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.daemon = daemon
         self.config = config
         self.registry = CollectorRegistry(auto_describe=False)
@@ -175,6 +176,7 @@ class _StateCollector:
         return [info, state]
 
     def _orders(self) -> list[Metric]:
+        from dispenser.daemon.holdcounts import hold_counts
         from dispenser.daemon.statecounts import state_counts
 
         counts = state_counts(self.d.journal)
@@ -185,10 +187,7 @@ class _StateCollector:
                            ("state",))
         for s in ShipmentState:
             shipments.add_metric([s.value], counts["shipments"].get(s.value, 0))
-        held: Tally[str] = Tally({code: 0 for code in HOLD_CODES})
-        for order in self.d.dispensary.orders.live.values():
-            if order.state is OrderState.HELD:
-                held.update({h.code for h in order.holds})
+        held = {**dict.fromkeys(HOLD_CODES, 0), **hold_counts(self.d.journal)}
         reasons = _gauge("dispenser_held_orders", "Held orders by hold reason (an order "
                          "held for two reasons counts under both).", ("reason",))
         for code, n in sorted(held.items()):
@@ -308,18 +307,24 @@ class _StateCollector:
         d = self.d.dispensary
         today = self.d.clock().date()
         soon = today + timedelta(days=self.metrics.config.near_expiry_days)
-        states: Tally[PackState] = Tally({s: 0 for s in MACHINE_PACK_STATES})
-        near = expired = 0
+        in_stock = near = expired = 0
+        others: dict[str, int] = dict.fromkeys((s.value for s in MACHINE_PACK_STATES), 0)
+        stocked = PackState.IN_STOCK
         for pack in d.packs.live.values():
-            states[pack.state] += 1
-            if pack.state is PackState.IN_STOCK:
-                if pack.expiry < today:
-                    expired += 1
-                elif pack.expiry < soon:
-                    near += 1
+            if pack.state is stocked:  # most packs: no hashing of the state
+                in_stock += 1
+                expiry = pack.expiry
+                if expiry < soon:
+                    if expiry < today:
+                        expired += 1
+                    else:
+                        near += 1
+            else:
+                others[pack.state.value] = others.get(pack.state.value, 0) + 1
+        others[stocked.value] = in_stock
         packs = _gauge("dispenser_packs", "Packs in the machine, by state.", ("state",))
-        for state, n in states.items():
-            packs.add_metric([state.value], n)
+        for state, n in others.items():
+            packs.add_metric([state], n)
         near_g = _gauge("dispenser_packs_near_expiry", "Packs in stock that expire within "
                         "[metrics] near_expiry_days.")
         near_g.add_metric([], near)
