@@ -150,7 +150,7 @@ class Daemon:
         self.metrics_server: MetricsServer | None = None
         address = config.metrics.address
         if address is not None:  # off unless configured: then nothing is observed
-            metrics = Metrics(self, config.metrics)
+            metrics = Metrics(self, config.metrics, VERSION)
             self.server.on_request = metrics.on_request
             self.journal.on_commit.append(metrics.on_commit)
             self.metrics_server = MetricsServer(metrics, *address)

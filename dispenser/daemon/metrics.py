@@ -41,7 +41,9 @@ from dispenser.core.checks import (
 )
 from dispenser.core.states import OrderState, PackState, ShipmentState
 from dispenser.daemon.controller import ControllerState
+from dispenser.daemon.holdcounts import hold_counts
 from dispenser.daemon.robot import Motion, Outcome
+from dispenser.daemon.statecounts import state_counts
 from dispenser.logs import get_logger
 
 if TYPE_CHECKING:
@@ -92,12 +94,13 @@ class Metrics:
     """The daemon's metrics registry: two observed histograms and the API counter, plus a
     collector that reads the daemon's state at scrape time (on the event loop)."""
 
-    def __init__(self, daemon: Daemon, config: MetricsConfig) -> None:
+    def __init__(self, daemon: Daemon, config: MetricsConfig, version: str) -> None:
         # The start time of each counter as an extra gauge (``_created``) is noise in the
         # text format: Prometheus tells a restart from a counter that drops.
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.daemon = daemon
         self.config = config
+        self.version = version
         self.registry = CollectorRegistry(auto_describe=False)
         self.api_requests = Counter(
             "dispenser_api_requests", "API calls answered, by method and outcome (ok or "
@@ -163,11 +166,9 @@ class _StateCollector:
         m.last_collect_s = time.perf_counter() - began
 
     def _machine(self) -> list[Metric]:
-        from dispenser.daemon.app import VERSION
-
         info = _gauge("dispenser_build_info", "Always 1; the version as a label.",
                       ("version",))
-        info.add_metric([VERSION], 1)
+        info.add_metric([self.metrics.version], 1)
         state = _gauge("dispenser_machine_state", "1 for the machine's current state.",
                        ("state",))
         now = self.d.machine.state
@@ -176,9 +177,6 @@ class _StateCollector:
         return [info, state]
 
     def _orders(self) -> list[Metric]:
-        from dispenser.daemon.holdcounts import hold_counts
-        from dispenser.daemon.statecounts import state_counts
-
         counts = state_counts(self.d.journal)
         orders = _gauge("dispenser_orders", "Orders in the journal, by state.", ("state",))
         for o in OrderState:
