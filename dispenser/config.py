@@ -7,17 +7,21 @@ silently ignored setting. All problems are reported **at once**, each with its k
 
 Every setting has a default that suits a demo on one machine: files under ``var/`` relative
 to the working directory, the API on a Unix socket only, the robot and printer on loopback
-where ``dispenser-sim`` listens. Production installs use absolute paths
-(``config/dispenser.toml`` is the documented example).
+where ``dispenser-sim`` listens, the demo formulary shipped with the package. A relative
+path written in a configuration file is relative to that file's folder (wherever the
+daemon is started); the defaults of keys the file leaves out stay relative to the working
+directory. Production installs use absolute paths (``config/dispenser.toml`` is the
+documented example).
 
 Sections: ``journal``, ``api`` (with ``[[api.tokens]]`` and ``[api.peer_uids]``), ``robot``,
 ``printer``, ``formulary``, ``stock``, ``policy`` (:class:`dispenser.core.policy.Policy`),
-``log``, ``simulate``, ``wwks2`` (:class:`dispenser.wwks2.config.Wwks2Config`) and
+``log``, ``simulate``, ``metrics``, ``wwks2`` (:class:`dispenser.wwks2.config.Wwks2Config`) and
 ``[[institutions]]`` (the programme's designated institutions).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -38,6 +42,7 @@ __all__ = [
     "InstitutionConfig",
     "JournalConfig",
     "LogConfig",
+    "MetricsConfig",
     "PrinterConfig",
     "RobotConfig",
     "Role",
@@ -46,6 +51,7 @@ __all__ = [
     "TokenConfig",
     "Wwks2Config",
     "load_config",
+    "missing_file",
     "parse_config",
 ]
 
@@ -174,7 +180,9 @@ class PrinterConfig(_Section):
 
 
 class FormularyConfig(_Section):
-    path: Path = Path("config/formulary.csv")
+    # The formulary CSV; unset: the demo formulary shipped with the package
+    # (dispenser/data/formulary.csv).
+    path: Path | None = None
 
 
 class StockConfig(_Section):
@@ -202,6 +210,33 @@ class SimulateConfig(_Section):
     speed: float = Field(default=1.0, gt=0, le=1000)
     # Every motion completes immediately (tests).
     instant: bool = False
+    # The simulator's control socket (``dispenser-sim put`` / ``take`` use it).
+    control: Path = Path("var/sim.sock")
+
+
+class MetricsConfig(_Section):
+    # "host:port" to serve Prometheus metrics at http://host:port/metrics; unset: off.
+    listen: str | None = None
+    # Packs in stock that expire within this many days count as near expiry.
+    near_expiry_days: int = Field(default=30, ge=0, le=3650)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError('must be "host:port", e.g. "127.0.0.1:9468"')
+        return value
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, brackets of an IPv6 host removed; None when off."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
 
 
 class InstitutionConfig(_Section):
@@ -221,6 +256,7 @@ class Config(_Section):
     policy: Policy = Policy()
     log: LogConfig = LogConfig()
     simulate: SimulateConfig = SimulateConfig()
+    metrics: MetricsConfig = MetricsConfig()
     wwks2: Wwks2Config = Wwks2Config()
     institutions: tuple[InstitutionConfig, ...] = ()
 
@@ -268,8 +304,36 @@ def parse_config(data: Mapping[str, Any], source: str | None = None) -> Config:
         raise ConfigError(errors, source) from None
 
 
+def _relative_to(model: BaseModel, base: Path) -> BaseModel:
+    """The model with each relative path the file set (not the defaults) joined to
+    ``base``, in nested tables too."""
+    update: dict[str, Any] = {}
+    for name in model.model_fields_set:
+        value = getattr(model, name)
+        if isinstance(value, Path) and not value.is_absolute():
+            update[name] = base / value
+        elif isinstance(value, BaseModel):
+            update[name] = _relative_to(value, base)
+        elif isinstance(value, tuple) and any(isinstance(v, BaseModel) for v in value):
+            update[name] = tuple(_relative_to(v, base) if isinstance(v, BaseModel) else v
+                                 for v in value)
+    if not update:
+        return model
+    # model_copy keeps the fields set, so what the file set stays known as such.
+    return model.model_copy(update=update)
+
+
+def missing_file(key: str, path: Path) -> str:
+    """The message for a file a key names that is not there: the key, the file's name and
+    the folder it was looked up in (a relative path from a configuration file has been
+    joined to that file's folder already)."""
+    folder = Path(os.path.abspath(path)).parent
+    return f"{key}: no file {path.name!r} in {folder}"
+
+
 def load_config(path: str | Path | None = None) -> Config:
-    """Read and validate a TOML file; ``None`` gives the demo defaults."""
+    """Read and validate a TOML file; ``None`` gives the demo defaults. Relative paths in
+    the file are made relative to the file's folder."""
     if path is None:
         return Config()
     source = str(path)
@@ -282,4 +346,8 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ConfigError([("(file)", f"cannot be read: {exc.strerror}")], source) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([("(syntax)", f"not valid TOML: {exc}")], source) from None
-    return parse_config(data, source)
+    config = parse_config(data, source)
+    base = Path(os.path.abspath(path)).parent
+    resolved = _relative_to(config, base)
+    assert isinstance(resolved, Config)
+    return resolved

@@ -2,7 +2,8 @@
 
 ``configure_logging(level, fmt)`` is called once at start-up. Output is one JSON object per
 line when the stream is not a terminal (journald, files, pipes) and a readable console
-rendering otherwise; ``fmt`` may force either.
+rendering otherwise, fitted to the terminal's width (:mod:`dispenser.consolelog`); ``fmt``
+may force either.
 
 What callers may rely on:
 
@@ -29,6 +30,8 @@ from typing import Any, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from dispenser.consolelog import ConsoleLines
 
 __all__ = [
     "PATIENT_KEYS",
@@ -84,13 +87,8 @@ def _renderer(fmt: LogFormat, stream: TextIO) -> tuple[list[Processor], Processo
             [structlog.processors.ExceptionRenderer(transformer)],
             structlog.processors.JSONRenderer(),
         )
-    return (
-        [],
-        structlog.dev.ConsoleRenderer(
-            colors=_isatty(stream),
-            exception_formatter=structlog.dev.plain_traceback,
-        ),
-    )
+    # Tracebacks as plain text (format_exc_info shows no local variables).
+    return [structlog.processors.format_exc_info], ConsoleLines(stream, colors=_isatty(stream))
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -1,8 +1,8 @@
 """Control socket: JSON-RPC 2.0 over a Unix socket, one JSON object per line.
 
 Methods (params by name): ``sim.ledger``, ``sim.status``, ``sim.put_input {packs}``,
-``sim.put_slot {slot, packs}``, ``sim.inject {fault, ...}``, ``sim.clear {fault?}``,
-``sim.save {path}``, ``sim.load {path}``. Errors use the standard codes.
+``sim.take_input {count?}``, ``sim.put_slot {slot, packs}``, ``sim.inject {fault, ...}``,
+``sim.clear {fault?}``, ``sim.save {path}``, ``sim.load {path}``. Errors use the standard codes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import stat
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -57,11 +58,13 @@ class ControlServer:
         self.sim = sim
         self.path = path
         self._server: asyncio.Server | None = None
+        self._bound = False
         self._clients: set[asyncio.Task[None]] = set()
         self.methods: dict[str, Callable[[Any], Awaitable[Any]]] = {
             "sim.ledger": self._ledger,
             "sim.status": self._status,
             "sim.put_input": self._put_input,
+            "sim.take_input": self._take_input,
             "sim.put_slot": self._put_slot,
             "sim.inject": self._inject,
             "sim.clear": self._clear,
@@ -70,11 +73,15 @@ class ControlServer:
         }
 
     async def start(self) -> None:
-        # A socket left by an earlier run is replaced; any other file is not ours to delete.
+        # A socket left by an earlier run is replaced; one another simulator still serves
+        # is not, nor is any other file.
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                if _served(self.path):
+                    raise SimulatorError(f"another simulator serves {self.path}")
                 os.unlink(self.path)
         self._server = await asyncio.start_unix_server(self._client, self.path, limit=LINE_LIMIT)
+        self._bound = True
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -86,8 +93,10 @@ class ControlServer:
                     await task
             await self._server.wait_closed()
             self._server = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if self._bound:  # never the socket of another simulator this one found serving
+            self._bound = False
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -160,6 +169,15 @@ class ControlServer:
             raise RpcError(INVALID_PARAMS, "packs must be a list")
         return {"input_count": self.sim.put_input(p["packs"])}
 
+    async def _take_input(self, params: Any) -> Any:
+        p = _params(params, (), ("count",))
+        count = p.get("count", 1)
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+            raise RpcError(INVALID_PARAMS, "count must be an integer (or null: all)")
+        taken = self.sim.take_input(count)
+        return {"packs": [p.to_dict() for p in taken],
+                "input_count": len(self.sim.robot.input)}
+
     async def _put_slot(self, params: Any) -> Any:
         p = _params(params, ("slot", "packs"))
         if not isinstance(p["packs"], list) or not isinstance(p["slot"], int):
@@ -191,6 +209,16 @@ class ControlServer:
         p = _params(params, ("path",))
         await self.sim.load(str(p["path"]))
         return {"loaded": p["path"]}
+
+
+def _served(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+    return True
 
 
 def _error(rid: Any, code: int, message: str) -> dict[str, Any]:

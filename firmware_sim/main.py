@@ -32,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> SimulatorOptions:
     parser = argparse.ArgumentParser(
         prog="dispenser-sim",
         description="Simulated picking robot (Modbus TCP/RTU) and label printer (ZPL on a pty).",
+        epilog="At a running simulator's input point: `dispenser-sim put SCAN...` puts "
+        "scanned packs there, `dispenser-sim take [--all]` takes one off again (see "
+        "`dispenser-sim put --help`).",
     )
     parser.add_argument(
         "--tcp",
@@ -114,6 +117,11 @@ async def run(options: SimulatorOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] in (["put"], ["take"]):
+        from firmware_sim import staff
+
+        return staff.main(args)
     options = parse_args(argv)
     try:
         asyncio.run(run(options))

@@ -9,6 +9,13 @@ from typing import Any
 _GTIN = re.compile(r"^[0-9]{14}$")
 _DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _GS = "\x1d"
+# How a group separator is typed where the control character cannot be (a shell, a file).
+GS_SPELLINGS = ("<GS>", "{GS}", "\\x1d", "\\x1D", "^]")
+# Symbology identifiers a scanner may put in front (GS1 DataMatrix, GS1-128, GS1 QR).
+_SYMBOLOGY = ("]d2", "]C1", "]Q3")
+# The elements a pack's code carries: fixed-length GTIN and expiry, variable batch, serial.
+_FIXED = {"01": 14, "17": 6}
+_VARIABLE = ("10", "21")
 
 
 class PackError(ValueError):
@@ -47,6 +54,52 @@ class Pack:
         if pick_seq is not None and not isinstance(pick_seq, int):
             raise PackError("pick_seq must be an integer")
         return cls(gtin, batch, expiry, serial, pick_seq)
+
+    @classmethod
+    def from_scan(cls, text: str) -> Pack:
+        """The pack a GS1 element string describes: (01) GTIN, (17) expiry YYMMDD, (10)
+        batch, (21) serial, in any order; a variable-length element ends at a group
+        separator (the character, or one of ``GS_SPELLINGS``) or at the end."""
+        data = text.strip()
+        for spelling in GS_SPELLINGS:
+            data = data.replace(spelling, _GS)
+        if data.startswith(_SYMBOLOGY):
+            data = data[3:]
+        found: dict[str, str] = {}
+        i = 0
+        while i < len(data):
+            if data[i] == _GS:
+                i += 1
+                continue
+            ai = data[i:i + 2]
+            if ai in _FIXED:
+                size = _FIXED[ai]
+                value = data[i + 2:i + 2 + size]
+                if len(value) != size or not value.isdigit():
+                    raise PackError(f"({ai}) takes {size} digits, got {value!r}")
+                i += 2 + size
+            elif ai in _VARIABLE:
+                end = data.find(_GS, i + 2)
+                end = len(data) if end < 0 else end
+                value = data[i + 2:end]
+                i = end
+            else:
+                raise PackError(f"{data[i:i + 8]!r} at position {i + 1}: the input scanner "
+                                "reads (01) GTIN, (17) expiry, (10) batch and (21) serial")
+            if ai in found:
+                raise PackError(f"({ai}) appears twice")
+            found[ai] = value
+        if "01" not in found:
+            raise PackError("the scan has no GTIN (01)")
+        expiry = found.get("17", "")
+        if expiry:
+            expiry = f"20{expiry[:2]}-{expiry[2:4]}-{expiry[4:]}"
+        return cls.from_dict({"gtin": found["01"], "batch": found.get("10", ""),
+                              "expiry": expiry, "serial": found.get("21", "")})
+
+    def scan_text(self) -> str:
+        """The element string as typed in a shell: the group separator spelled ``<GS>``."""
+        return self.gs1().replace(_GS, "<GS>")
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

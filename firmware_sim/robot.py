@@ -324,6 +324,11 @@ class Robot:
     def put_input(self, packs: list[Pack]) -> None:
         self.input.extend(packs)
 
+    def take_input(self, count: int | None) -> list[Pack]:
+        """A person takes the first ``count`` packs (None: all) off the input point."""
+        n = len(self.input) if count is None else min(count, len(self.input))
+        return [self.input.popleft() for _ in range(n)]
+
     def put_slot(self, slot: int, packs: list[Pack]) -> None:
         """A technician fills a slot by hand: same rules as STORE."""
         if not 0 <= slot < SLOT_COUNT:

@@ -224,6 +224,13 @@ class Simulator:
         self.robot.put_input([self._pack(p) for p in packs])
         return len(self.robot.input)
 
+    def take_input(self, count: int | None = 1) -> list[Pack]:
+        """Take the first ``count`` packs (None: all) off the input point, as a person
+        would a refused pack; the ones the scanner reads first come first."""
+        if count is not None and count < 1:
+            raise SimulatorError("count must be 1 or more")
+        return self.robot.take_input(count)
+
     def put_slot(self, slot: int, packs: list[dict[str, Any]] | list[Pack]) -> int:
         try:
             self.robot.put_slot(slot, [self._pack(p) for p in packs])

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Generate the demo formulary ``config/formulary.csv`` (1,400 drugs), deterministically.
+"""Generate the demo formulary (1,400 drugs), deterministically: the package data
+``dispenser/data/formulary.csv`` the daemon uses when no ``[formulary] path`` is set.
 
 Real names of diabetes medicines and of medicines for its complications (hypertension,
 lipids, cardio-/cerebrovascular, neuropathy, retinopathy) in several strengths, forms, pack
@@ -7,7 +8,7 @@ sizes and manufacturers, each with its WHO ATC code and active ingredients (INN)
 codes carry valid check digits. Insulins and GLP-1 pens are fridge items; bulky kits and
 bottles are manual items.
 
-Usage: scripts/gen_formulary.py [OUTPUT]   (default config/formulary.csv)
+Usage: scripts/gen_formulary.py [OUTPUT]   (default dispenser/data/formulary.csv)
 """
 
 from __future__ import annotations
@@ -269,7 +270,7 @@ def render() -> str:
 
 
 def main(argv: list[str]) -> int:
-    default = Path(__file__).resolve().parent.parent / "config" / "formulary.csv"
+    default = Path(__file__).resolve().parent.parent / "dispenser" / "data" / "formulary.csv"
     out = Path(argv[1]) if len(argv) > 1 else default
     out.write_text(render(), encoding="utf-8")
     print(f"wrote {out}")

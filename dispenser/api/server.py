@@ -74,7 +74,7 @@ import ssl
 import stat
 import time
 from collections import deque
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -102,7 +102,7 @@ from dispenser.api.registry import (
     Outcome,
     Transport,
 )
-from dispenser.config import ApiConfig
+from dispenser.config import ApiConfig, missing_file
 from dispenser.logs import get_logger
 
 __all__ = [
@@ -401,6 +401,8 @@ class ApiServer:
         self.connections_refused = 0  # connections turned away at max_connections
         self._refusal_logged = 0.0
         self._on_mutating_call = on_mutating_call
+        # Told of every call answered: (method, error code or None, seconds) (metrics).
+        self.on_request: Callable[[str, int | None, float], None] | None = None
         self._inherited = list(inherited) if inherited is not None else None
         self._auth = Authenticator(config.tokens, config.peer_uids)
         self._ids = itertools.count(1)
@@ -550,6 +552,10 @@ class ApiServer:
         cert, key = self.config.tls_cert, self.config.tls_key
         if cert is None or key is None:
             return None
+        for name, path in (("api.tls_cert", cert), ("api.tls_key", key)):
+            if not os.path.exists(path):
+                raise ApiStartError(f"cannot load TLS certificate {cert} / key {key}: "
+                                    f"{missing_file(name, Path(path))}")
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
@@ -634,11 +640,13 @@ class ApiServer:
             await asyncio.wait_for(writer.wait_closed(), _FLUSH_ON_CLOSE_S)
 
     async def _dispatch(self, caller: Caller, request: Request) -> bytes:
+        started = time.perf_counter()
         method = self.registry.get(request.method)
         if method is None:
             error = ApiError(ErrorCode.METHOD_NOT_FOUND, f"no such method: {request.method!r}")
             if caller.role is None:
                 self.refusals.count(caller.peer, UNKNOWN_METHOD, _reason(error))
+            self._told(request.method, error, started)
             return encode(error_response(request.id, error))
         try:
             self._authorize(method, caller)
@@ -669,7 +677,17 @@ class ApiServer:
                 self.refusals.count(caller.peer, method.name, _reason(outcome.error))
         elif method.mutating and self._on_mutating_call is not None:
             await self._audit(caller, method.name, request.params, outcome)
+        self._told(method.name, outcome.error, started)
         return reply
+
+    def _told(self, method: str, error: ApiError | None, started: float) -> None:
+        if self.on_request is None:
+            return
+        try:
+            self.on_request(method, None if error is None else int(error.code),
+                            time.perf_counter() - started)
+        except Exception:
+            log.exception("request hook failed", method=method)
 
     def _authorize(self, method: Method, caller: Caller) -> None:
         if method.name in PUBLIC_METHODS:

@@ -1,7 +1,8 @@
 """The formulary: every drug the dispensary may dispense, keyed by its GTIN-14.
 
-Loaded from ``config/formulary.csv`` (columns: drug_code, name, strength, form, pack_size,
-price, reimbursement_rate, fridge, manual, manufacturer, atc, ingredients). Drugs with
+Loaded from a CSV file (columns: drug_code, name, strength, form, pack_size, price,
+reimbursement_rate, fridge, manual, manufacturer, atc, ingredients); the demo's is
+``dispenser/data/formulary.csv``. Drugs with
 ``fridge`` or ``manual`` set are never stored in the robot: they go on a shipment's manual
 pick list.
 

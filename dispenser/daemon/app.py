@@ -23,10 +23,11 @@ from typing import Any
 from dispenser import sdnotify
 from dispenser.api.protocol import ApiError, ErrorCode
 from dispenser.api.server import ApiServer, Caller, MethodRegistry, Outcome
-from dispenser.config import Config
+from dispenser.config import Config, missing_file
 from dispenser.core import Dispensary
 from dispenser.core.errors import DispenserError
-from dispenser.core.formulary import Formulary
+from dispenser.core.formulary import Formulary, FormularyError
+from dispenser.core.states import OrderState
 from dispenser.core.stock import SlotGeometry
 from dispenser.core.views import OrderView
 from dispenser.daemon import labels
@@ -34,13 +35,16 @@ from dispenser.daemon.auditkey import load_audit_key, log_audit_key
 from dispenser.daemon.commit import GroupCommit
 from dispenser.daemon.controller import ControllerMachine, ControllerState
 from dispenser.daemon.faults import FaultRecord
+from dispenser.daemon.holdcounts import HOLD_COUNT_MIGRATIONS
 from dispenser.daemon.methods import audit_summary, outcome_dict, register_methods
+from dispenser.daemon.metrics import Metrics, MetricsServer, MetricsStartError
 from dispenser.daemon.modbus_robot import ModbusRobot
 from dispenser.daemon.printdesk import PrintDesk, reason_names
 from dispenser.daemon.robot import Robot
 from dispenser.daemon.scheduler import Scheduler
 from dispenser.daemon.schema import DAEMON_MIGRATIONS
 from dispenser.daemon.statecounts import STATE_COUNT_MIGRATIONS, state_counts
+from dispenser.data import demo_formulary
 from dispenser.journal import (
     Journal,
     JournalError,
@@ -63,6 +67,18 @@ REFUSAL_SUMMARY_S = 60.0
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def load_formulary(path: Path | None) -> Formulary:
+    """The configured formulary, or without one the demo formulary shipped with the
+    package. A missing file raises ``FormularyError`` naming the key and the folder."""
+    if path is None:
+        with demo_formulary() as demo:
+            return Formulary.load(demo)
+    try:
+        return Formulary.load(path)
+    except FileNotFoundError:
+        raise FormularyError(missing_file("formulary.path", path)) from None
 
 
 class Daemon:
@@ -92,7 +108,8 @@ class Daemon:
         # checked against the checkpoint before anything is written.
         key, source = load_audit_key(config.journal)
         self.journal = Journal(path, extra_migrations=[*DAEMON_MIGRATIONS,
-                                                       *STATE_COUNT_MIGRATIONS],
+                                                       *STATE_COUNT_MIGRATIONS,
+                                                       *HOLD_COUNT_MIGRATIONS],
                                exclusive=True, audit_key=key, new_audit_key=new_audit_key)
         log_audit_key(key, source)
         try:
@@ -109,7 +126,7 @@ class Daemon:
             log.warning("journal size capped for a test", max_pages=int(limit))
             self.journal.conn.execute(f"PRAGMA max_page_count = {int(limit)}")
         self._held_audit: list[tuple[str, str, str, str, str, dict[str, Any]]] = []
-        self.formulary = Formulary.load(config.formulary.path)
+        self.formulary = load_formulary(config.formulary.path)
         s = config.stock
         self.geometry = SlotGeometry(s.sides, s.levels, s.columns, s.slot_capacity)
         self.dispensary = Dispensary(self.journal, self.formulary, config.policy,
@@ -131,6 +148,13 @@ class Daemon:
             clock=clock, low_stock_packs=config.stock.low_stock_packs)
         self.commit = GroupCommit(self.dispensary)
         register_methods(self.registry, self)
+        self.metrics_server: MetricsServer | None = None
+        address = config.metrics.address
+        if address is not None:  # off unless configured: then nothing is observed
+            metrics = Metrics(self, config.metrics, VERSION)
+            self.server.on_request = metrics.on_request
+            self.journal.on_commit.append(metrics.on_commit)
+            self.metrics_server = MetricsServer(metrics, *address)
         if config.policy.audit_mismatch == "continue":
             self.scheduler.faults.nonstop_kinds = frozenset({"audit"})
         self.journal.on_unavailable.append(self._journal_unavailable)
@@ -207,6 +231,9 @@ class Daemon:
         self.server.publish(event)
 
     def order_event(self, view: OrderView) -> None:
+        if view.state is OrderState.HELD:  # the reasons' codes, never the order's content
+            log.info("order held", order_id=view.order_id,
+                     holds=sorted({h.code for h in view.holds}))
         self.publish({"topic": "order", "order_id": view.order_id, "state": view.state.value,
                       "shipment_id": view.shipment_id, "at": self.clock().isoformat()})
 
@@ -406,6 +433,13 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         await self.server.start()
+        if self.metrics_server is not None:
+            try:
+                await self.metrics_server.start()
+            except MetricsStartError:
+                await self.server.stop()
+                raise
+            log.info("metrics listening", url=f"http://{self.metrics_server.address}/metrics")
         sdnotify.ready()
         sdnotify.status(f"machine {self.machine.state.value}")
         log.info("dispenserd ready", api=self.server.addresses, robot=self.robot.peer,
@@ -433,6 +467,7 @@ class Daemon:
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("scheduler", lambda: self._stop_scheduler(tasks[0])),
             ("printdesk", lambda: self._stop_desk(tasks[1])),
+            ("metrics", self._stop_metrics),
             ("api", self.server.stop),
             ("refusal summary", self.write_refusal_summaries),
             ("robot", self.robot.close),
@@ -459,6 +494,10 @@ class Daemon:
         self.journal.close()
         log.info("dispenserd stopped")
 
+    async def _stop_metrics(self) -> None:
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+
     async def _stop_scheduler(self, task: asyncio.Task[None]) -> None:
         self.scheduler.stop()
         if not task.done():
@@ -474,4 +513,4 @@ class Daemon:
                 task.cancel()
 
 
-__all__ = ["Daemon", "utc_now"]
+__all__ = ["Daemon", "load_formulary", "utc_now"]

@@ -34,7 +34,10 @@ def load_audit_key(config: JournalConfig) -> tuple[AuditKey, str]:
         # refused there.
         return AuditKey.load(Path(creds) / CREDENTIAL, group_readable=True), "credential"
     if config.audit_key is not None:
-        return AuditKey.load(config.audit_key), "config"
+        try:
+            return AuditKey.load(config.audit_key), "config"
+        except AuditKeyError as exc:
+            raise AuditKeyError(f"journal.audit_key: {exc}") from None
     beside = Path(config.path).parent / "audit.key"
     if not beside.exists():
         try:

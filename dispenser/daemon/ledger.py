@@ -93,7 +93,11 @@ class Counters:
     packs_stored: int = 0
     shipments_completed: int = 0
     link_downs: int = 0
+    packs_lost: int = 0  # dropped or stuck in a fault, picking or storing
+    packs_refused: int = 0  # loads refused by a check or by the robot
     results: dict[str, int] = field(default_factory=dict)
+    # Completions by (motion, outcome) values, e.g. ("pick", "ok").
+    by_command: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class RobotMismatch(Exception):
@@ -307,6 +311,8 @@ class RobotLedger:
         now = self._now()
         name = c.outcome.name
         self.counters.results[name] = self.counters.results.get(name, 0) + 1
+        key = (intent.motion.value if intent is not None else "unknown", c.outcome.value)
+        self.counters.by_command[key] = self.counters.by_command.get(key, 0) + 1
         if intent is not None and c.outcome in (Outcome.JAM, Outcome.DROPPED, Outcome.ESTOP):
             self.last_faulted = intent
         with self.journal.transaction():

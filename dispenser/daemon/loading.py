@@ -112,6 +112,8 @@ class LoadDesk:
                                             pack_id=view.pack_id)
                 self.ledger.log.add([intent], self._now())
         except (DispenserError, HardwareError, JournalUnavailable) as exc:
+            if isinstance(exc, DispenserError):
+                self.counters.packs_refused += 1
             if not req.future.done():
                 req.future.set_exception(exc)
             return []
@@ -139,9 +141,11 @@ class LoadDesk:
         elif c.outcome is Outcome.DROPPED:
             self.d.confirm_stored(pid)
             view = self.d.record_pack_lost(pid, PackState.DROPPED)
+            self.counters.packs_lost += 1
         else:
             text = c.refusal.value if c.refusal is not None else c.outcome.value
             view = self.d.refuse_stored(pid, f"robot: {text}")
+            self.counters.packs_refused += 1
             after.append(lambda: log.warning("robot did not store the pack", pack_id=pid,
                                              outcome=c.outcome.name, reason=text))
         if req is not None and not req.future.done():

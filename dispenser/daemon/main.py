@@ -2,14 +2,16 @@
 
 ::
 
-    dispenserd [--config FILE] [--simulate] [--demo-orders N] [--speed N | --instant]
-               [--new-audit-key]
+    dispenserd [--config FILE] [--simulate [--fresh]] [--demo-orders N]
+               [--speed N | --instant] [--new-audit-key]
 
 Without ``--config`` the demo defaults apply (``dispenser.config``). ``--simulate`` runs the
-robot and printer simulator inside the daemon (an ephemeral TCP port and a pty printer)
-with demo stock; without ``--config`` its journal is a fresh temporary one and merge windows
-are short, so a demo starts clean and shows shipments within seconds. ``--demo-orders N``
-submits N generated orders once the stock is loaded.
+robot and printer simulator inside the daemon (an ephemeral TCP port, a pty printer, the
+control socket ``var/sim.sock``) with demo stock; without ``--config`` its journal, audit
+key and simulator state are kept in ``var/demo/`` (a restart continues where it stopped;
+``--fresh`` removes them first) and merge windows are short, so shipments show within
+seconds. ``--demo-orders N`` submits N generated orders, and one that waits for a pack
+loaded by hand (``dispenser.daemon.demo``).
 
 ``DISPENSERD_CLOCK_OFFSET_DAYS`` (tests and demos only) shifts the daemon's clock by that many
 days, e.g. to load a batch that has expired by the time the daemon runs again without it.
@@ -46,8 +48,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--config", type=Path, help="TOML configuration file")
     p.add_argument("--simulate", action="store_true",
                    help="run the robot and printer simulator in-process, with demo stock")
+    p.add_argument("--fresh", action="store_true",
+                   help="with --simulate and without --config: start the demo over (its "
+                   "journal, audit key and simulator state in var/demo/ are removed)")
     p.add_argument("--demo-orders", type=int, default=0, metavar="N",
-                   help="with --simulate: submit N generated demo orders")
+                   help="with --simulate: submit N generated demo orders (and one that "
+                   "waits for a pack loaded by hand)")
     speed = p.add_mutually_exclusive_group()
     speed.add_argument("--speed", type=float, metavar="N",
                        help="with --simulate: motions run N times faster than the real robot")
@@ -62,20 +68,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--demo-orders must be 0 or more")
     if args.speed is not None and not 0 < args.speed <= 1000:
         p.error("--speed must be in (0, 1000]")
+    if args.fresh and args.config is not None:
+        p.error("--fresh starts the demo (without --config) over; it never removes a "
+                "configured journal")
     return args
 
 
 async def run(config: Config, args: argparse.Namespace, simulate: bool) -> int:
     from dispenser.daemon.app import Daemon
+    from dispenser.daemon.metrics import MetricsStartError
 
     demo = None
     if simulate:
-        from dispenser.daemon.demo import SimulatedMachine
+        from dispenser.daemon.demo import DemoError, SimulatedMachine
 
         demo = SimulatedMachine(config, configured=args.config is not None,
                                 speed=args.speed, instant=args.instant,
-                                orders=args.demo_orders)
-        config = await demo.start()
+                                orders=args.demo_orders, fresh=args.fresh)
+        try:
+            config = await demo.start()
+        except DemoError as exc:
+            log.error("cannot start the demo", error=str(exc))
+            demo.cleanup()
+            return 2
     try:
         try:
             daemon = Daemon(config, simulator=demo.simulator if demo else None,
@@ -90,6 +105,12 @@ async def run(config: Config, args: argparse.Namespace, simulate: bool) -> int:
             return 2
         try:
             return await daemon.run()
+        except MetricsStartError as exc:
+            log.error("cannot serve the metrics", error=str(exc))
+            daemon.journal.close()
+            if demo is not None:
+                await demo.stop()
+            return 2
         except ApiStartError as exc:
             log.error("cannot serve the API", error=str(exc))
             daemon.journal.close()
@@ -120,6 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     simulate = args.simulate or config.simulate.enabled
+    if args.fresh and not simulate:
+        print("dispenserd: --fresh goes with --simulate", file=sys.stderr)
+        return 2
     configure_logging(config.log.level, config.log.format)
     try:
         return asyncio.run(run(config, args, simulate))

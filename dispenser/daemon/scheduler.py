@@ -51,6 +51,7 @@ from dispenser.daemon.robot import (
     Status,
 )
 from dispenser.daemon.totes import TotePlanner
+from dispenser.daemon.utilization import BusyClock
 from dispenser.journal import JournalUnavailable
 from dispenser.logs import get_logger
 
@@ -90,6 +91,7 @@ class Scheduler:
         self.idle_poll_s = idle_poll_s
         self.form_every_s = form_every_s
         self.counters = Counters()
+        self.busy = BusyClock()  # time the robot was seen in motion (metrics)
         self.ledger = RobotLedger(self.journal, robot, clock, self.counters)
         self.totes = TotePlanner(dispensary, self.ledger, self.counters, self._now,
                                  self._event, desk.submit, lambda: self.outputs,
@@ -175,6 +177,7 @@ class Scheduler:
     async def cycle(self) -> None:
         try:
             status = await self.robot.read_status()
+            self.busy.observe(status.mode is RobotMode.BUSY, time.monotonic())
             self._link_up()
             if not self._journal_back():
                 await self._park(status)

@@ -115,6 +115,10 @@ class TotePlanner:
         return {t.output for t in self.totes.values() if t.output and not t.handed_on}
 
     def shipment_event(self, view: ShipmentView) -> None:
+        if view.state is ShipmentState.HELD:  # codes and drug codes: no patient data
+            log.info("shipment held", shipment_id=view.shipment_id,
+                     holds=sorted({h.code for h in view.holds}),
+                     drugs=sorted({h.drug_code for h in view.holds if h.drug_code}))
         self._event("shipment", shipment_id=view.shipment_id, state=view.state.value,
                     order_ids=view.order_ids)
         for oid in view.order_ids:
@@ -282,6 +286,7 @@ class TotePlanner:
                 lost = packs.pop()
                 state = PackState.DROPPED if c.outcome is Outcome.DROPPED else PackState.MISSING
                 self.d.record_pack_lost(lost.pack_id, state)
+                self.counters.packs_lost += 1
                 after.append(lambda: log.warning("pack lost in a fault", pack_id=lost.pack_id,
                                                  shipment_id=sid, state=state.value))
             else:

@@ -76,6 +76,8 @@ class Journal:
         # Called once when the journal stops taking writes, and when it takes them again.
         self.on_unavailable: list[Callable[[JournalUnavailable], None]] = []
         self.on_available: list[Callable[[], None]] = []
+        # Called with the seconds each COMMIT of a transaction took (metrics).
+        self.on_commit: list[Callable[[float], None]] = []
         self.unavailable: JournalUnavailable | None = None
         self._failed_at = 0.0
         self._doomed: JournalUnavailable | None = None
@@ -360,6 +362,7 @@ class Journal:
         if depth > 0:
             self._control(f"RELEASE sp{depth}")
             return
+        began = _time.perf_counter()
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -372,6 +375,9 @@ class Journal:
                 raise
             self._failed(health)
             raise health from exc
+        took = _time.perf_counter() - began
+        for observe in self.on_commit:
+            observe(took)
         if self.unavailable is not None:
             self._recovered()
         after, self._after_commit = self._after_commit, []

@@ -24,6 +24,7 @@ from dispenser.testing.daemon import ROLES, TOKENS, Daemon, DaemonOptions
 from dispenser.testing.data import (
     FORMULARY,
     GS,
+    ROOT,
     drugs,
     formulary_rows,
     order,
@@ -42,6 +43,7 @@ from dispenser.testing.invariant import (
 from dispenser.testing.report import report_campaign, say
 from dispenser.testing.sim import BIN, Sim
 from dispenser.testing.stack import Stack
+from dispenser.testing.tools import free_port
 from dispenser.testing.waiting import list_all, wait_for, wait_until
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "GS",
     "ORDER_FINAL",
     "ROLES",
+    "ROOT",
     "SHIPMENT_FINAL",
     "TOKENS",
     "Daemon",
@@ -62,6 +65,7 @@ __all__ = [
     "dispensed",
     "drugs",
     "formulary_rows",
+    "free_port",
     "list_all",
     "load_packs",
     "order",

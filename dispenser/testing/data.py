@@ -11,7 +11,7 @@ from typing import Any
 __all__ = ["FORMULARY", "GS", "drugs", "formulary_rows", "order", "pack", "pack_key", "scan"]
 
 ROOT = Path(__file__).resolve().parents[2]
-FORMULARY = ROOT / "config" / "formulary.csv"
+FORMULARY = ROOT / "dispenser" / "data" / "formulary.csv"
 GS = "\x1d"
 
 

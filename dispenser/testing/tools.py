@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-__all__ = ["require_tool", "under_ci"]
+__all__ = ["free_port", "require_tool", "under_ci"]
 
 
 def under_ci() -> bool:
@@ -28,3 +28,12 @@ def require_tool(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

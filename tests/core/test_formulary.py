@@ -21,7 +21,7 @@ def _generator():  # type: ignore[no-untyped-def]
 
 
 def test_committed_csv_matches_the_generator() -> None:
-    committed = (ROOT / "config" / "formulary.csv").read_text(encoding="utf-8")
+    committed = (ROOT / "dispenser" / "data" / "formulary.csv").read_text(encoding="utf-8")
     assert _generator().render() == committed, "run scripts/gen_formulary.py and commit"
 
 

@@ -31,7 +31,8 @@ def test_stock_of_one_drug_is_read_through_the_drug_index(tmp_path: Path) -> Non
     journal = Journal(tmp_path / "journal.sqlite")
     seen: list[str] = []
     try:
-        d = Dispensary(journal, Formulary.load(root / "config" / "formulary.csv"), Policy(),
+        formulary = Formulary.load(root / "dispenser" / "data" / "formulary.csv")
+        d = Dispensary(journal, formulary, Policy(),
                        SlotGeometry(1, 2, 2, 2), lambda: datetime.now(UTC))
         journal.conn.set_trace_callback(seen.append)
         d.list_stock("06900000010006")

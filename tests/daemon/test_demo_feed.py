@@ -14,12 +14,11 @@ from dispenser.core.stock import SlotGeometry
 from dispenser.core.views import Actor
 from dispenser.daemon.demo import DEMO_INSTITUTIONS, demo_hospital_feed, demo_orders
 from dispenser.journal import Journal
-
-ROOT = Path(__file__).resolve().parents[2]
+from dispenser.testing import FORMULARY
 
 
 def test_the_demo_feed_holds_what_it_plans(tmp_path: Path) -> None:
-    formulary = Formulary.load(ROOT / "config" / "formulary.csv")
+    formulary = Formulary.load(FORMULARY)
     now = datetime(2026, 11, 23, 9, tzinfo=UTC)
     orders = demo_orders(200, formulary, now.date())
     records, prescriptions = demo_hospital_feed(orders, formulary, now.date())

@@ -153,3 +153,11 @@ async def test_inherited_tcp_socket(make_server: ServerFactory) -> None:
     assert f"127.0.0.1:{port}" in server.addresses
     async with await ApiClient.connect(f"127.0.0.1:{port}") as client:
         assert (await client.call("system.ping"))["pong"]
+
+
+async def test_a_missing_tls_file_is_named_by_its_key(sock_dir: Path) -> None:
+    config = api_config(
+        sock_dir, tcp_enabled=True, tcp_port=0, tls_cert=sock_dir / "no.crt", tls_key="no.key"
+    )
+    with pytest.raises(ApiStartError, match=f"api.tls_cert: no file 'no.crt' in {sock_dir}"):
+        await ApiServer(config, build_registry()).start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,48 @@ def test_tls_needs_both_files() -> None:
     assert not parse_config({}).api.tls_enabled
     with pytest.raises(ConfigError, match=r"api\.tls_key"):
         parse_config({"api": {"tls_key": "/a.key"}})
+
+
+def test_relative_paths_are_relative_to_the_config_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    path = folder / "dispenserd.toml"
+    path.write_text(
+        """
+        [journal]
+        path = "state/journal"
+        audit_key = "/abs/audit.key"
+        [api]
+        socket = "run/api.sock"
+        [formulary]
+        path = "drugs.csv"
+        """
+    )
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    config = load_config(Path("../etc/dispenserd.toml"))
+    assert config.journal.path == folder / "state" / "journal"
+    assert config.api.socket == folder / "run" / "api.sock"
+    assert config.formulary.path == folder / "drugs.csv"
+    # Absolute paths stay as written; keys the file does not set keep their defaults.
+    assert config.journal.audit_key == Path("/abs/audit.key")
+    assert config.api.tls_cert is None
+    assert load_config(None).journal.path == Path("var/journal")
+
+
+def test_metrics_are_off_unless_an_address_is_given() -> None:
+    assert Config().metrics.listen is None and Config().metrics.address is None
+    config = parse_config({"metrics": {"listen": "[::1]:9468"}})
+    assert config.metrics.address == ("::1", 9468)
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"metrics": {"listen": "9468", "near_expiry_days": -1}})
+    assert [p for p, _ in caught.value.errors] == ["metrics.listen", "metrics.near_expiry_days"]
+
+
+def test_the_example_shows_how_to_turn_metrics_on() -> None:
+    text = EXAMPLE.read_text()
+    assert load_config(EXAMPLE).metrics.listen is None  # off as shipped
+    on = text.replace('# listen = "127.0.0.1:9468"', 'listen = "127.0.0.1:9468"')
+    assert on != text
+    assert parse_config(tomllib.loads(on)).metrics.address == ("127.0.0.1", 9468)

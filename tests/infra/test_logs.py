@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
 
@@ -115,3 +116,30 @@ def test_stdlib_logging_goes_through_redaction() -> None:
 def test_unknown_level_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging("loud")
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_console_lines_fit_the_terminal(columns: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 13: at 80 columns every console line wrapped. A line keeps time, level and
+    event; its values follow and wrap whole (an id is never cut) within the width."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    out = _Tty()
+    configure_logging("info", "console", out)
+    log = get_logger("dispenser.daemon.demo")
+    log.info("order received", order_id="DEMO-20261203-0001", state="received", lines=2,
+             packs=4)
+    log.warning("printer not ready, shipment waits in labelling", shipment_id="SH-000123",
+                document="label", reasons=["paper_out", "head_open"])
+    log.info("stored", pack_id=1, slot=0)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+    lines = plain.splitlines()
+    assert all(len(line) <= columns for line in lines), lines
+    text = " ".join(lines)
+    for whole in ("order received", "order_id=DEMO-20261203-0001", "state=received",
+                  "lines=2", "packs=4", "shipment_id=SH-000123",
+                  "reasons=paper_out,head_open", "pack_id=1 slot=0"):
+        assert whole in text, (whole, lines)
+    assert re.match(r"\d\d:\d\d:\d\d info  order received ", lines[0]), lines[0]
+    assert "stored" in lines[-1] and "pack_id=1 slot=0" in lines[-1]
+    if columns == 120:  # these fit on one line each
+        assert "packs=4" in lines[0] and len(lines) == 4

@@ -1,6 +1,6 @@
 """A pharmacy's day of orders and stock, generated from a seed (same seed, same day).
 
-``day_plan(n, seed)`` builds ``n`` orders over the 1,400 drugs of ``config/formulary.csv``
+``day_plan(n, seed)`` builds ``n`` orders over the 1,400 drugs of ``dispenser/data/formulary.csv``
 the way the diabetes programme sees them:
 
 - every patient is an enrolled diabetes patient (E10/E11 on the prescription); most also
