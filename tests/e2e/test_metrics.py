@@ -11,7 +11,6 @@ import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -29,11 +28,12 @@ DOCUMENTED = re.findall(r"^\| `(dispenser_[a-z_]+)` \|", (ROOT / "docs" / "metri
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-@dataclass
 class MetricsDaemon(Daemon):
     """The harness's daemon with ``[metrics] listen`` on a free loopback port."""
 
-    metrics_port: int = 0
+    def __init__(self, workdir: Path, sim: Sim, *, metrics_port: int) -> None:
+        super().__init__(workdir, sim)
+        self.metrics_port = metrics_port
 
     def write_config(self) -> Path:
         path = super().write_config()
