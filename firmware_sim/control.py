@@ -1,8 +1,9 @@
 """Control socket: JSON-RPC 2.0 over a Unix socket, one JSON object per line.
 
 Methods (params by name): ``sim.ledger``, ``sim.status``, ``sim.put_input {packs}``,
-``sim.put_slot {slot, packs}``, ``sim.inject {fault, ...}``, ``sim.clear {fault?}``,
-``sim.save {path}``, ``sim.load {path}``. Errors use the standard codes.
+``sim.take_input {count?}``, ``sim.put_slot {slot, packs}``, ``sim.inject {fault, ...}``,
+``sim.clear {fault?}``, ``sim.replace_board``, ``sim.save {path}``, ``sim.load {path}``.
+Errors use the standard codes.
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ class ControlServer:
             "sim.ledger": self._ledger,
             "sim.status": self._status,
             "sim.put_input": self._put_input,
+            "sim.take_input": self._take_input,
             "sim.put_slot": self._put_slot,
             "sim.inject": self._inject,
             "sim.clear": self._clear,
+            "sim.replace_board": self._replace_board,
             "sim.save": self._save,
             "sim.load": self._load,
         }
@@ -159,6 +162,15 @@ class ControlServer:
         if not isinstance(p["packs"], list):
             raise RpcError(INVALID_PARAMS, "packs must be a list")
         return {"input_count": self.sim.put_input(p["packs"])}
+
+    async def _take_input(self, params: Any) -> Any:
+        p = _params(params, (), ("count",))
+        taken = self.sim.take_input(p.get("count", 1))
+        return {"taken": taken, "input_count": len(self.sim.robot.input)}
+
+    async def _replace_board(self, params: Any) -> Any:
+        _params(params, ())
+        return await self.sim.replace_board()
 
     async def _put_slot(self, params: Any) -> Any:
         p = _params(params, ("slot", "packs"))
