@@ -309,9 +309,15 @@ def day_plan(n: int, seed: int, *, today: date | None = None, mean_items: float 
 
 
 # --------------------------------------------------------------------------- the people
-# Refusals that pass: wrong_state (a fault, a restart), hardware (the STORE did not reach
-# the robot: scan again), internal error.
+# Refusals that pass: wrong_state (a fault, a restart), hardware (the robot could not be
+# asked: scan again), internal error.
 _PASSING = (-32006, -32009, -32603)
+# The robot refused a pack and it still lies at the input point, in front of the others.
+_BLOCKED = "refused_pack_at_input"
+
+
+def _reason(exc: ApiError) -> str | None:
+    return exc.data.get("reason") if isinstance(exc.data, dict) else None
 
 
 class Loader:
@@ -326,6 +332,19 @@ class Loader:
         self.loaded = 0
         self.rescanned = 0
         self.refused: Counter[str] = Counter()
+        # Packs the robot refused, taken off the input point (set aside, as staff do).
+        self.taken_off: list[dict[str, Any]] = []
+
+    async def take_off_refused(self) -> None:
+        """The input point is blocked by a pack the robot refused (``machine.status``
+        says so): take it off and set it aside."""
+        st = await self.client.call("machine.status")
+        blocked = st.get("input_blocked")
+        if blocked is None:
+            return
+        taken = await self.sim.take_input(1)
+        self.taken_off += taken
+        self.refused[f"robot:{blocked.get('reason')}"] += 1
 
     async def load(self, packs: list[dict[str, str]]) -> int:
         """Queue the packs' loads (``wait`` false), pipelined a chunk at a time; the number
@@ -343,12 +362,11 @@ class Loader:
                 again: int | None = None
                 for i, res in enumerate(await asyncio.gather(*calls, return_exceptions=True)):
                     if isinstance(res, ApiError):
-                        if again is None and int(res.code) in _PASSING:
+                        if again is None and (int(res.code) in _PASSING
+                                              or _reason(res) == _BLOCKED):
                             again = i
                         if again is None:
-                            reason = (res.data.get("reason") if isinstance(res.data, dict)
-                                      else None)
-                            self.refused[str(reason or res.code)] += 1
+                            self.refused[str(_reason(res) or res.code)] += 1
                     elif isinstance(res, BaseException):
                         raise res
                     elif again is None:
@@ -359,6 +377,7 @@ class Loader:
                         self.refused["taken_after_a_failed_load"] += 1
                 if again is not None:
                     self.rescanned += len(part) - again
+                    await self.take_off_refused()
                     took += await self._one_by_one(part[again:])
         self.loaded += took
         return took
@@ -385,11 +404,13 @@ class Loader:
                     took += 1
                     break
                 except ApiError as exc:
+                    if _reason(exc) == _BLOCKED and time.monotonic() < deadline:
+                        await self.take_off_refused()
+                        continue
                     if int(exc.code) in _PASSING and time.monotonic() < deadline:
                         await asyncio.sleep(0.5)
                         continue
-                    reason = exc.data.get("reason") if isinstance(exc.data, dict) else None
-                    self.refused[str(reason or exc.code)] += 1
+                    self.refused[str(_reason(exc) or exc.code)] += 1
                     break
         return took
 

@@ -21,7 +21,8 @@ simulator's ledger, which is the physical truth, pack by pack:
 - every pack the journal knows is where the journal says: ``in_stock``/``quarantined`` in
   that slot, ``picked`` in the tote at its shipment's output, ``dispensed`` in a released
   tote, ``dropped`` in the ledger's ``dropped``, ``missing`` out of storage (``jammed``,
-  ``removed``, ``dropped``), ``loading``/``refused`` at the input point or out of storage;
+  ``removed``, ``dropped``), ``loading``/``refused`` at the input point or out of storage
+  (``taken_off`` the input point by a person);
 - no pack is in two places and no serial was dispensed twice;
 - every released tote holds packs of one shipment only, and exactly that shipment's packs;
 - the packs in the slots are exactly the journal's stock (nothing in storage unknown to it).
@@ -184,6 +185,16 @@ class SimControl:
     async def put_input(self, packs: list[dict[str, str]]) -> int:
         result = await self.call("sim.put_input", {"packs": packs})
         return int(result["input_count"])
+
+    async def take_input(self, count: int = 1) -> list[dict[str, Any]]:
+        """A person takes the first ``count`` packs off the input point."""
+        result = await self.call("sim.take_input", {"count": count})
+        return list(result["taken"])
+
+    async def replace_board(self) -> dict[str, Any]:
+        """The robot's controller board is replaced (packs stay, protocol memory empty)."""
+        result: dict[str, Any] = await self.call("sim.replace_board")
+        return result
 
     async def inject(self, fault: str, **params: Any) -> Any:
         return await self.call("sim.inject", {"fault": fault, **params})
@@ -616,8 +627,8 @@ async def _check(c: ApiClient, sim: SimControl, require_final: bool) -> Invarian
     for t in ledger["totes"]:
         for p in t["packs"]:
             where[p["serial"]].append(("released", t["tote"]))
-    for kind in ("dropped", "jammed", "removed"):
-        for p in ledger[kind]:
+    for kind in ("dropped", "jammed", "removed", "taken_off"):
+        for p in ledger.get(kind, []):
             where[p["serial"]].append((kind, None))
     for serial, places in where.items():
         if len(places) > 1:

@@ -463,6 +463,12 @@ def status_view(s: Mapping[str, Any]) -> Fields:
     ]
     if s.get("loads_waiting"):
         rows.append(("loads waiting", s.get("loads_waiting")))
+    blocked = s.get("input_blocked")
+    if isinstance(blocked, Mapping):
+        rows.append(("input point", Text(
+            f"take the pack off the input point: serial {blocked.get('serial') or DASH}, "
+            f"batch {blocked.get('batch') or DASH} ({blocked.get('reason') or 'refused'})",
+            style="bold red")))
     journal = s.get("journal")
     if isinstance(journal, Mapping) and not journal.get("writable", True):
         problem = journal.get("problem")

@@ -369,6 +369,7 @@ class Daemon:
             "outputs": [{"output": k, "shipment_id": busy.get(k)}
                         for k in range(1, sched.outputs + 1)],
             "loads_waiting": len(sched.loading.loads),
+            "input_blocked": sched.loading.input_blocked,
             **counts,
             "held_orders": self.held_orders(),
         }

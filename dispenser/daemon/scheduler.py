@@ -205,6 +205,7 @@ class Scheduler:
                     log.warning("the robot stopped waiting for the controller; resetting it")
                     self._need_reconcile = True
                 await self._plan_and_send(status)
+                await self.loading.watch_input(status)
                 await self._refresh_watchdog()
         except _Halt:
             pass
