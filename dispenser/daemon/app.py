@@ -370,6 +370,7 @@ class Daemon:
                         for k in range(1, sched.outputs + 1)],
             "loads_waiting": len(sched.loading.loads),
             "input_blocked": sched.loading.input_blocked,
+            "robot_adoption": sched.adoption_status(),
             **counts,
             "held_orders": self.held_orders(),
         }

@@ -433,6 +433,20 @@ class Scheduler:
         except TimeoutError:
             return record.as_dict()
 
+    def adoption_status(self) -> dict[str, Any] | None:
+        """For ``machine.status``: another robot waits to be adopted, or an adoption's
+        slots are being counted; else None."""
+        if self.unadopted is not None:
+            return {"state": "waiting", "robot": self.unadopted,
+                    "action": "another robot answers than the journal's: a technician "
+                              "adopts it in maintenance mode (dispenserctl robot adopt)"}
+        record = self.adoption.open
+        if record is not None:
+            return {"state": "counting", "adoption_id": record.adoption_id,
+                    "slots_to_count": record.slots,
+                    "counted": sorted(self.adoption.counts)}
+        return None
+
     async def _settle_adoption(self) -> None:
         """All counts are in: settle the unknown commands (one transaction)."""
         seen = await self.robot.read_input()

@@ -13,6 +13,7 @@ from dispenser.cli.commands import (
     diag,
     machine,
     orders,
+    robot,
     shipments,
     stock,
     tokens,
@@ -26,5 +27,5 @@ Command = Callable[[Context, argparse.Namespace], Exit]
 
 def register_all(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                  common: argparse.ArgumentParser) -> None:
-    for module in (machine, orders, shipments, stock, diag, tokens, completion):
+    for module in (machine, orders, shipments, stock, diag, robot, tokens, completion):
         module.register(sub, common)

@@ -29,9 +29,17 @@ def register(api: Api) -> None:
         daemon.note_pause(actor(caller).name, p.reason)
         return await daemon.machine_status()
 
+    def adopted_first() -> None:
+        # Picking with a robot that is not the journal's could pick twice or lose packs.
+        if sched.unadopted is not None:
+            raise ApiError(ErrorCode.WRONG_STATE, "another robot answers than the journal's "
+                           "(robot_mismatch): a technician adopts it first with "
+                           "dispenserctl robot adopt")
+
     @method("machine.resume", STAFF, mutating=True)
     async def machine_resume(params: dict[str, Any], caller: Caller) -> Any:
         parse_params(Empty, params)
+        adopted_first()
         daemon.machine.fire("resume")
         sched.wake()
         return await daemon.machine_status()
@@ -39,6 +47,8 @@ def register(api: Api) -> None:
     @method("machine.maintenance", TECHNICIAN, mutating=True)
     async def machine_maintenance(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(Maintenance, params)
+        if not p.on:
+            adopted_first()
         daemon.machine.fire("maintenance" if p.on else "leave_maintenance")
         sched.wake()
         return await daemon.machine_status()
