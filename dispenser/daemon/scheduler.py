@@ -44,6 +44,7 @@ from dispenser.daemon.controller import ControllerMachine, ControllerState
 from dispenser.daemon.faults import FaultRecord, Faults
 from dispenser.daemon.ledger import After, Counters, Intent, RobotLedger, RobotMismatch
 from dispenser.daemon.loading import HardwareError, LoadDesk
+from dispenser.daemon.machinemode import MachineMode
 from dispenser.daemon.printdesk import PrintDesk
 from dispenser.daemon.robot import (
     Completion,
@@ -104,6 +105,7 @@ class Scheduler:
                                 self.totes.check_low_stock)
         self.faults = Faults(self.journal, machine, self.ledger, self._now, self._event)
         self.adoption = Adoption(dispensary, self.ledger, self._now)
+        self.mode = MachineMode(self.journal, machine, self._now)
         self.ledger.effects[Motion.HOME] = self._on_home
         self.ledger.effects[Motion.SCAN_SLOT] = self._on_scan
         self.ledger.on_void[Motion.SCAN_SLOT] = self._scan_void
@@ -378,6 +380,7 @@ class Scheduler:
         if status.homed and not homing:
             if status.mode in (RobotMode.IDLE, RobotMode.BUSY):
                 self.machine.fire("homed")
+                self.mode.restore()  # paused or in maintenance before: still so
             return []
         if status.mode in (RobotMode.FAULT, RobotMode.ESTOP, RobotMode.CONTROLLER_LOST):
             return []

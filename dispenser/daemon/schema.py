@@ -123,4 +123,9 @@ CREATE TABLE machine_mode (
     set_at TEXT NOT NULL
 );
 """),
+    # A label whose printing began but was not recorded as printed may have come out
+    # before a crash: it is printed again marked COPY (the packer discards the duplicate).
+    Migration("printdesk", 1, "when printing a shipment's label and slip began", """
+ALTER TABLE totes ADD COLUMN print_started_at TEXT;
+"""),
 )

@@ -25,8 +25,7 @@ def register(api: Api) -> None:
     @method("machine.pause", STAFF, mutating=True)
     async def machine_pause(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(Pause, params)
-        daemon.machine.fire("pause")
-        daemon.note_pause(actor(caller).name, p.reason)
+        sched.mode.pause(actor(caller).name, p.reason)
         return await daemon.machine_status()
 
     def adopted_first() -> None:
@@ -40,7 +39,7 @@ def register(api: Api) -> None:
     async def machine_resume(params: dict[str, Any], caller: Caller) -> Any:
         parse_params(Empty, params)
         adopted_first()
-        daemon.machine.fire("resume")
+        sched.mode.resume()
         sched.wake()
         return await daemon.machine_status()
 
@@ -49,7 +48,7 @@ def register(api: Api) -> None:
         p = parse_params(Maintenance, params)
         if not p.on:
             adopted_first()
-        daemon.machine.fire("maintenance" if p.on else "leave_maintenance")
+        sched.mode.maintenance(p.on, actor(caller).name)
         sched.wake()
         return await daemon.machine_status()
 
