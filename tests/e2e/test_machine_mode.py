@@ -18,7 +18,7 @@ async def _settled_state(daemon: Daemon) -> str:
         async def settled() -> str | None:
             st = await c.call("machine.status")
             return None if st["state"] in ("startup", "homing") else str(st["state"])
-        state: str = await wait_for(settled, 30, what="the machine out of homing")
+        await wait_for(settled, 30, what="the machine out of homing")
         await asyncio.sleep(0.3)  # and it stays there
         return str((await c.call("machine.status"))["state"])
     finally:
