@@ -221,7 +221,7 @@ class Daemon:
         self.scheduler.on_printed(shipment_id)
 
     def _on_print_starting(self, shipment_id: str) -> None:
-        self.scheduler.totes.on_print_starting(shipment_id)
+        self.scheduler.on_print_starting(shipment_id)
 
     def _on_print_waiting(self, shipment_id: str, reasons: list[str]) -> None:
         self.publish({"topic": "shipment", "shipment_id": shipment_id, "state": "labelling",

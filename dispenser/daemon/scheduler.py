@@ -510,6 +510,16 @@ class Scheduler:
     def maybe_complete(self, shipment_id: str) -> bool:
         return self.totes.maybe_complete(shipment_id)
 
+    def on_print_starting(self, shipment_id: str) -> None:
+        """The print desk is about to send a shipment's first document: journaled, so
+        that after a crash it is printed again marked COPY."""
+        try:
+            self.totes.on_print_starting(shipment_id)
+        except JournalUnavailable:
+            # Printed all the same (a label that waits for the disk helps nobody); only a
+            # crash before the journal is back would print it again unmarked.
+            log.warning("start of printing not journaled", shipment_id=shipment_id)
+
     def on_printed(self, shipment_id: str) -> None:
         """The print desk printed a shipment's label and slip."""
         try:
