@@ -524,6 +524,35 @@ async def packing_desk(client: ApiClient, restocker: Restocker, stop: asyncio.Ev
     return confirmed
 
 
+# Faults staff acknowledge without asking anyone, once their cause is gone: the robot's
+# link came back, the robot lost its reference (the acknowledgement homes it). Any other
+# fault stays for a technician, and the day does not finish: the figures say which.
+PASSING_FAULTS = frozenset({"link_down", "not_homed"})
+
+
+async def fault_desk(client: ApiClient, stop: asyncio.Event, *,
+                     interval: float = 0.5) -> Counter[str]:
+    """Staff at the machine: a fault of ``PASSING_FAULTS`` is acknowledged once the machine
+    shows it (a refused acknowledgement, the cause still there, is tried again later).
+    Returns the faults acknowledged, by kind."""
+    acked: Counter[str] = Counter()
+    while not stop.is_set():
+        try:
+            page = await client.call("fault.list", {"active": True})
+            for f in page["items"]:
+                if f["kind"] in PASSING_FAULTS:
+                    with contextlib.suppress(ApiError):
+                        await client.call("fault.ack", {"fault_id": f["fault_id"],
+                                                        "note": "cause gone (staff)"})
+                        acked[f["kind"]] += 1
+        except (ConnectionError, OSError):
+            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await stop.wait()
+    return acked
+
+
 CHECK_HOLDS = frozenset({"not_eligible", "prescription_expired", "duplicate_dispensing",
                          "duplicate_prescription", "quantity_limit"})
 
@@ -615,5 +644,6 @@ def stock_for(plan: DayPlan, margin: float = 1.3, extra: int = 2) -> list[dict[s
     return packs
 
 
-__all__ = ["COMPLICATIONS", "DIABETES", "DayPlan", "Loader", "OrderSystem", "Restocker", "day_plan",
-           "packing_desk", "pharmacist_review", "restocking", "stock_for"]
+__all__ = ["COMPLICATIONS", "DIABETES", "PASSING_FAULTS", "DayPlan", "Loader", "OrderSystem",
+           "Restocker", "day_plan", "fault_desk", "packing_desk", "pharmacist_review",
+           "restocking", "stock_for"]
