@@ -189,11 +189,8 @@ class LoadDesk:
             return None
         if p.state is not PackState.LOADING or p.slot is None:
             return None
-        try:
-            seen = await self.robot.read_input()
-        except RobotUnavailable:
-            self.retries.appendleft(pack_id)  # popped by the caller: try again next cycle
-            raise
+        # A robot that cannot be asked raises here: the pack stays first in ``retries``.
+        seen = await self.robot.read_input()
         here = False
         if seen.present:
             try:
