@@ -432,13 +432,24 @@ async def restocking(stack: Stack, loader: Loader, restocker: Restocker,
     done: Counter[str] = Counter()
     client = await stack.client("staff", keep=False)
     events = await stack.client("staff", keep=False)
-    wanted: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    # Drugs wanted, each once, oldest first (drug -> why). A queue that took every
+    # sighting grew faster than batches could be loaded while many shipments were held
+    # (each listing every 2 s added them all again), and a drug that ran out late waited
+    # behind thousands of stale entries: the day's load of seed 20261203 ended with
+    # shipments held for a drug never restocked.
+    wanted: dict[str, str] = {}
+    more = asyncio.Event()
     recent: dict[str, float] = {}
+
+    def want(code: str, why: str) -> None:
+        if code not in wanted:
+            wanted[code] = why
+            more.set()
 
     async def listen() -> None:
         async for ev in events.subscribe(["stock"]):
             if ev.get("kind") == "low_stock" and ev.get("drug_code"):
-                wanted.put_nowait((str(ev["drug_code"]), "low_stock"))
+                want(str(ev["drug_code"]), "low_stock")
 
     async def held() -> None:
         while not stop.is_set():
@@ -446,11 +457,11 @@ async def restocking(stack: Stack, loader: Loader, restocker: Restocker,
             for sh in page["items"]:
                 for h in sh.get("hold_reasons", []):
                     if h.get("code") == "stock_short" and h.get("drug_code"):
-                        wanted.put_nowait((str(h["drug_code"]), "stock_short"))
+                        want(str(h["drug_code"]), "stock_short")
             page = await client.call("shipment.list", {"state": "picking", "limit": 1000})
             for sh in page["items"]:
                 for o in sh.get("owed", []):
-                    wanted.put_nowait((str(o["drug_code"]), "owed"))
+                    want(str(o["drug_code"]), "owed")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval * 4):
                     await stop.wait()
@@ -458,11 +469,14 @@ async def restocking(stack: Stack, loader: Loader, restocker: Restocker,
     tasks = [asyncio.create_task(listen()), asyncio.create_task(held())]
     try:
         while not stop.is_set():
-            try:
-                async with asyncio.timeout(interval):
-                    code, why = await wanted.get()
-            except TimeoutError:
+            if not wanted:
+                more.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await more.wait()
                 continue
+            code = next(iter(wanted))
+            why = wanted.pop(code)
             now = time.monotonic()
             if code in restocker.fridge or now - recent.get(code, 0) < 2.0:
                 continue
