@@ -195,3 +195,36 @@ async def test_the_journals_robot_is_not_adopted(tmp_path: Path, sim: Simulator)
         await daemon.scheduler.adopt(TECH, None)
     assert _snapshot(daemon) == before
     await _close(daemon)
+
+
+async def test_counts_that_fit_no_order_of_events_leave_the_commands_unknown(
+        tmp_path: Path, sim: Simulator) -> None:
+    """Somebody put a pack into a slot by hand while the board was changed: no order of
+    the old robot's commands explains the count. The journal says only what it knows: the
+    commands stay unknown, the shipments they picked for fail (their totes go to a
+    person), the slot whose count differs is blocked."""
+    daemon, _ = await _swap_mid_work(tmp_path, sim)
+    sched = daemon.scheduler
+    await _cycles(daemon, lambda: daemon.machine.state is ControllerState.FAULT)
+    picks = [i for i in sched.ledger.log.planned() if i.motion is Motion.PICK]
+    slot = picks[0].slot
+    [p] = [p for p in daemon.dispensary.list_stock(limit=100000) if p.slot == slot][:1]
+    sim.put_slot(slot, [{"gtin": p.gtin, "batch": p.batch, "expiry": p.expiry.isoformat(),
+                         "serial": "BYHAND1"}])
+    fault = sched.faults.log.page(active=True)[0]
+    await sched.ack_fault(fault.fault_id, TECH, "new board fitted")
+    await _cycles(daemon, lambda: daemon.machine.state is ControllerState.MAINTENANCE)
+    adopt = asyncio.create_task(sched.adopt(TECH, "controller board replaced"))
+    await _cycles(daemon, adopt.done)
+    settlement = adopt.result()["settlement"]
+    assert settlement["settled"] is False
+    assert slot in settlement["discrepancies"]
+    seqs = ",".join(str(i.seq) for i in picks)
+    states = {r[0] for r in daemon.journal.query(
+        f"SELECT state FROM robot_intents WHERE seq IN ({seqs})")}
+    assert states == {"unknown"}
+    for sid in {i.shipment_id for i in picks}:
+        assert sid is not None
+        assert daemon.dispensary.get_shipment(sid).state is ShipmentState.FAILED
+    assert slot in {d.slot for d in daemon.dispensary.list_discrepancies()}
+    await _close(daemon)
