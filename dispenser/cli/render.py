@@ -463,6 +463,18 @@ def status_view(s: Mapping[str, Any]) -> Fields:
     ]
     if s.get("loads_waiting"):
         rows.append(("loads waiting", s.get("loads_waiting")))
+    adoption = s.get("robot_adoption")
+    if isinstance(adoption, Mapping):
+        if adoption.get("state") == "waiting":
+            rows.append(("robot adoption", Text(
+                "another robot answers than the journal's: a technician adopts it in "
+                "maintenance mode (dispenserctl robot adopt)", style="bold red")))
+        else:
+            slots = adoption.get("slots_to_count") or []
+            counted = adoption.get("counted") or []
+            rows.append(("robot adoption", Text(
+                f"counting the slots the old robot may have changed: {len(counted)} of "
+                f"{len(slots)} counted; nothing is picked until they are", style="yellow")))
     blocked = s.get("input_blocked")
     if isinstance(blocked, Mapping):
         rows.append(("input point", Text(

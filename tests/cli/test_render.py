@@ -196,3 +196,13 @@ def test_status_tells_staff_to_take_a_refused_pack_off_the_input_point() -> None
     assert "take the pack off the input point: serial S0042, batch L1 (robot: mixed_slot)" \
         in text
     assert "input point" not in shown(status_view({"state": "ready", "input_blocked": None}))
+
+
+def test_status_says_a_robot_waits_to_be_adopted_and_then_counts() -> None:
+    waiting = shown(status_view({"state": "maintenance", "robot_adoption": {
+        "state": "waiting", "robot": {}, "action": "..."}}))
+    assert "dispenserctl robot adopt" in waiting
+    counting = shown(status_view({"state": "maintenance", "robot_adoption": {
+        "state": "counting", "adoption_id": 1, "slots_to_count": [3, 5, 8],
+        "counted": [3]}}))
+    assert "1 of 3 counted" in counting
