@@ -17,7 +17,10 @@ Phases:
 3. **the day** (instant robot): the first ``--paced`` orders at a steady ``--rate`` per
    second (``order.submit`` latency), the rest as fast as ``--clients`` connections can send
    them (burst throughput), with staff restocking what runs low and the packing desk
-   scanning fridge packs; at the end the pharmacist rejects the orders held by a check. Wall
+   scanning fridge packs, staff taking a pack the robot refused off the input point and
+   acknowledging a fault whose cause went by itself (``link_down``, ``not_homed``: a robot
+   that did not answer for a while on a loaded host); at the end the pharmacist rejects
+   the orders held by a check. Wall
    time from the first order to every order final; the daemon's CPU seconds and peak RSS;
    Modbus transactions per pick (``diag.stats``);
 4. **invariant**: journal against the simulator's ledger, pack by pack
@@ -28,8 +31,10 @@ Phases:
    file with motions ``--speed`` times faster than the real machine, ``--util-orders``
    orders; robot utilization = mechanical busy time / elapsed time while work is queued.
 
-Nothing here asserts a time: it prints figures (and ``--json FILE`` writes them). The seed
-is printed first so a run can be repeated.
+The daemon runs with its production timing (``[robot]`` defaults: 1 s request timeout,
+2 s watchdog, a link fault after 10 s without an answer), not the campaigns' hair-trigger
+settings. Nothing here asserts a time: it prints figures (and ``--json FILE`` writes them).
+The seed is printed first so a run can be repeated.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from dispenser.testing.campaigns.dayload import (
     DayPlan,
     Loader,
     day_plan,
+    fault_desk,
     packing_desk,
     pharmacist_review,
     restocking,
@@ -179,6 +185,7 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
     stop = asyncio.Event()
     restock = asyncio.create_task(restocking(stack, loader, plan.restocker, stop))
     desk = asyncio.create_task(packing_desk(await stack.client("staff"), plan.restocker, stop))
+    faults = asyncio.create_task(fault_desk(await stack.client("staff"), stop))
     s0 = await tech.call("diag.stats")
     cpu0 = stack.daemon.cpu_seconds() or 0.0
     paced = plan.orders[:args.paced]
@@ -203,6 +210,7 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
     stop.set()
     restocked = await restock
     confirmed = await desk
+    acked = await faults
     cpu = (stack.daemon.cpu_seconds() or 0.0) - cpu0
     s1 = await tech.call("diag.stats")
     rss = stack.daemon.rss_kib()
@@ -233,7 +241,9 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
         "submit_errors": dict(errors), "orders_final": counts,
         "holds_seen": dict(holds), "restock_batches": dict(restocked),
         "restock_refused": dict(loader.refused), "loads_scanned_again": loader.rescanned,
-        "fridge_packs_confirmed": confirmed,
+        "fridge_packs_confirmed": confirmed, "faults_acknowledged": dict(acked),
+        "packs_taken_off_the_input_point": len(loader.taken_off),
+        "machine_state_at_end": (await staff.call("machine.status"))["state"],
         "group_commit": s1["group_commit"], "modbus_errors": s1["errors"],
     }
     say(f"  {json.dumps(fig['day'], indent=1)}")
@@ -356,8 +366,10 @@ async def main_async(args: argparse.Namespace) -> int:
     fig["plan"] = plan.summary()
     say(f"plan: {fig['plan']}")
     workdir = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench-day-"))
+    # The daemon's production timing ([robot] defaults), not the campaigns' hair trigger.
     opts = DaemonOptions(merge_window_s=args.merge_window, log_level=args.log_level,
-                         low_stock_packs=2)
+                         low_stock_packs=2, timeout_s=1.0, watchdog_ms=2000,
+                         link_fault_after_s=10.0)
     stack = Stack(workdir, instant=True, daemon=opts)
     try:
         await stack.start()

@@ -2,7 +2,8 @@
 
 Methods (params by name): ``sim.ledger``, ``sim.status``, ``sim.put_input {packs}``,
 ``sim.take_input {count?}``, ``sim.put_slot {slot, packs}``, ``sim.inject {fault, ...}``,
-``sim.clear {fault?}``, ``sim.save {path}``, ``sim.load {path}``. Errors use the standard codes.
+``sim.clear {fault?}``, ``sim.replace_board``, ``sim.save {path}``, ``sim.load {path}``.
+Errors use the standard codes.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class ControlServer:
             "sim.put_slot": self._put_slot,
             "sim.inject": self._inject,
             "sim.clear": self._clear,
+            "sim.replace_board": self._replace_board,
             "sim.save": self._save,
             "sim.load": self._load,
         }
@@ -177,6 +179,10 @@ class ControlServer:
         taken = self.sim.take_input(count)
         return {"packs": [p.to_dict() for p in taken],
                 "input_count": len(self.sim.robot.input)}
+
+    async def _replace_board(self, params: Any) -> Any:
+        _params(params, ())
+        return await self.sim.replace_board()
 
     async def _put_slot(self, params: Any) -> Any:
         p = _params(params, ("slot", "packs"))

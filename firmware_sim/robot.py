@@ -126,6 +126,8 @@ class Robot:
         self.dropped: list[Pack] = []
         self.jammed: list[Pack] = []
         self.removed: list[Pack] = []
+        # Packs a person took off the input point (a pack the controller refused, say).
+        self.taken_off: list[Pack] = []
         # Non-volatile protocol memory (§2.1).
         self.last_accepted_seq = 0
         self.last_completed_seq = 0
@@ -325,9 +327,12 @@ class Robot:
         self.input.extend(packs)
 
     def take_input(self, count: int | None) -> list[Pack]:
-        """A person takes the first ``count`` packs (None: all) off the input point."""
+        """A person takes the first ``count`` packs (None: all) off the input point; the
+        ledger lists them under ``taken_off``."""
         n = len(self.input) if count is None else min(count, len(self.input))
-        return [self.input.popleft() for _ in range(n)]
+        taken = [self.input.popleft() for _ in range(n)]
+        self.taken_off.extend(taken)
+        return taken
 
     def put_slot(self, slot: int, packs: list[Pack]) -> None:
         """A technician fills a slot by hand: same rules as STORE."""
@@ -563,6 +568,7 @@ class Robot:
             "dropped": [p.to_dict() for p in self.dropped],
             "jammed": [p.to_dict() for p in self.jammed],
             "removed": [p.to_dict() for p in self.removed],
+            "taken_off": [p.to_dict() for p in self.taken_off],
             "robot": {
                 "state": self.machine_state.name,
                 "fault": Fault(self.fault_code).name,
@@ -631,6 +637,7 @@ class Robot:
         self.dropped = packs(state["dropped"])
         self.jammed = packs(state.get("jammed", []))
         self.removed = packs(state["removed"])
+        self.taken_off = packs(state.get("taken_off", []))
         self.last_accepted_seq = int(robot["last_accepted_seq"])
         self.last_completed_seq = int(robot["last_completed_seq"])
         self.completion_count = int(robot["completion_count"])

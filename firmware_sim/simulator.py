@@ -231,6 +231,31 @@ class Simulator:
             raise SimulatorError("count must be 1 or more")
         return self.robot.take_input(count)
 
+    async def replace_board(self) -> dict[str, Any]:
+        """A technician replaces the robot's controller board (the machine is switched
+        off for it): storage, totes and the input point stay as they are; the protocol
+        memory starts empty (no sequence number accepted, no completion, an empty ring);
+        queued commands are lost without a completion; the robot is not homed."""
+        running = self.robot.running
+        if running:
+            await self.robot.stop()
+        try:
+            state = self.robot.to_state()
+            state["robot"].update(last_accepted_seq=0, last_completed_seq=0,
+                                  completion_count=0, ring=[0] * len(self.robot.ring),
+                                  queue=[], controller_lost=False)
+            robot = self._new_robot()
+            hook, robot.on_batch_done = robot.on_batch_done, None
+            robot.load_state(state)
+            robot.on_batch_done = hook
+            self.robot = self.registers.robot = robot
+        finally:
+            if running:
+                self.robot.start()
+        if self.options.state_file:
+            self.save(self.options.state_file)
+        return {"last_accepted_seq": 0, "completion_count": 0}
+
     def put_slot(self, slot: int, packs: list[dict[str, Any]] | list[Pack]) -> int:
         try:
             self.robot.put_slot(slot, [self._pack(p) for p in packs])

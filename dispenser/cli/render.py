@@ -509,6 +509,24 @@ def status_view(s: Mapping[str, Any]) -> Fields:
     ]
     if s.get("loads_waiting"):
         rows.append(("loads waiting", s.get("loads_waiting")))
+    adoption = s.get("robot_adoption")
+    if isinstance(adoption, Mapping):
+        if adoption.get("state") == "waiting":
+            rows.append(("robot adoption", Text(
+                "another robot answers than the journal's: a technician adopts it in "
+                "maintenance mode (dispenserctl robot adopt)", style="bold red")))
+        else:
+            slots = adoption.get("slots_to_count") or []
+            counted = adoption.get("counted") or []
+            rows.append(("robot adoption", Text(
+                f"counting the slots the old robot may have changed: {len(counted)} of "
+                f"{len(slots)} counted; nothing is picked until they are", style="yellow")))
+    blocked = s.get("input_blocked")
+    if isinstance(blocked, Mapping):
+        rows.append(("input point", Text(
+            f"take the pack off the input point: serial {blocked.get('serial') or DASH}, "
+            f"batch {blocked.get('batch') or DASH} ({blocked.get('reason') or 'refused'})",
+            style="bold red")))
     journal = s.get("journal")
     if isinstance(journal, Mapping) and not journal.get("writable", True):
         problem = journal.get("problem")

@@ -343,6 +343,11 @@ class Dispensary:
                 return None
             return next(d for d in self.packs.discrepancies() if d.id == did)
 
+    def slot_count(self, slot: int) -> int:
+        """The packs the journal holds in a slot: what a count of it should find."""
+        s = self.packs.stock.slots.get(slot)
+        return len(s.packs) if s else 0
+
     def list_discrepancies(self, limit: int = 1000) -> list[DiscrepancyView]:
         return self.packs.discrepancies(limit)
 

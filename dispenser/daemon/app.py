@@ -96,8 +96,6 @@ class Daemon:
         self._audited: set[int] = set()
         self._stop = asyncio.Event()
         self.exit_code = 0
-        # Why and by whom the machine was paused, while it is (kept in memory only).
-        self.pause: dict[str, Any] | None = None
 
         path = Path(config.journal.path)
         try:
@@ -141,7 +139,8 @@ class Daemon:
         self.registry = MethodRegistry()
         self.server = ApiServer(config.api, self.registry, on_mutating_call=self._audit_hook)
         self.desk = PrintDesk(self.printer, self.formulary, self.dispensary.get_shipment,
-                              on_printed=self._on_printed, on_waiting=self._on_print_waiting)
+                              on_printed=self._on_printed, on_waiting=self._on_print_waiting,
+                              on_starting=self._on_print_starting)
         self.scheduler = Scheduler(
             robot=self.robot, dispensary=self.dispensary,
             machine=self.machine, desk=self.desk, config=config.robot, publish=self.publish,
@@ -239,8 +238,6 @@ class Daemon:
 
     def _on_machine_change(self, before: ControllerState, after: ControllerState,
                            trigger: str) -> None:
-        if after is not ControllerState.PAUSED:
-            self.pause = None
         if before is after:
             return
         log.info("machine state", state=after.value, previous=before.value, trigger=trigger)
@@ -250,6 +247,9 @@ class Daemon:
 
     def _on_printed(self, shipment_id: str) -> None:
         self.scheduler.on_printed(shipment_id)
+
+    def _on_print_starting(self, shipment_id: str) -> None:
+        self.scheduler.on_print_starting(shipment_id)
 
     def _on_print_waiting(self, shipment_id: str, reasons: list[str]) -> None:
         self.publish({"topic": "shipment", "shipment_id": shipment_id, "state": "labelling",
@@ -328,10 +328,9 @@ class Daemon:
             return None
 
     def note_pause(self, by: str, reason: str) -> None:
-        """Remember who paused the machine and why, for ``machine.status`` (until it leaves
-        ``paused``)."""
-        if self.machine.state is ControllerState.PAUSED:
-            self.pause = {"reason": reason or None, "by": by, "at": self.clock().isoformat()}
+        """Who paused the machine and why, for ``machine.status``: kept in the journal with
+        the pause (``MachineMode``) until the machine is resumed."""
+        self.scheduler.mode.note_pause(by, reason)
 
     def held_orders(self) -> dict[str, int]:
         """Held orders by the kind of hold: ``checks`` (waiting for a pharmacist) and
@@ -388,7 +387,7 @@ class Daemon:
         busy = sched.totes.outputs_in_use()
         return {
             "state": self.machine.state.value,
-            "pause": self.pause if self.machine.state is ControllerState.PAUSED else None,
+            "pause": sched.mode.pause_info,
             "fault": active[0].as_dict() if active else None,
             "active_faults": [f.fault_id for f in active],
             "journal": self.journal_status(),
@@ -398,6 +397,8 @@ class Daemon:
                         for k in range(1, sched.outputs + 1)],
             "loads_waiting": len(sched.loading.loads),
             "stock": self.dispensary.stock_counts().as_dict(),
+            "input_blocked": sched.loading.input_blocked,
+            "robot_adoption": sched.adoption_status(),
             **counts,
             "held_orders": self.held_orders(),
         }

@@ -14,10 +14,14 @@ Controller (one machine per daemon)::
     fault <---- startup, homing, ready, paused, maintenance, fault     (fault)
     estop <---- all of those, and estop itself                          (estop)
     stopping <- any state                                               (stop)
+    fault --ack_into_maintenance--> maintenance    (another robot answers: it waits
+                                                    to be adopted by a technician)
 
 Shipments are picked only in ``ready``. ``fault`` and ``estop`` are left only by ``ack``
 (a person confirmed the cause is gone), which goes through ``homing`` (RESET, HOME when
-needed, reconcile with the robot) back to ``ready``.
+needed, reconcile with the robot) back to ``ready``; a ``fault`` whose cause a technician
+must still deal with in maintenance mode (another robot answers and waits to be adopted)
+is left by ``ack_into_maintenance`` instead.
 
 ``transitions`` runs this one machine: its trigger methods and the reflexive ``fault``
 check the table; listeners are called here after every change. The order, shipment and
@@ -82,6 +86,7 @@ CONTROLLER_TABLE: tuple[Row[ControllerState], ...] = (
     Row("fault", (*_OPERATING, C.FAULT), C.FAULT),
     Row("estop", (*_OPERATING, C.FAULT, C.ESTOP), C.ESTOP),
     Row("ack", (C.FAULT, C.ESTOP), C.HOMING),
+    Row("ack_into_maintenance", (C.FAULT,), C.MAINTENANCE),
     Row("stop", tuple(C), C.STOPPING),
 )
 

@@ -268,9 +268,11 @@ class Faults:
         self._event("fault", fault_id=fid, kind=kind, active=True, message=message)
         return fid
 
-    def acknowledge(self, record: FaultRecord, actor: Actor, note: str | None) -> bool:
+    def acknowledge(self, record: FaultRecord, actor: Actor, note: str | None,
+                    trigger: str = "ack") -> bool:
         """Record the acknowledgement; True when no other fault is still latched (the
-        machine goes on: homing, reconcile, ready)."""
+        machine goes on: ``ack`` homing, reconcile, ready; ``ack_into_maintenance``
+        maintenance mode)."""
         others = [f for f in self.log.page(active=True) if f.fault_id != record.fault_id
                   and f.kind not in self.nonstop_kinds]
         with self.journal.transaction():
@@ -281,6 +283,6 @@ class Faults:
         if others:
             return False  # still latched by another fault
         self.active_fault = None
-        if self.machine.may("ack"):
-            self.machine.fire("ack")
+        if self.machine.may(trigger):
+            self.machine.fire(trigger)
         return True

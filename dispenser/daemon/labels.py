@@ -6,8 +6,12 @@ packing slip is as long as its lines need (continuous stock).
 
 Shipping label: Code 128 of the shipment id, patient name, delivery address and window,
 item count, and a cold-chain mark when the tote holds fridge items (which are added at the
-packing desk). Packing slip: every pack (drug, strength, quantity, batch, expiry, serial),
-the manual pick lines, the settlement per line (price, covered, self-pay) and the order ids.
+packing desk). A label or slip printed again because the first one may have come out
+before a crash is marked ``COPY`` (boxed, top right; first line of the slip): the packer
+discards it when the first one is there.
+
+Packing slip: every pack (drug, strength, quantity, batch, expiry, serial), the manual
+pick lines, the settlement per line (price, covered, self-pay) and the order ids.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dispenser.core.formulary import Drug
 from dispenser.core.views import ShipmentView
 from drivers.printer.zpl import Label
 
-__all__ = ["packing_slip", "selftest_label", "shipping_label"]
+__all__ = ["COPY", "packing_slip", "selftest_label", "shipping_label"]
 
 WIDTH = 812
 HEIGHT = 1218
@@ -42,10 +46,20 @@ def item_count(view: ShipmentView) -> int:
     return robot + manual
 
 
-def shipping_label(view: ShipmentView) -> bytes:
+COPY = "COPY"
+
+
+def _copy_mark(label: Label) -> None:
+    label.box(WIDTH - MARGIN - 200, MARGIN, 200, 70, thickness=6)
+    label.text(WIDTH - MARGIN - 170, MARGIN + 12, COPY, height=50)
+
+
+def shipping_label(view: ShipmentView, copy: bool = False) -> bytes:
     label = Label(WIDTH, HEIGHT)
     y = MARGIN
     label.text(MARGIN, y, "SHIPMENT", height=30)
+    if copy:
+        _copy_mark(label)
     y += 40
     label.code128(MARGIN + 20, y, view.shipment_id, height=140, module_width=3)
     y += 200
@@ -82,8 +96,10 @@ def _drug_text(drugs: Mapping[str, Drug], code: str) -> tuple[str, str]:
     return f"{drug.name} {drug.form} x{drug.pack_size}", drug.strength
 
 
-def packing_slip(view: ShipmentView, drugs: Mapping[str, Drug]) -> bytes:
+def packing_slip(view: ShipmentView, drugs: Mapping[str, Drug], copy: bool = False) -> bytes:
     lines: list[tuple[str, int]] = []  # (text, height)
+    if copy:
+        lines.append((f"{COPY} - may duplicate a slip printed before; keep one", 32))
     lines.append((f"PACKING SLIP  {view.shipment_id}", 40))
     lines.append(("Orders: " + ", ".join(view.order_ids), 28))
     lines.append(("", 12))

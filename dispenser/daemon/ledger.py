@@ -10,11 +10,16 @@ The rules:
    its effect on stock and shipments (``effects[motion]``), and that transaction also
    moves ``robot_cursor.applied_completion`` (the number of the last completion applied)
    and marks the intent ``done`` (``apply_completions``).
-3. After a restart, a lost link or a fault, ``reconcile`` runs before anything is sent:
-   intents with a seq above the robot's ``last_accepted_seq`` never reached it and
-   become ``void`` (their work is planned again, ``on_void[motion]``); completions above
-   the cursor are then read and applied. New seqs start above both the journal's and the
-   robot's highest.
+3. After a restart, a lost link or a fault, ``reconcile`` runs before anything is sent.
+   It first checks that the robot is the journal's (``check``): a robot that reports
+   fewer completions than the journal applied, or a lower ``last_accepted_seq`` than a
+   command the journal saw it complete, is another robot or one whose memory was cleared
+   (``RobotMismatch``), and then nothing in the journal is changed: only a technician's
+   adoption (``dispenser.daemon.adoption``) goes on from there. With the journal's robot,
+   intents with a seq above its ``last_accepted_seq`` never reached it and become
+   ``void`` (their work is planned again, ``on_void[motion]``); completions above the
+   cursor are then read and applied. New seqs start above both the journal's and the
+   robot's highest. The same check runs on every status read (``check``).
 
 Outstanding commands (accepted, not yet applied) never exceed ``MAX_OUTSTANDING``, so a
 daemon that died can always find every completion it missed in the robot's ring.
@@ -49,13 +54,13 @@ from dispenser.logs import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["MAX_OUTSTANDING", "After", "Counters", "Intent", "IntentLog", "RobotLedger",
-           "RobotMismatch"]
+__all__ = ["DONE", "MAX_OUTSTANDING", "PLANNED", "UNKNOWN", "VOID", "After", "Counters",
+           "Intent", "IntentLog", "RobotLedger", "RobotMismatch"]
 
 MAX_OUTSTANDING = COMPLETION_RING - 8
 COMPLETIONS_PER_COMMIT = 4
 
-PLANNED, VOID, DONE = "planned", "void", "done"
+PLANNED, VOID, DONE, UNKNOWN = "planned", "void", "done", "unknown"
 
 # A number per motion in the ``opcode`` column (the purpose column names the motion).
 _CODE = {Motion.HOME: 1, Motion.STORE: 2, Motion.PICK: 3, Motion.HAND_ON: 4,
@@ -104,11 +109,19 @@ class RobotMismatch(Exception):
     """The robot reports fewer completions than the journal applied: its memory was
     cleared or it is another robot. Nothing may be sent until a person has looked."""
 
-    def __init__(self, robot_completions: int, journal_completions: int) -> None:
-        super().__init__("the robot reports fewer completions than the journal applied; "
-                         "its memory was cleared or it is another robot: count its stock")
-        self.context = {"robot_completions": robot_completions,
-                        "journal_completions": journal_completions}
+    def __init__(self, status: Status, journal_completions: int, journal_accepted: int) -> None:
+        super().__init__(
+            "another robot answers, or its memory was cleared: it reports "
+            f"{status.completion_count} completions and last accepted seq "
+            f"{status.last_accepted_seq}, the journal {journal_completions} and seq "
+            f"{journal_accepted}; nothing is sent until a technician adopts it "
+            "(dispenserctl robot adopt, in maintenance mode)")
+        self.context = {"robot_completions": status.completion_count,
+                        "robot_last_accepted_seq": status.last_accepted_seq,
+                        "journal_completions": journal_completions,
+                        "journal_accepted_seq": journal_accepted,
+                        "robot_firmware": status.firmware_version,
+                        "robot_protocol": status.protocol_version}
 
 
 _COLS = "seq, purpose, slot, output, count, shipment_id, pack_id, state"
@@ -127,6 +140,20 @@ class IntentLog:
 
     def max_seq(self) -> int:
         return int(self.journal.query_one("SELECT max(seq) FROM robot_intents")[0] or 0)
+
+    def accepted(self) -> int:
+        """The highest seq the journal saw the robot in service complete (commands of a
+        robot replaced since, whose seqs may be higher, do not count)."""
+        floor = self.journal.query_one(
+            "SELECT max(journal_max_seq) FROM robot_adoptions")[0] or 0
+        row = self.journal.query_one("SELECT seq FROM robot_intents WHERE state = 'done' "
+                                     "AND seq > ? ORDER BY seq DESC LIMIT 1", (floor,))
+        return int(row[0]) if row else 0
+
+    def set_cursor(self, completion: int) -> None:
+        """Move the cursor to ``completion`` (also back: a replaced robot counts anew)."""
+        self.journal.write("UPDATE robot_cursor SET applied_completion = ? WHERE id = 1",
+                           (completion,))
 
     def applied_completion(self) -> int:
         return int(self.journal.query_one(
@@ -158,6 +185,22 @@ class IntentLog:
             self.journal.write("UPDATE robot_intents SET state = 'void', applied_at = ? "
                                "WHERE state = 'planned' AND seq > ?", (now, last_accepted))
         return rows
+
+    def unknown(self) -> list[Intent]:
+        """Intents whose outcome a replaced robot took with it, in seq order."""
+        return [_intent(r) for r in self.journal.query(
+            f"SELECT {_COLS} FROM robot_intents WHERE state = 'unknown' ORDER BY seq")]
+
+    def mark_unknown(self, seqs: Sequence[int], now: str) -> None:
+        self.journal.write_many(
+            "UPDATE robot_intents SET state = 'unknown', applied_at = ? WHERE seq = ? "
+            "AND state = 'planned'", [(now, s) for s in seqs])
+
+    def settle(self, seq: int, state: str, detail: int | None, now: str) -> None:
+        """An unknown-outcome intent settled by a count: ``done`` (with the packs it moved)
+        or ``void``. No completion number: the robot that did it is gone."""
+        self.journal.write("UPDATE robot_intents SET state = ?, detail = ?, applied_at = ? "
+                           "WHERE seq = ? AND state = 'unknown'", (state, detail, now, seq))
 
     def void(self, seqs: Sequence[int], now: str) -> None:
         self.journal.write_many(
@@ -194,6 +237,8 @@ class RobotLedger:
         self.outstanding: dict[int, Intent] = {}
         self.next_seq = 1
         self.cursor = 0
+        # The highest seq the robot is known to have accepted (``check``).
+        self.accepted = 0
         # What a completion means, and what to do when an intent never reached the robot,
         # per motion (registered by the tote planner, loading and the scheduler).
         self.effects: dict[Motion, Effect] = {}
@@ -222,10 +267,22 @@ class RobotLedger:
         return any(i.motion is motion for i in self.outstanding.values())
 
     # ------------------------------------------------------------------ reconcile
+    def check(self, status: Status) -> None:
+        """Raise ``RobotMismatch`` when the robot knows less than the journal: fewer
+        completions than applied, or a lower last accepted seq than one it completed.
+        Changes nothing; otherwise takes note of what the robot accepted."""
+        if (status.completion_count < self.cursor
+                or status.last_accepted_seq < self.accepted):
+            raise RobotMismatch(status, self.cursor, self.accepted)
+        self.accepted = max(self.accepted, status.last_accepted_seq)
+
     def reconcile(self, status: Status) -> list[Intent]:
         """Agree with the robot before sending: void what never reached it, take up the
-        rest. Raises ``RobotMismatch`` when the robot knows fewer completions than the
-        journal applied. Returns the voided intents."""
+        rest. Raises ``RobotMismatch`` (before changing anything) when the robot is not the
+        journal's (``check``). Returns the voided intents."""
+        self.cursor = self.log.applied_completion()
+        self.accepted = self.log.accepted()
+        self.check(status)
         now = self._now()
         with self.journal.transaction():
             voided = self.log.void_above(status.last_accepted_seq, now)
@@ -235,9 +292,6 @@ class RobotLedger:
         if voided:
             log.info("commands never sent, planned again", count=len(voided),
                      seqs=[i.seq for i in voided][:20])
-        self.cursor = self.log.applied_completion()
-        if status.completion_count < self.cursor:
-            raise RobotMismatch(status.completion_count, self.cursor)
         self.outstanding = {i.seq: i for i in self.log.planned()}
         self.next_seq = max(self.log.max_seq(), status.last_accepted_seq) + 1
         self.resync_needed = False

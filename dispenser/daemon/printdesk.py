@@ -3,8 +3,11 @@
 Shipments are printed one at a time in the order they reached labelling. When the printer is
 not ready (paper out, head open, paused, unplugged) the shipment waits in labelling and the
 desk asks again every ``retry_s``; nothing is lost and nothing prints twice on purpose (the
-driver cancels a label it could not confirm). Once both are printed ``on_printed`` is called
-(the scheduler journals it and queues RELEASE_TOTE).
+driver cancels a label it could not confirm). Before a shipment's first document is sent,
+``on_starting`` is called (the scheduler journals that printing began); once both are
+printed ``on_printed`` is called (the scheduler journals it and queues RELEASE_TOTE). A
+shipment submitted with ``copy`` (printing began before a crash, or was not recorded) is
+printed marked COPY, so the packer can discard the duplicate.
 """
 
 from __future__ import annotations
@@ -39,13 +42,16 @@ class PrintDesk:
                  get_shipment: Callable[[str], ShipmentView],
                  on_printed: Callable[[str], None],
                  on_waiting: Callable[[str, list[str]], None] | None = None,
-                 retry_s: float = 1.0) -> None:
+                 retry_s: float = 1.0,
+                 on_starting: Callable[[str], None] | None = None) -> None:
         self.printer = printer
         self.drugs = drugs
         self._get = get_shipment
         self._on_printed = on_printed
         self._on_waiting = on_waiting
+        self._on_starting = on_starting
         self.retry_s = retry_s
+        self._copies: set[str] = set()  # shipments to print marked COPY
         self._queue: deque[str] = deque()
         self._queued: set[str] = set()
         self._progress: dict[str, int] = {}
@@ -55,7 +61,11 @@ class PrintDesk:
         self._stopping = False
         self.busy = False
 
-    def submit(self, shipment_id: str) -> None:
+    def submit(self, shipment_id: str, copy: bool = False) -> None:
+        """Print a shipment's label and slip (``copy``: marked COPY, the first ones may
+        have come out already)."""
+        if copy:
+            self._copies.add(shipment_id)
         if shipment_id in self._queued:
             return
         self._queued.add(shipment_id)
@@ -91,6 +101,7 @@ class PrintDesk:
             if done:
                 self._queue.popleft()
                 self._queued.discard(shipment_id)
+                self._copies.discard(shipment_id)
                 self.waiting_reasons = []
                 self.printed_count += 1
                 try:
@@ -98,7 +109,8 @@ class PrintDesk:
                 except Exception:
                     log.exception("printed label could not be recorded",
                                   shipment_id=shipment_id)
-                    self.submit(shipment_id)  # printed again: better twice than lost
+                    # Printed again, marked COPY: better twice than lost.
+                    self.submit(shipment_id, copy=True)
             elif not self._stopping:
                 try:
                     async with asyncio.timeout(self.retry_s):
@@ -109,11 +121,14 @@ class PrintDesk:
 
     async def _print_one(self, shipment_id: str) -> bool:
         view = self._get(shipment_id)
-        docs = (("label", labels.shipping_label(view)),
-                ("slip", labels.packing_slip(view, self.drugs)))
+        copy = shipment_id in self._copies
+        docs = (("label", labels.shipping_label(view, copy)),
+                ("slip", labels.packing_slip(view, self.drugs, copy)))
         # A label already printed for this shipment is not printed again when only the
         # slip has to be retried.
         first = self._progress.get(shipment_id, 0)
+        if first == 0 and self._on_starting is not None:
+            self._on_starting(shipment_id)  # journaled before anything can come out
         for index, (what, zpl) in enumerate(docs):
             if index < first:
                 continue

@@ -3,12 +3,17 @@
 One cycle (every ``poll_s``):
 
 1. read the robot's status (one request);
-2. after a start, a lost link or a fault, reconcile with the robot (``RobotLedger``);
-3. apply the completions not yet applied, each with its effect (``RobotLedger``);
+2. after a start, a lost link or a fault, reconcile with the robot (``RobotLedger``); on
+   every other cycle check that it is still the journal's robot: another robot (a
+   replaced controller board) stops everything, changing nothing, until a technician
+   adopts it (``Adoption``);
+3. apply the completions not yet applied, each with its effect (``RobotLedger``); once the
+   slots an adoption must count are counted, settle it;
 4. follow the robot's state: faults and emergency stops latch the machine (``Faults``);
-5. when the machine is ``ready``: close merge windows, give free outputs to the next
-   shipments and plan what their totes need (``TotePlanner``), and STORE for the next pack
-   being loaded (``LoadDesk``); the intents are journaled, then queued;
+5. while an adoption's counts are due: SCAN_SLOT them, nothing else; else when the
+   machine is ``ready``: close merge windows, give free outputs to the next shipments and
+   plan what their totes need (``TotePlanner``), and STORE for the next pack being loaded
+   (``LoadDesk``); the intents are journaled, then queued;
 6. refresh the robot's watchdog and systemd's.
 
 When the journal takes no writes (disk full, see ``journal_failed``) the loop parks: it
@@ -33,11 +38,13 @@ from typing import Any
 from dispenser import sdnotify
 from dispenser.config import RobotConfig
 from dispenser.core import Actor, Dispensary
-from dispenser.core.views import PackView
+from dispenser.core.views import SYSTEM, PackView
+from dispenser.daemon.adoption import Adoption
 from dispenser.daemon.controller import ControllerMachine, ControllerState
 from dispenser.daemon.faults import FaultRecord, Faults
 from dispenser.daemon.ledger import After, Counters, Intent, RobotLedger, RobotMismatch
 from dispenser.daemon.loading import HardwareError, LoadDesk
+from dispenser.daemon.machinemode import MachineMode
 from dispenser.daemon.printdesk import PrintDesk
 from dispenser.daemon.robot import (
     Completion,
@@ -99,8 +106,11 @@ class Scheduler:
         self.loading = LoadDesk(dispensary, robot, self.ledger, self.counters, self._now,
                                 self.totes.check_low_stock)
         self.faults = Faults(self.journal, machine, self.ledger, self._now, self._event)
+        self.adoption = Adoption(dispensary, self.ledger, self._now)
+        self.mode = MachineMode(self.journal, machine, self._now)
         self.ledger.effects[Motion.HOME] = self._on_home
         self.ledger.effects[Motion.SCAN_SLOT] = self._on_scan
+        self.ledger.on_void[Motion.SCAN_SLOT] = self._scan_void
         self.ledger.on_unrecorded_move = self._unrecorded_move
         self.status: Status | None = None
         self._scan_waiters: dict[int, asyncio.Future[Completion]] = {}
@@ -114,7 +124,12 @@ class Scheduler:
         self._stopping = False
         self._wake = asyncio.Event()
         self.last_error: str | None = None
-        self._geometry_checked = False
+        # The robot's storage differs from the configuration (``_check_geometry``).
+        self.geometry_differs: dict[str, Any] | None = None
+        # Another robot answers (RobotMismatch) and nobody adopted it yet: its context.
+        self.unadopted: dict[str, Any] | None = None
+        self._restored = False
+        self._settle_waiters: list[asyncio.Future[dict[str, Any]]] = []
         self._last_output_full: frozenset[int] = frozenset()
         self._held_prints: list[str] = []  # labels printed while the journal was down
 
@@ -184,13 +199,18 @@ class Scheduler:
             else:
                 if self._need_reconcile:
                     status = await self._reconcile(status)
+                else:
+                    self._check_robot(status)
                 if await self.ledger.apply_completions(status):
                     self.totes.bump()
+                if self.adoption.ready:
+                    await self._settle_adoption()
                 self.status = status
                 if self.faults.follow(status) and not self._need_reconcile:
                     log.warning("the robot stopped waiting for the controller; resetting it")
                     self._need_reconcile = True
                 await self._plan_and_send(status)
+                await self.loading.watch_input(status)
                 await self._refresh_watchdog()
         except _Halt:
             pass
@@ -259,12 +279,14 @@ class Scheduler:
         try:
             self.ledger.reconcile(status)
         except RobotMismatch as exc:
-            # Sending anything now could pick twice or lose track: stop here until a
-            # person has looked (each acknowledgement checks again).
-            if not self.faults.latched:
-                self.faults.raise_fault("robot_mismatch", str(exc), exc.context)
+            self._robot_mismatch(exc)
             raise _Halt from None
+        self.unadopted = None
         self.totes.restore()
+        if not self._restored:
+            self._restored = True
+            self.adoption.restore()
+            self.loading.restore()
         self.faults.relatch()
         if status.mode is RobotMode.CONTROLLER_LOST:
             log.info("robot stopped when the controller went silent; resetting it")
@@ -276,18 +298,44 @@ class Scheduler:
         self._check_geometry(status)
         return status
 
-    def _check_geometry(self, status: Status) -> None:
-        if self._geometry_checked:
-            return
-        self._geometry_checked = True
+    def _check_robot(self, status: Status) -> None:
+        """Every cycle: still the journal's robot? (A board replaced without the link
+        going down shows only in its counters.)"""
+        try:
+            self.ledger.check(status)
+        except RobotMismatch as exc:
+            self._need_reconcile = True
+            self._robot_mismatch(exc)
+            raise _Halt from None
+
+    def _robot_mismatch(self, exc: RobotMismatch) -> None:
+        """Sending anything now could pick twice or lose track, and changing the journal
+        would guess: stop here, change nothing, until a technician adopts the robot. The
+        fault is raised once; acknowledging it leads to maintenance mode, where the robot
+        waits for ``adopt``."""
+        first = self.unadopted is None
+        self.unadopted = exc.context
+        if first and self.machine.state is not ControllerState.STOPPING:
+            self.faults.raise_fault("robot_mismatch", str(exc), exc.context)
+
+    def _geometry(self, status: Status) -> dict[str, Any] | None:
         g = self.d.geometry
         robot = status.geometry
         mine = (g.sides, g.levels, g.columns, g.capacity)
         if robot != mine and all(robot):
+            return {"robot": list(robot), "config": list(mine)}
+        return None
+
+    def _check_geometry(self, status: Status) -> None:
+        """At every reconcile: picking against storage the robot does not have would send
+        the gripper to the wrong places."""
+        self.geometry_differs = self._geometry(status)
+        if self.geometry_differs is not None:
             self.faults.raise_fault(
                 "geometry", "the robot's storage geometry differs from the configuration "
-                "([stock] sides/levels/columns/slot_capacity)",
-                {"robot": list(robot), "config": list(mine)})
+                "([stock] sides/levels/columns/slot_capacity): correct the configuration "
+                "and restart, or connect the right robot; then acknowledge this fault",
+                self.geometry_differs)
 
     def _unrecorded_move(self, ctx: dict[str, Any]) -> None:
         self.faults.raise_fault(
@@ -303,6 +351,14 @@ class Scheduler:
         st = self.machine.state
         if st is ControllerState.HOMING and room > 0:
             intents += self._plan_homing(status)
+        if self.adoption.counting:
+            # The adopted robot's counts come before any pick or load.
+            if st in (ControllerState.READY, ControllerState.PAUSED,
+                      ControllerState.MAINTENANCE) and room > 0:
+                intents += self._plan_counts(status, room)
+            if intents:
+                await self.ledger.send(intents)
+            return
         if status.output_full != self._last_output_full:
             self._last_output_full = status.output_full
             self.totes.bump()
@@ -327,12 +383,89 @@ class Scheduler:
         if status.homed and not homing:
             if status.mode in (RobotMode.IDLE, RobotMode.BUSY):
                 self.machine.fire("homed")
+                self.mode.restore()  # paused or in maintenance before: still so
             return []
         if status.mode in (RobotMode.FAULT, RobotMode.ESTOP, RobotMode.CONTROLLER_LOST):
             return []
         if homing:
             return []
         return [self.ledger.intent(Motion.HOME)]
+
+    def _plan_counts(self, status: Status, room: int) -> list[Intent]:
+        if not status.homed:
+            if self.ledger.pending(Motion.HOME) or status.mode in (
+                    RobotMode.FAULT, RobotMode.ESTOP, RobotMode.CONTROLLER_LOST):
+                return []
+            return [self.ledger.intent(Motion.HOME)]
+        return self.adoption.plan(room)
+
+    # ================================================================ adoption
+    async def adopt(self, actor: Actor, note: str | None,
+                    timeout_s: float = 120.0) -> dict[str, Any]:
+        """Adopt the robot that answers in place of the journal's (maintenance mode only):
+        record it, mark what its predecessor never confirmed unknown, count the slots
+        those commands touched and settle them (``dispenser.daemon.adoption``). Returns
+        the adoption, settled once the counts are in (within ``timeout_s``; otherwise
+        the counts go on and ``settled_at`` is null). Raises ValueError when the machine
+        is not in maintenance mode or the robot is the journal's, HardwareError when the
+        robot cannot be read."""
+        if self.machine.state is not ControllerState.MAINTENANCE:
+            raise ValueError("adopting a robot moves it (it counts slots): switch to "
+                             "maintenance mode first (acknowledge the robot_mismatch fault, "
+                             "or dispenserctl maintenance on)")
+        if self.adoption.counting:
+            raise ValueError("an adoption is still counting its slots")
+        try:
+            status = await self.robot.read_status()
+        except RobotUnavailable as exc:
+            raise HardwareError(f"robot not reachable: {exc}") from exc
+        self.ledger.cursor = self.ledger.log.applied_completion()
+        self.ledger.accepted = self.ledger.log.accepted()
+        try:
+            self.ledger.check(status)
+        except RobotMismatch:
+            pass
+        else:
+            raise ValueError("the robot that answers is the journal's own: nothing to adopt")
+        record = self.adoption.adopt(status, self.robot.peer, actor, note)
+        self.unadopted = None
+        self._need_reconcile = True
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._settle_waiters.append(fut)
+        self.wake()
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(fut)
+        except TimeoutError:
+            return record.as_dict()
+
+    def adoption_status(self) -> dict[str, Any] | None:
+        """For ``machine.status``: another robot waits to be adopted, or an adoption's
+        slots are being counted; else None."""
+        if self.unadopted is not None:
+            return {"state": "waiting", "robot": self.unadopted,
+                    "action": "another robot answers than the journal's: a technician "
+                              "adopts it in maintenance mode (dispenserctl robot adopt)"}
+        record = self.adoption.open
+        if record is not None:
+            return {"state": "counting", "adoption_id": record.adoption_id,
+                    "slots_to_count": record.slots,
+                    "counted": sorted(self.adoption.counts)}
+        return None
+
+    async def _settle_adoption(self) -> None:
+        """All counts are in: settle the unknown commands (one transaction)."""
+        seen = await self.robot.read_input()
+        after: After = []
+        self.adoption.settle_now(seen, SYSTEM, after)
+        for fn in after:
+            fn()
+        self.totes.bump()
+        result = self.adoption.last or {}
+        waiters, self._settle_waiters = self._settle_waiters, []
+        for f in waiters:
+            _resolve(f, result)
+        self._event("machine", state=self.machine.state.value, adoption="settled")
 
     # ================================================================ home and scan
     def _on_home(self, intent: Intent, c: Completion, after: After) -> None:
@@ -342,9 +475,13 @@ class Scheduler:
             after.append(functools.partial(_resolve, f, ok))
 
     def _on_scan(self, intent: Intent, c: Completion, after: After) -> None:
+        self.adoption.on_count(intent, c)
         fut = self._scan_waiters.pop(intent.seq, None)
         if fut is not None:
             after.append(functools.partial(_resolve, fut, c))
+
+    def _scan_void(self, intent: Intent) -> None:
+        self.adoption.forget_scans()
 
     async def manual_command(self, motion: Motion, slot: int = 0,
                              timeout_s: float = 60.0) -> Completion | bool:
@@ -375,6 +512,16 @@ class Scheduler:
 
     def maybe_complete(self, shipment_id: str) -> bool:
         return self.totes.maybe_complete(shipment_id)
+
+    def on_print_starting(self, shipment_id: str) -> None:
+        """The print desk is about to send a shipment's first document: journaled, so
+        that after a crash it is printed again marked COPY."""
+        try:
+            self.totes.on_print_starting(shipment_id)
+        except JournalUnavailable:
+            # Printed all the same (a label that waits for the disk helps nobody); only a
+            # crash before the journal is back would print it again unmarked.
+            log.warning("start of printing not journaled", shipment_id=shipment_id)
 
     def on_printed(self, shipment_id: str) -> None:
         """The print desk printed a shipment's label and slip."""
@@ -433,8 +580,28 @@ class Scheduler:
             raise KeyError(fault_id)
         if not record.active:
             raise ValueError(f"fault {fault_id} was already acknowledged")
+        trigger = "ack"
         try:
             status = await self.robot.read_status()
+            if record.kind == "geometry":
+                differs = self._geometry(status)
+                if differs is not None:
+                    raise HardwareError(
+                        "the robot's storage still differs from the configuration (robot "
+                        f"{differs['robot']}, [stock] {differs['config']}): correct the "
+                        "configuration and restart, or connect the right robot")
+            if record.kind == "robot_mismatch":
+                self.ledger.cursor = self.ledger.log.applied_completion()
+                self.ledger.accepted = self.ledger.log.accepted()
+                try:
+                    self.ledger.check(status)
+                except RobotMismatch as exc:
+                    # Still another robot: nothing a RESET changes. The machine waits in
+                    # maintenance mode for a technician to adopt it.
+                    self.unadopted = exc.context
+                    trigger = "ack_into_maintenance"
+                else:
+                    self.unadopted = None
             if status.mode in (RobotMode.FAULT, RobotMode.ESTOP, RobotMode.CONTROLLER_LOST):
                 await self.robot.reset()
         except ResetRefused as exc:
@@ -447,7 +614,7 @@ class Scheduler:
             # A person looked: give the link (and the driver's reconnect backoff) the full
             # time again before calling it a fault once more.
             self._link_down_since = time.monotonic()
-        if self.faults.acknowledge(record, actor, note):
+        if self.faults.acknowledge(record, actor, note, trigger):
             self._need_reconcile = True
             self.wake()
         acked = self.faults.log.get(fault_id)

@@ -38,6 +38,7 @@ class ToteRecord:
     output: int
     printed: bool
     handed_on: bool
+    print_started: bool = False
 
 
 class ToteLog:
@@ -54,6 +55,10 @@ class ToteLog:
         self.journal.write("UPDATE totes SET output = ? WHERE shipment_id = ?",
                            (output, shipment_id))
 
+    def mark_print_started(self, shipment_id: str, now: str) -> None:
+        self.journal.write("UPDATE totes SET print_started_at = ? WHERE shipment_id = ? "
+                           "AND print_started_at IS NULL", (now, shipment_id))
+
     def mark_printed(self, shipment_id: str, now: str) -> None:
         self.journal.write("UPDATE totes SET printed_at = ? WHERE shipment_id = ? "
                            "AND printed_at IS NULL", (now, shipment_id))
@@ -64,9 +69,10 @@ class ToteLog:
 
     def open(self) -> list[ToteRecord]:
         """Totes assigned and not yet handed on, oldest first."""
-        return [ToteRecord(r[0], r[1], r[2] is not None, False) for r in self.journal.query(
-            "SELECT shipment_id, output, printed_at FROM totes WHERE handed_on_at IS NULL "
-            "ORDER BY assigned_at, shipment_id")]
+        return [ToteRecord(r[0], r[1], r[2] is not None, False, r[3] is not None)
+                for r in self.journal.query(
+                    "SELECT shipment_id, output, printed_at, print_started_at FROM totes "
+                    "WHERE handed_on_at IS NULL ORDER BY assigned_at, shipment_id")]
 
     def get(self, shipment_id: str) -> ToteRecord | None:
         r = self.journal.query_one("SELECT shipment_id, output, printed_at, handed_on_at "
@@ -89,7 +95,7 @@ class Tote:
 class TotePlanner:
     def __init__(self, dispensary: Dispensary, ledger: RobotLedger, counters: Counters,
                  clock: Callable[[], str], event: Callable[..., None],
-                 print_label: Callable[[str], None], outputs: Callable[[], int],
+                 print_label: Callable[[str, bool], None], outputs: Callable[[], int],
                  low_stock_packs: int) -> None:
         self.d = dispensary
         self.ledger = ledger
@@ -144,7 +150,9 @@ class TotePlanner:
             if view.state is ShipmentState.LABELLING:
                 self.totes[t.shipment_id].labelling = True
                 if not t.printed:
-                    self._print_label(t.shipment_id)
+                    # Printing began and was not recorded as done: it may have come out
+                    # before the crash, so this one is marked COPY.
+                    self._print_label(t.shipment_id, t.print_started)
 
     # ------------------------------------------------------------------ planning
     def assign_outputs(self, status: Status) -> None:
@@ -230,7 +238,7 @@ class TotePlanner:
             labelled = self.d.start_labelling(sid)
             tote.labelling = True
             self.shipment_event(labelled)
-            self._print_label(sid)
+            self._print_label(sid, False)
             return out
         if tote.output in status.output_full:
             if not view.picked and not mine:
@@ -370,6 +378,11 @@ class TotePlanner:
                  packs=len(view.picked) + sum(len(m.confirmed) for m in view.manual_picks))
         self.shipment_event(view)
         return True
+
+    def on_print_starting(self, shipment_id: str) -> None:
+        """The print desk is about to send the shipment's first document."""
+        with self.journal.transaction():
+            self.log.mark_print_started(shipment_id, self._now())
 
     def on_printed(self, shipment_id: str) -> None:
         """The print desk printed the shipment's label and slip."""

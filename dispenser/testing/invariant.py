@@ -5,7 +5,8 @@ ledger, which is the physical truth, pack by pack.
 - every pack the journal knows is where the journal says: ``in_stock``/``quarantined`` in
   that slot, ``picked`` in the tote at its shipment's output, ``dispensed`` in a handed-on
   tote, ``dropped`` in the ledger's ``dropped``, ``missing`` out of storage (``jammed``,
-  ``removed``, ``dropped``), ``loading``/``refused`` at the input point or out of storage;
+  ``removed``, ``dropped``), ``loading``/``refused`` at the input point or out of storage
+  (``taken_off`` the input point by a person);
 - no pack is in two places and no serial was dispensed twice;
 - every handed-on tote holds packs of one shipment only, and exactly that shipment's packs;
 - the packs in the slots are exactly the journal's stock (nothing in storage unknown to it);
@@ -125,8 +126,8 @@ async def _check(c: ApiClient, sim: Sim, require_final: bool) -> InvariantReport
     for t in ledger["totes"]:
         for p in t["packs"]:
             where[p["serial"]].append(("released", t["tote"]))
-    for kind in ("dropped", "jammed", "removed"):
-        for p in ledger[kind]:
+    for kind in ("dropped", "jammed", "removed", "taken_off"):
+        for p in ledger.get(kind, []):
             where[p["serial"]].append((kind, None))
     for serial, places in where.items():
         if len(places) > 1:

@@ -156,6 +156,16 @@ class Sim:
         result = await self.call("sim.put_input", {"packs": packs})
         return int(result["input_count"])
 
+    async def take_input(self, count: int | None = 1) -> list[dict[str, Any]]:
+        """A person takes the first ``count`` packs (None: all) off the input point."""
+        result = await self.call("sim.take_input", {"count": count})
+        return list(result["packs"])
+
+    async def replace_board(self) -> dict[str, Any]:
+        """The robot's controller board is replaced (packs stay, protocol memory empty)."""
+        result: dict[str, Any] = await self.call("sim.replace_board")
+        return result
+
     async def inject(self, fault: str, **params: Any) -> Any:
         return await self.call("sim.inject", {"fault": fault, **params})
 

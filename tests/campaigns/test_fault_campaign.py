@@ -13,8 +13,24 @@ from dispenser.testing.campaigns.faults import FAULTS, campaign
 pytestmark = pytest.mark.slow
 
 
+# Seeds that once failed, kept as regression cases. 66: an emergency stop aborted a queued
+# STORE, the pack was recorded as refused while it still lay at the input point, and every
+# later load of that drug was refused as input_mismatch (orders stayed held).
+REGRESSION_SEEDS = (66,)
+
+
 @pytest.mark.timeout(300)
 async def test_every_fault_once(tmp_path: Path, campaign_seed: int) -> None:
+    await _every_fault_once(tmp_path, campaign_seed)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("seed", REGRESSION_SEEDS)
+async def test_every_fault_once_on_a_seed_that_failed(tmp_path: Path, seed: int) -> None:
+    await _every_fault_once(tmp_path, seed)
+
+
+async def _every_fault_once(tmp_path: Path, campaign_seed: int) -> None:
     fig = await campaign(tmp_path / "work", orders=60, rounds=1, seed=campaign_seed,
                          speed=20.0, timeout=150, detect_timeout=5.0)
     replay = f"(replay: CAMPAIGN_SEED={campaign_seed})"

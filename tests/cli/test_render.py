@@ -6,7 +6,7 @@ from rich.console import Console
 
 from dispenser.cli.commands.stock import scan_text
 from dispenser.cli.commands.top import Frame, PickRate, Screen
-from dispenser.cli.render import error_lines, fault_table, order_table, when
+from dispenser.cli.render import error_lines, fault_table, order_table, status_view, when
 from dispenser.cli.sheet import Sheet
 
 
@@ -185,3 +185,24 @@ def test_top_cuts_shipments_before_open_faults() -> None:
     assert len(lines) <= 23, text
     assert "+ 30 more shipments (dispenserctl shipments)" in text
     assert "1207" in text and "more open faults (dispenserctl faults)" in text
+
+
+def test_status_tells_staff_to_take_a_refused_pack_off_the_input_point() -> None:
+    status = {"state": "ready", "input_blocked": {
+        "pack_id": 7, "drug_code": "06900000014349", "batch": "L1", "serial": "S0042",
+        "expiry": "2027-09-29", "reason": "robot: mixed_slot",
+        "action": "take the pack off the input point, then scan the next one"}}
+    text = shown(status_view(status))
+    assert "take the pack off the input point: serial S0042, batch L1 (robot: mixed_slot)" \
+        in text
+    assert "input point" not in shown(status_view({"state": "ready", "input_blocked": None}))
+
+
+def test_status_says_a_robot_waits_to_be_adopted_and_then_counts() -> None:
+    waiting = shown(status_view({"state": "maintenance", "robot_adoption": {
+        "state": "waiting", "robot": {}, "action": "..."}}))
+    assert "dispenserctl robot adopt" in waiting
+    counting = shown(status_view({"state": "maintenance", "robot_adoption": {
+        "state": "counting", "adoption_id": 1, "slots_to_count": [3, 5, 8],
+        "counted": [3]}}))
+    assert "1 of 3 counted" in counting

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import zplkit
 import zxingcpp
@@ -14,6 +15,8 @@ from dispenser.core.formulary import Drug
 from dispenser.core.states import PackState, ShipmentState
 from dispenser.core.views import ManualLine, PackView, ShipmentView
 from dispenser.daemon.labels import packing_slip, selftest_label, shipping_label
+from dispenser.testing.inprocess import Crash, close, prepare, restart, run_cycles
+from firmware_sim import Simulator
 
 DRUG = Drug("06900000010006", "metformin", "500 mg", "tablet", 30, Decimal("12.00"),
             Decimal("0.80"), False, False)
@@ -88,3 +91,43 @@ def test_packing_slip_lists_every_pack_settlement_and_manual_lines() -> None:
 
 def test_selftest_label_renders() -> None:
     assert ("Code128", b"SELFTEST") in _render(selftest_label(), 400)
+
+
+async def test_a_label_that_may_have_printed_before_a_crash_comes_again_marked_copy(
+        tmp_path: Path, sim: Simulator) -> None:
+    """The daemon dies after the printer took a shipment's label and slip and before that
+    was journaled: after the restart they are printed again, marked COPY, and the packer
+    can tell the duplicate. Labels whose printing had not begun are not marked."""
+    daemon, _ = await prepare(tmp_path, sim)
+    crashed: list[str] = []
+
+    def printed_then_crash(shipment_id: str) -> None:
+        crashed.append(shipment_id)
+        raise Crash
+
+    daemon.desk._on_printed = printed_then_crash
+    await run_cycles(daemon, lambda: bool(crashed) and daemon._desk_task.done())  # type: ignore[attr-defined]
+    [first] = crashed
+    assert isinstance(daemon._desk_task.exception(), Crash)  # type: ignore[attr-defined]
+    del daemon._desk_task  # type: ignore[attr-defined]  # died with the daemon
+    daemon = await restart(daemon, tmp_path, sim)
+
+    def all_labelled() -> bool:
+        views = daemon.dispensary.list_shipments(limit=1000)
+        return bool(views) and all(v.state is ShipmentState.COMPLETED for v in views)
+    await run_cycles(daemon, all_labelled, limit=3000)
+    await close(daemon)
+
+    printed = [lb["zpl"] for lb in sim.ledger()["labels"]
+               if lb.get("printed") and not lb.get("cancelled")]
+    mine = [z for z in printed if first in z]
+    assert len(mine) == 4, mine  # label and slip, twice
+    originals, copies = mine[:2], mine[2:]
+    assert all("COPY" not in z for z in originals)
+    assert all("^FDCOPY" in z for z in copies), copies
+    label = next(z for z in copies if "PACKING SLIP" not in z)
+    assert ("Code128", first.encode()) in _render(label.encode(), 1218)
+    slip = next(z for z in copies if "PACKING SLIP" in z)
+    assert slip.index("COPY") < slip.index("PACKING SLIP")
+    others = [z for z in printed if first not in z and "SELFTEST" not in z]
+    assert others and all("COPY" not in z for z in others)

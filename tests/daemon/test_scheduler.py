@@ -42,6 +42,43 @@ async def test_geometry_mismatch_is_a_fault(tmp_path: Path, sim: Simulator) -> N
     await close(daemon)
 
 
+async def test_geometry_fault_clears_only_when_robot_and_configuration_agree(
+        tmp_path: Path, sim: Simulator) -> None:
+    """Acknowledging a geometry fault once let the daemon pick against storage the robot
+    does not have; the acknowledgement now checks again."""
+    import pytest
+
+    from dispenser.daemon.loading import HardwareError
+    from dispenser.testing.inprocess import STAFF
+
+    good = config_for(tmp_path, sim)
+    bad = good.model_copy(update={"stock": good.stock.model_copy(
+        update={"slot_capacity": 20})})
+    daemon = Daemon(bad)
+    sched = daemon.scheduler
+    await run_cycles(daemon, lambda: daemon.machine.state is ControllerState.FAULT)
+    [fault] = sched.faults.log.page(active=True)
+    with pytest.raises(HardwareError, match="still differs"):
+        await sched.ack_fault(fault.fault_id, STAFF, "looked")
+    for _ in range(5):
+        await sched.cycle()
+    assert daemon.machine.state is ControllerState.FAULT
+    assert [f.fault_id for f in sched.faults.log.page(active=True)] == [fault.fault_id]
+    accepted = sim.ledger()["robot"]["last_accepted_seq"]
+    await close(daemon)
+
+    # The configuration corrected and the daemon restarted: the fault is still latched
+    # until acknowledged, and now the acknowledgement clears it.
+    daemon = Daemon(good)
+    sched = daemon.scheduler
+    await run_cycles(daemon, lambda: daemon.machine.state is ControllerState.FAULT)
+    assert sim.ledger()["robot"]["last_accepted_seq"] == accepted  # nothing was sent
+    await sched.ack_fault(fault.fault_id, STAFF, "configuration corrected")
+    await run_cycles(daemon, lambda: daemon.machine.state is ControllerState.READY)
+    assert sched.faults.log.page(active=True) == []
+    await close(daemon)
+
+
 async def test_a_shipment_larger_than_a_tote_is_refused_before_any_pick(
         tmp_path: Path, sim: Simulator) -> None:
     from datetime import date, timedelta

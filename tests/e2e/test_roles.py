@@ -23,13 +23,13 @@ METHODS = {
     "stock.list": STAFF, "stock.load": STAFF, "stock.quarantine": STAFF,
     "stock.discrepancies": STAFF, "machine.pause": STAFF, "machine.resume": STAFF,
     "fault.list": STAFF, "fault.ack": STAFF, "label.reprint": STAFF,
-    "machine.maintenance": TECH, "diag.registers": TECH, "diag.selftest": TECH,
+    "machine.maintenance": TECH, "robot.adopt": TECH, "diag.registers": TECH, "diag.selftest": TECH,
     "diag.printer": TECH, "diag.stats": TECH, "audit.verify": TECH,
 }
 MUTATING = {"order.submit", "order.submit_batch", "order.cancel", "order.release",
             "order.reject", "shipment.confirm_manual", "stock.load", "stock.quarantine",
             "machine.pause", "machine.resume", "machine.maintenance", "fault.ack",
-            "label.reprint", "diag.selftest"}
+            "label.reprint", "diag.selftest", "robot.adopt"}
 
 
 async def test_every_method_refused_to_roles_that_may_not_call_it(daemon: Daemon) -> None:

@@ -148,3 +148,51 @@ async def test_state_file_survives_restart_and_aborts_what_was_queued(short_dir:
         await second.stop()
     assert json.loads(state.read_text())["robot"]["completion_count"] == 3
     assert [p.name for p in short_dir.iterdir() if p.name.startswith(".sim-state")] == []
+
+
+async def test_take_input_as_a_person_would(sim: Simulator) -> None:
+    assert sim.control_path is not None
+    rpc = await Rpc.open(sim.control_path)
+    try:
+        sim.put_input([pack(1), pack(2), pack(3)])
+        reply = await rpc.call("sim.take_input")
+        assert [p["serial"] for p in reply["result"]["packs"]] == ["S1"]
+        assert reply["result"]["input_count"] == 2
+        reply = await rpc.call("sim.take_input", {"count": 5})
+        assert [p["serial"] for p in reply["result"]["packs"]] == ["S2", "S3"]
+        ledger = sim.ledger()
+        assert ledger["input"] == []
+        assert [p["serial"] for p in ledger["taken_off"]] == ["S1", "S2", "S3"]
+        assert (await rpc.call("sim.take_input", {"count": 0}))["error"]["code"] == -32602
+        assert (await rpc.call("sim.take_input", {"n": 1}))["error"]["code"] == -32602
+    finally:
+        await rpc.close()
+
+
+async def test_a_replaced_board_keeps_the_packs_and_forgets_the_sequences(
+        sim: Simulator, client: TcpClient) -> None:
+    """A new controller board: what lies in the machine stays, the protocol memory is
+    empty, and nothing of what was queued completes."""
+    assert sim.control_path is not None
+    rpc = await Rpc.open(sim.control_path)
+    try:
+        seq = await homed(client)
+        sim.put_slot(40, [pack(1), pack(2)])
+        await client.queue(command(seq, 3, 40, 1, 1))
+        await client.wait_completed(seq)
+        sim.put_input([pack(5)])
+        before = sim.ledger()
+        assert before["robot"]["completion_count"] > 0
+        reply = await rpc.call("sim.replace_board")
+        assert reply["result"] == {"last_accepted_seq": 0, "completion_count": 0}
+        after = sim.ledger()
+        for key in ("slots", "input", "outputs", "totes"):
+            assert after[key] == before[key]
+        s = await client.status()
+        assert (s["last_accepted_seq"], s["last_completed_seq"], s["completion_count"]) == (
+            0, 0, 0)
+        assert s["machine_state"] == 6  # not homed
+        await client.queue(command(1, 1))  # the new board takes seq 1 again
+        await client.wait_completed(1)
+    finally:
+        await rpc.close()

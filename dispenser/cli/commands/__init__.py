@@ -14,6 +14,7 @@ from dispenser.cli.commands import (
     machine,
     orders,
     patients,
+    robot,
     shipments,
     stock,
     tokens,
@@ -27,5 +28,6 @@ Command = Callable[[Context, argparse.Namespace], Exit]
 
 def register_all(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                  common: argparse.ArgumentParser) -> None:
-    for module in (machine, orders, shipments, stock, diag, tokens, patients, completion):
+    for module in (machine, orders, shipments, stock, diag, robot, tokens, patients,
+                   completion):
         module.register(sub, common)

@@ -11,6 +11,7 @@ from dispenser.daemon.methods import (
     orders,
     patients,
     records,
+    robot,
     shipments,
     stock,
 )
@@ -25,5 +26,5 @@ __all__ = ["ALL", "MAX_TEXT", "STAFF", "TECHNICIAN", "Services", "api_error", "a
 
 def register_methods(registry: MethodRegistry, daemon: Services) -> None:
     api = Api(registry, daemon)
-    for area in (orders, shipments, stock, machine, diagnostics, records, patients):
+    for area in (orders, shipments, stock, machine, diagnostics, records, patients, robot):
         area.register(api)

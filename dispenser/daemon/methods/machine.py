@@ -25,21 +25,30 @@ def register(api: Api) -> None:
     @method("machine.pause", STAFF, mutating=True)
     async def machine_pause(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(Pause, params)
-        daemon.machine.fire("pause")
-        daemon.note_pause(actor(caller).name, p.reason)
+        sched.mode.pause(actor(caller).name, p.reason)
         return await daemon.machine_status()
+
+    def adopted_first() -> None:
+        # Picking with a robot that is not the journal's could pick twice or lose packs.
+        if sched.unadopted is not None:
+            raise ApiError(ErrorCode.WRONG_STATE, "another robot answers than the journal's "
+                           "(robot_mismatch): a technician adopts it first with "
+                           "dispenserctl robot adopt")
 
     @method("machine.resume", STAFF, mutating=True)
     async def machine_resume(params: dict[str, Any], caller: Caller) -> Any:
         parse_params(Empty, params)
-        daemon.machine.fire("resume")
+        adopted_first()
+        sched.mode.resume()
         sched.wake()
         return await daemon.machine_status()
 
     @method("machine.maintenance", TECHNICIAN, mutating=True)
     async def machine_maintenance(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(Maintenance, params)
-        daemon.machine.fire("maintenance" if p.on else "leave_maintenance")
+        if not p.on:
+            adopted_first()
+        sched.mode.maintenance(p.on, actor(caller).name)
         sched.wake()
         return await daemon.machine_status()
 

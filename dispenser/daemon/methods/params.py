@@ -180,6 +180,10 @@ class FaultAck(Params):
     note: Reason | None = None
 
 
+class RobotAdopt(Params):
+    note: Reason | None = None
+
+
 class Reprint(Params):
     shipment_id: Ident
     what: Literal["label", "slip", "both"] = "both"

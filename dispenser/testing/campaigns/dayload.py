@@ -309,9 +309,15 @@ def day_plan(n: int, seed: int, *, today: date | None = None, mean_items: float 
 
 
 # --------------------------------------------------------------------------- the people
-# Refusals that pass: wrong_state (a fault, a restart), hardware (the STORE did not reach
-# the robot: scan again), internal error.
+# Refusals that pass: wrong_state (a fault, a restart), hardware (the robot could not be
+# asked: scan again), internal error.
 _PASSING = (-32006, -32009, -32603)
+# The robot refused a pack and it still lies at the input point, in front of the others.
+_BLOCKED = "refused_pack_at_input"
+
+
+def _reason(exc: ApiError) -> str | None:
+    return exc.data.get("reason") if isinstance(exc.data, dict) else None
 
 
 class Loader:
@@ -326,6 +332,19 @@ class Loader:
         self.loaded = 0
         self.rescanned = 0
         self.refused: Counter[str] = Counter()
+        # Packs the robot refused, taken off the input point (set aside, as staff do).
+        self.taken_off: list[dict[str, Any]] = []
+
+    async def take_off_refused(self) -> None:
+        """The input point is blocked by a pack the robot refused (``machine.status``
+        says so): take it off and set it aside."""
+        st = await self.client.call("machine.status")
+        blocked = st.get("input_blocked")
+        if blocked is None:
+            return
+        taken = await self.sim.take_input(1)
+        self.taken_off += taken
+        self.refused[f"robot:{blocked.get('reason')}"] += 1
 
     async def load(self, packs: list[dict[str, str]]) -> int:
         """Queue the packs' loads (``wait`` false), pipelined a chunk at a time; the number
@@ -343,12 +362,11 @@ class Loader:
                 again: int | None = None
                 for i, res in enumerate(await asyncio.gather(*calls, return_exceptions=True)):
                     if isinstance(res, ApiError):
-                        if again is None and int(res.code) in _PASSING:
+                        if again is None and (int(res.code) in _PASSING
+                                              or _reason(res) == _BLOCKED):
                             again = i
                         if again is None:
-                            reason = (res.data.get("reason") if isinstance(res.data, dict)
-                                      else None)
-                            self.refused[str(reason or res.code)] += 1
+                            self.refused[str(_reason(res) or res.code)] += 1
                     elif isinstance(res, BaseException):
                         raise res
                     elif again is None:
@@ -359,6 +377,7 @@ class Loader:
                         self.refused["taken_after_a_failed_load"] += 1
                 if again is not None:
                     self.rescanned += len(part) - again
+                    await self.take_off_refused()
                     took += await self._one_by_one(part[again:])
         self.loaded += took
         return took
@@ -385,11 +404,13 @@ class Loader:
                     took += 1
                     break
                 except ApiError as exc:
+                    if _reason(exc) == _BLOCKED and time.monotonic() < deadline:
+                        await self.take_off_refused()
+                        continue
                     if int(exc.code) in _PASSING and time.monotonic() < deadline:
                         await asyncio.sleep(0.5)
                         continue
-                    reason = exc.data.get("reason") if isinstance(exc.data, dict) else None
-                    self.refused[str(reason or exc.code)] += 1
+                    self.refused[str(_reason(exc) or exc.code)] += 1
                     break
         return took
 
@@ -411,13 +432,24 @@ async def restocking(stack: Stack, loader: Loader, restocker: Restocker,
     done: Counter[str] = Counter()
     client = await stack.client("staff", keep=False)
     events = await stack.client("staff", keep=False)
-    wanted: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    # Drugs wanted, each once, oldest first (drug -> why). A queue that took every
+    # sighting grew faster than batches could be loaded while many shipments were held
+    # (each listing every 2 s added them all again), and a drug that ran out late waited
+    # behind thousands of stale entries: the day's load of seed 20261203 ended with
+    # shipments held for a drug never restocked.
+    wanted: dict[str, str] = {}
+    more = asyncio.Event()
     recent: dict[str, float] = {}
+
+    def want(code: str, why: str) -> None:
+        if code not in wanted:
+            wanted[code] = why
+            more.set()
 
     async def listen() -> None:
         async for ev in events.subscribe(["stock"]):
             if ev.get("kind") == "low_stock" and ev.get("drug_code"):
-                wanted.put_nowait((str(ev["drug_code"]), "low_stock"))
+                want(str(ev["drug_code"]), "low_stock")
 
     async def held() -> None:
         while not stop.is_set():
@@ -425,11 +457,11 @@ async def restocking(stack: Stack, loader: Loader, restocker: Restocker,
             for sh in page["items"]:
                 for h in sh.get("hold_reasons", []):
                     if h.get("code") == "stock_short" and h.get("drug_code"):
-                        wanted.put_nowait((str(h["drug_code"]), "stock_short"))
+                        want(str(h["drug_code"]), "stock_short")
             page = await client.call("shipment.list", {"state": "picking", "limit": 1000})
             for sh in page["items"]:
                 for o in sh.get("owed", []):
-                    wanted.put_nowait((str(o["drug_code"]), "owed"))
+                    want(str(o["drug_code"]), "owed")
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval * 4):
                     await stop.wait()
@@ -437,11 +469,14 @@ async def restocking(stack: Stack, loader: Loader, restocker: Restocker,
     tasks = [asyncio.create_task(listen()), asyncio.create_task(held())]
     try:
         while not stop.is_set():
-            try:
-                async with asyncio.timeout(interval):
-                    code, why = await wanted.get()
-            except TimeoutError:
+            if not wanted:
+                more.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(interval):
+                        await more.wait()
                 continue
+            code = next(iter(wanted))
+            why = wanted.pop(code)
             now = time.monotonic()
             if code in restocker.fridge or now - recent.get(code, 0) < 2.0:
                 continue
@@ -501,6 +536,35 @@ async def packing_desk(client: ApiClient, restocker: Restocker, stop: asyncio.Ev
             async with asyncio.timeout(interval):
                 await stop.wait()
     return confirmed
+
+
+# Faults staff acknowledge without asking anyone, once their cause is gone: the robot's
+# link came back, the robot lost its reference (the acknowledgement homes it). Any other
+# fault stays for a technician, and the day does not finish: the figures say which.
+PASSING_FAULTS = frozenset({"link_down", "not_homed"})
+
+
+async def fault_desk(client: ApiClient, stop: asyncio.Event, *,
+                     interval: float = 0.5) -> Counter[str]:
+    """Staff at the machine: a fault of ``PASSING_FAULTS`` is acknowledged once the machine
+    shows it (a refused acknowledgement, the cause still there, is tried again later).
+    Returns the faults acknowledged, by kind."""
+    acked: Counter[str] = Counter()
+    while not stop.is_set():
+        try:
+            page = await client.call("fault.list", {"active": True})
+            for f in page["items"]:
+                if f["kind"] in PASSING_FAULTS:
+                    with contextlib.suppress(ApiError):
+                        await client.call("fault.ack", {"fault_id": f["fault_id"],
+                                                        "note": "cause gone (staff)"})
+                        acked[f["kind"]] += 1
+        except (ConnectionError, OSError):
+            pass
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await stop.wait()
+    return acked
 
 
 CHECK_HOLDS = frozenset({"not_eligible", "prescription_expired", "duplicate_dispensing",
@@ -596,8 +660,10 @@ def stock_for(plan: DayPlan, margin: float = 1.3, extra: int = 2) -> list[dict[s
     return packs
 
 
-__all__ = ["COMPLICATIONS", "DIABETES", "DayPlan", "Loader", "OrderSystem", "Restocker", "day_plan",
-           "packing_desk", "pharmacist_review", "restocking", "stock_for"]
+__all__ = ["COMPLICATIONS", "DIABETES", "PASSING_FAULTS", "DayPlan", "Loader", "OrderSystem",
+           "Restocker", "day_plan", "fault_desk", "packing_desk", "pharmacist_review",
+           "restocking", "stock_for"]
+
 
 
 # ============================================================================ hospital feed
