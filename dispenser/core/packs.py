@@ -27,6 +27,7 @@ from dispenser.core.views import Actor, DiscrepancyView, PackView
 if TYPE_CHECKING:
     from dispenser.core.allocation import Allocator
     from dispenser.core.shipments import ShipmentBook
+    from dispenser.core.tasks import TaskBook
 
 __all__ = ["SERIAL_DISPENSED", "PackBook", "pack_view_row"]
 
@@ -42,17 +43,19 @@ LOST_TRIGGER = {PackState.DROPPED: "drop", PackState.MISSING: "miss"}
 # 57,000 dispensed packs, against 5 us through (gtin, serial).
 SERIAL_DISPENSED = ("SELECT 1 FROM packs INDEXED BY packs_serial "
                     "WHERE gtin=? AND serial=? AND state='dispensed' LIMIT 1")
-_PACK_COLUMNS = "pack_id, gtin, batch, expiry, serial, state, slot, shipment_id, order_id"
+_PACK_COLUMNS = ("pack_id, gtin, batch, expiry, serial, state, slot, shipment_id, order_id, "
+                 "task_id")
 
 
 def pack_view_row(r: Sequence[Any]) -> PackView:
     return PackView(r[0], r[1], r[2], date.fromisoformat(r[3]), r[4], PackState(r[5]), r[6],
-                    r[7], r[8])
+                    r[7], r[8], r[9])
 
 
 class PackBook:
     allocator: Allocator  # wired by the Dispensary
     shipments: ShipmentBook
+    tasks: TaskBook
 
     def __init__(self, books: Books, geometry: SlotGeometry) -> None:
         self.books = books
@@ -70,10 +73,10 @@ class PackBook:
         marks = ",".join("?" * len(_LIVE))
         for prow in j.iterate(
                 "SELECT pack_id, gtin, batch, expiry, serial, slot, store_seq, state, "
-                f"shipment_id, order_id FROM packs WHERE state IN ({marks}) "
+                f"shipment_id, order_id, task_id FROM packs WHERE state IN ({marks}) "
                 "ORDER BY store_seq IS NULL, store_seq, pack_id", _LIVE):
             p = Pack(prow[0], prow[1], prow[2], date.fromisoformat(prow[3]), prow[4],
-                     PackState(prow[7]), prow[5], prow[6], prow[8], prow[9])
+                     PackState(prow[7]), prow[5], prow[6], prow[8], prow[9], prow[10])
             self.live[p.pack_id] = p
             if p.serial is not None:
                 self.serials[(p.gtin, p.serial)] = p.pack_id
@@ -82,7 +85,8 @@ class PackBook:
             if p.state is PackState.LOADING:
                 self.stock.add_incoming(p.slot, p.gtin, p.batch, p.expiry)
             elif p.state is PackState.IN_STOCK or (
-                    p.state is PackState.QUARANTINED and p.shipment_id is None):
+                    p.state is PackState.QUARANTINED and p.shipment_id is None
+                    and p.task_id is None):
                 self.stock.place(p.slot, p.gtin, p.batch, p.expiry, p.pack_id, incoming=False)
         for (slot_no,) in j.query("SELECT slot FROM blocked_slots"):
             self._ensure_slot(slot_no)
@@ -103,11 +107,13 @@ class PackBook:
         before = p.state
         p.state = new
         self.journal.write("UPDATE packs SET state=?, slot=?, store_seq=?, shipment_id=?, "
-                           "order_id=?, updated_at=? WHERE pack_id=?",
+                           "order_id=?, task_id=?, updated_at=? WHERE pack_id=?",
                            (new.value, p.slot, p.store_seq, p.shipment_id, p.order_id,
-                            self.books.stamp(), p.pack_id))
+                            p.task_id, self.books.stamp(), p.pack_id))
         after: dict[str, Any] = {"state": new.value, "trigger": trigger, "slot": p.slot,
                                  "shipment_id": p.shipment_id}
+        if p.task_id is not None:
+            after["task_id"] = p.task_id
         if reason:
             after["reason"] = reason
         if extra:
@@ -208,6 +214,9 @@ class PackBook:
         """A picked pack leaves its tote (quarantined or lost): its line owes it again."""
         sh = self.shipments.live.get(p.shipment_id or "")
         self.fire(p, trigger, actor, reason=reason)
+        if p.task_id is not None:
+            self.tasks.pull_from_tote(p)
+            return
         if sh is None:
             return
         for ln in sh.lines:
@@ -233,7 +242,8 @@ class PackBook:
         slot = self.stock.slots[p.slot]
         slot.packs.remove(p.pack_id)
         self.fire(p, trigger, actor)
-        if slot.reserved > len(slot.packs):
+        if slot.reserved > len(slot.packs) or slot.claimed:
+            # A claimed slot's first packs were an output task's by id: no longer so.
             self.allocator.reshuffle_slot(p.slot)
         self.stock.unreserve(p.slot, 0)  # frees the slot if it is now empty
 
@@ -242,7 +252,7 @@ class PackBook:
         p = self.live.get(pack_id)
         if p is not None:
             return PackView(p.pack_id, p.gtin, p.batch, p.expiry, p.serial, p.state, p.slot,
-                            p.shipment_id, p.order_id)
+                            p.shipment_id, p.order_id, p.task_id)
         row = self.journal.query_one(f"SELECT {_PACK_COLUMNS} FROM packs WHERE pack_id=?",
                                      (pack_id,))
         if row is None:

@@ -57,6 +57,7 @@ class PackView:
     slot: int | None
     shipment_id: str | None
     order_id: str | None
+    task_id: str | None = None  # the output task it was picked for
 
 
 @dataclass(frozen=True, slots=True)
