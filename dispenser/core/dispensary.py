@@ -23,7 +23,7 @@ it is not thread-safe: call it from one thread.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -338,9 +338,11 @@ class Dispensary:
         """Tasks in arrival order; ``after`` is the last task_id of the previous page."""
         return [self.tasks.view(t) for t in self.tasks.page(state, purpose, limit, after)]
 
-    def next_tasks(self, limit: int = 10) -> list[TaskView]:
-        """Queued tasks in schedule order: priority, then arrival."""
-        return [self.tasks.view(t) for t in self.tasks.next_due(limit)]
+    def next_tasks(self, limit: int = 10, outputs: Collection[int] | None = None
+                   ) -> list[TaskView]:
+        """Queued tasks in schedule order: priority, then arrival; with ``outputs`` only
+        the first waiting for each of those outputs."""
+        return [self.tasks.view(t) for t in self.tasks.next_due(limit, outputs)]
 
     def live_tasks(self) -> list[TaskView]:
         """Tasks not finished, in arrival order."""

@@ -30,7 +30,7 @@ place a task changes state, each change with its audit row.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -570,10 +570,17 @@ class TaskBook:
             "request_key=? ORDER BY seq DESC LIMIT 1", (purpose, key))
         return None if row is None else Task.from_row(row)
 
-    def next_due(self, limit: int) -> list[Task]:
-        """Queued tasks in schedule order: priority, then arrival."""
-        queued = [t for t in self.live.values() if t.state is TaskState.QUEUED]
+    def next_due(self, limit: int, outputs: Collection[int] | None = None) -> list[Task]:
+        """Queued tasks in schedule order: priority, then arrival. With ``outputs``, only
+        the first task waiting for each of those outputs (one tote per output)."""
+        queued = [t for t in self.live.values() if t.state is TaskState.QUEUED
+                  and (outputs is None or t.output in outputs)]
         queued.sort(key=Task.schedule_key)
+        if outputs is not None:
+            first: dict[int, Task] = {}
+            for t in queued:
+                first.setdefault(t.output, t)
+            queued = sorted(first.values(), key=Task.schedule_key)
         return queued[:limit]
 
     def page(self, state: TaskState | None, purpose: str | None, limit: int,

@@ -66,4 +66,11 @@ CREATE TABLE faults (
 UPDATE robot_intents SET purpose = 'hand_on' WHERE purpose = 'release';
 ALTER TABLE totes RENAME COLUMN released_at TO handed_on_at;
 """),
+    # Output tasks (dispenser.core.tasks) are picked and handed on like shipments: their
+    # intents name the task. A task's tote needs no row of its own: its output is the
+    # task's, and the hand-on ends the task in the same transaction.
+    Migration("daemon", 3, "intents of output tasks", """
+ALTER TABLE robot_intents ADD COLUMN task_id TEXT;
+CREATE INDEX robot_intents_task ON robot_intents(task_id) WHERE task_id IS NOT NULL;
+"""),
 )
