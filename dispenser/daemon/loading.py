@@ -7,6 +7,11 @@ its STORE intent in one transaction (``prepare``), so a crash can never leave a 
 ``loading`` without a command that says where it went. The STORE's completion books the
 pack as stored or refused (``on_store``); a STORE that never reached the robot refuses the
 pack (``on_void``) and the person is asked to scan it again.
+
+An ``admission`` (the WWKS2 front door with ``input_mode = "wwks2"``) may have the last
+word on each pack: after the machine's own checks and before the pack is queued for its
+STORE, it is asked (``admit``, which refuses with ``LoadRefused``), and it hears how the
+load ended (``concluded``: the pack stored, or None).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from dispenser.core import Actor, Dispensary
 from dispenser.core.errors import DispenserError, LoadRefused
@@ -32,7 +37,7 @@ from dispenser.logs import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["HardwareError", "LoadDesk", "LoadRequest"]
+__all__ = ["Admission", "HardwareError", "LoadDesk", "LoadRequest"]
 
 
 class HardwareError(Exception):
@@ -46,6 +51,19 @@ class LoadRequest:
     wait: bool
     future: asyncio.Future[PackView]
     pack_id: int | None = None
+    ticket: object = None  # the admission's, for ``concluded``
+
+
+class Admission(Protocol):
+    """Who else decides whether a pack that passed the machine's checks is stored."""
+
+    async def admit(self, scan: str, actor: Actor) -> object:
+        """A ticket when the pack may be stored; raises ``LoadRefused`` otherwise."""
+        ...
+
+    def concluded(self, ticket: object, stored: PackView | None) -> None:
+        """The load ended: the pack is stored (``stored``) or it is not (None)."""
+        ...
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
@@ -69,13 +87,47 @@ class LoadDesk:
         # the scheduler looks again soon so bulk loading is not paced by its polling.
         self.fast_stores = False
         self._store_sent_at = 0.0
+        self.admission: Admission | None = None
+        self.on_admitted: Callable[[], None] = lambda: None  # wake the working loop
+        self._tickets: dict[int, object] = {}  # pack_id -> admission ticket
+        self._admitting: set[asyncio.Task[None]] = set()
         ledger.effects[Motion.STORE] = self.on_store
         ledger.on_void[Motion.STORE] = self.on_void
 
     def request(self, scan: str, actor: Actor, wait: bool) -> asyncio.Future[PackView]:
         fut: asyncio.Future[PackView] = asyncio.get_running_loop().create_future()
-        self.loads.append(LoadRequest(scan, actor, wait, fut))
+        req = LoadRequest(scan, actor, wait, fut)
+        if self.admission is None:
+            self.loads.append(req)
+        else:
+            # Asked off the working loop: the answer may take seconds.
+            task = asyncio.get_running_loop().create_task(self._admit(req, self.admission))
+            self._admitting.add(task)
+            task.add_done_callback(self._admitting.discard)
         return fut
+
+    async def _admit(self, req: LoadRequest, admission: Admission) -> None:
+        try:
+            req.ticket = await admission.admit(req.scan, req.actor)
+        except DispenserError as exc:
+            if not req.future.done():
+                req.future.set_exception(exc)
+            return
+        except Exception as exc:
+            log.exception("load admission failed")
+            if not req.future.done():
+                req.future.set_exception(HardwareError(f"the load could not be asked "
+                                                       f"about: {exc}"))
+            return
+        self.loads.append(req)
+        self.on_admitted()
+
+    def _conclude(self, ticket: object, stored: PackView | None) -> None:
+        if ticket is not None and self.admission is not None:
+            try:
+                self.admission.concluded(ticket, stored)
+            except Exception:
+                log.exception("load admission conclusion failed")
 
     @property
     def storing(self) -> bool:
@@ -114,8 +166,11 @@ class LoadDesk:
         except (DispenserError, HardwareError, JournalUnavailable) as exc:
             if not req.future.done():
                 req.future.set_exception(exc)
+            self._conclude(req.ticket, None)
             return []
         req.pack_id = view.pack_id
+        if req.ticket is not None:
+            self._tickets[view.pack_id] = req.ticket
         if req.wait:
             self._store_for[view.pack_id] = req
         elif not req.future.done():
@@ -130,20 +185,26 @@ class LoadDesk:
         # Forgotten only once applied: a commit that fails leaves the caller waiting for
         # the completion applied again later.
         after.append(lambda: self._store_for.pop(pid, None))
+        ticket = self._tickets.get(pid)
+        if ticket is not None:
+            after.append(lambda: self._tickets.pop(pid, None))
         self.fast_stores = time.monotonic() - self._store_sent_at < 0.04
         if c.outcome is Outcome.OK:
             view = self.d.confirm_stored(pid)
             self.counters.packs_stored += 1
             after.append(lambda: log.info("stored", pack_id=pid, slot=intent.slot))
             after.append(lambda: self._check_low_stock(view.gtin))
+            after.append(functools.partial(self._conclude, ticket, view))
         elif c.outcome is Outcome.DROPPED:
             self.d.confirm_stored(pid)
             view = self.d.record_pack_lost(pid, PackState.DROPPED)
+            after.append(functools.partial(self._conclude, ticket, None))
         else:
             text = c.refusal.value if c.refusal is not None else c.outcome.value
             view = self.d.refuse_stored(pid, f"robot: {text}")
             after.append(lambda: log.warning("robot did not store the pack", pack_id=pid,
                                              outcome=c.outcome.name, reason=text))
+            after.append(functools.partial(self._conclude, ticket, None))
         if req is not None and not req.future.done():
             after.append(functools.partial(_resolve, req.future, view))
 
@@ -155,6 +216,7 @@ class LoadDesk:
         with contextlib.suppress(DispenserError):  # already refused or stored
             self.d.refuse_stored(intent.pack_id, "store command never reached the robot")
         self._store_for.pop(intent.pack_id, None)
+        self._conclude(self._tickets.pop(intent.pack_id, None), None)
         if req is not None and not req.future.done():
             req.future.set_exception(HardwareError(
                 "the robot did not take the STORE command; take the pack off the input "

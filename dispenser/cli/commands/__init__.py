@@ -15,6 +15,7 @@ from dispenser.cli.commands import (
     orders,
     shipments,
     stock,
+    tasks,
     tokens,
 )
 from dispenser.cli.context import Context, Exit
@@ -26,5 +27,5 @@ Command = Callable[[Context, argparse.Namespace], Exit]
 
 def register_all(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                  common: argparse.ArgumentParser) -> None:
-    for module in (machine, orders, shipments, stock, diag, tokens, completion):
+    for module in (machine, orders, shipments, tasks, stock, diag, tokens, completion):
         module.register(sub, common)

@@ -5,7 +5,7 @@ drivers; refusals become ``ApiError`` with the matching application code."""
 from __future__ import annotations
 
 from dispenser.api.server import MethodRegistry
-from dispenser.daemon.methods import diagnostics, machine, orders, shipments, stock
+from dispenser.daemon.methods import diagnostics, machine, orders, shipments, stock, tasks
 from dispenser.daemon.methods.audit import audit_summary, outcome_dict
 from dispenser.daemon.methods.base import ALL, STAFF, TECHNICIAN, Api, Services, api_error
 from dispenser.daemon.methods.params import MAX_TEXT
@@ -17,5 +17,5 @@ __all__ = ["ALL", "MAX_TEXT", "STAFF", "TECHNICIAN", "Services", "api_error", "a
 
 def register_methods(registry: MethodRegistry, daemon: Services) -> None:
     api = Api(registry, daemon)
-    for area in (orders, shipments, stock, machine, diagnostics):
+    for area in (orders, shipments, stock, tasks, machine, diagnostics):
         area.register(api)
