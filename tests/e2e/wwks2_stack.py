@@ -1,0 +1,147 @@
+"""dispenserd with its WWKS2 front door, for end-to-end tests: the harness's processes
+(``tests/e2e/harness.py``) with a ``[wwks2]`` table, the IMS test client of
+``tests/wwks2/ims_client.py`` (which shares no code with the server), and the check that
+the robot's ledger and the journal agree pack by pack when output tasks and shipments
+share the machine."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispenser.api.client import ApiClient
+from tests.e2e.harness import TOKENS, Daemon, Sim, all_shipments, free_port
+from tests.wwks2.ims_client import E, ImsClient, Received
+
+CTL = Path(sys.executable).parent / "dispenserctl"
+
+
+@dataclass
+class Wwks2Daemon(Daemon):
+    """``dispenserd`` serving WWKS2 on ``wwks2_port`` (a free port unless given);
+    ``wwks2`` adds lines to the ``[wwks2]`` table."""
+
+    wwks2_port: int = 0
+    wwks2: str = ""
+
+    def write_config(self) -> Path:
+        path = super().write_config()
+        if not self.wwks2_port:
+            self.wwks2_port = free_port()
+        path.write_text(path.read_text() + "\n[wwks2]\nenabled = true\n"
+                        f"port = {self.wwks2_port}\n{self.wwks2}\n")
+        return path
+
+    async def ims(self, subscriber_id: int = 100, hello: bool = True,
+                  **options: Any) -> ImsClient:
+        client = await ImsClient.connect(self.wwks2_port, subscriber_id=subscriber_id,
+                                         **options)
+        if hello:
+            await client.hello()
+        return client
+
+
+@pytest.fixture
+def wwks2_daemon(workdir: Path, sim: Sim) -> Iterator[Wwks2Daemon]:
+    """Like the harness's ``daemon`` fixture, serving WWKS2; stopped cleanly at the end."""
+    d = Wwks2Daemon(workdir, sim)
+    yield d
+    code = d.stop()
+    assert code == 0, "dispenserd did not stop cleanly:\n" + d.log_tail()
+
+
+def ctl(daemon: Daemon, role: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """dispenserctl as a user runs it (into a pipe: plain text, no terminal width)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPENSER_")}
+    env.update({"DISPENSER_SOCKET": str(daemon.socket), "DISPENSER_TOKEN": TOKENS[role]})
+    return subprocess.run([str(CTL), *args], capture_output=True, text=True, env=env,
+                          timeout=60)
+
+
+def criteria(article: str, quantity: int, **more: Any) -> ET.Element:
+    """A Criteria as the pharmacy client library writes it (0 and False for "not set")."""
+    values = {"ArticleId": article, "Quantity": quantity, "SubItemQuantity": 0, "PackId": 0,
+              "SingleBatchNumber": "False", **more}
+    return E("Criteria", **values)
+
+
+async def output(ims: ImsClient, task_id: str, *crits: ET.Element, destination: int = 1,
+                 priority: str = "Normal") -> Received:
+    """Send an OutputRequest; returns its OutputResponse."""
+    details = E("Details", Priority=priority, OutputDestination=destination, OutputPoint=0)
+    return await ims.request("OutputRequest", details, *crits, Id=task_id)
+
+
+def status_of(response: Received) -> str | None:
+    details = response.lead.find("Details")
+    return None if details is None else details.get("Status")
+
+
+def packs_of(message: Received) -> list[dict[str, str]]:
+    """The packs an OutputMessage (or TaskInfo Task) lists, each with its article id."""
+    found = []
+    for article in message.lead.iter("Article"):
+        for pack in article.findall("Pack"):
+            found.append({"article": article.get("Id", ""), **pack.attrib})
+    return found
+
+
+async def task_packs(client: ApiClient) -> dict[str, list[dict[str, Any]]]:
+    """Every output task's packs (in its tote or dispensed), by task id."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    after = None
+    while True:
+        params: dict[str, Any] = {"limit": 1000}
+        if after:
+            params["after"] = after
+        page = await client.call("task.list", params)
+        for t in page["items"]:
+            full = await client.call("task.get", {"task_id": t["task_id"]})
+            out[t["task_id"]] = [p for ln in full["lines"] for p in ln["packs"]]
+        after = page["next"]
+        if not after:
+            return out
+
+
+async def check_totes_match_journal(client: ApiClient, sim: Sim) -> dict[str, list[str]]:
+    """Pack by pack: every tote the robot handed on holds exactly the packs of one
+    completed shipment or of one ended output task; no pack left twice; no tote holds
+    anything the journal does not record. Returns each task's serials."""
+    ledger = await sim.ledger()
+    totes: dict[tuple[str, ...], int] = {}
+    for t in ledger["totes"]:
+        if t["packs"]:
+            key = tuple(sorted(p["serial"] for p in t["packs"]))
+            totes[key] = totes.get(key, 0) + 1
+    journal: list[str] = []
+    for sh in await all_shipments(client):
+        if sh["state"] != "completed" or sh["picked"] == 0:
+            continue
+        full = await client.call("shipment.get", {"shipment_id": sh["shipment_id"]})
+        key = tuple(sorted(p["serial"] for p in full["packs"]))
+        assert totes.get(key, 0) > 0, f"{sh['shipment_id']}: no tote holds exactly {key}"
+        totes[key] -= 1
+        journal += key
+    by_task: dict[str, list[str]] = {}
+    for task_id, packs in (await task_packs(client)).items():
+        if not packs:
+            continue
+        assert all(p["state"] == "dispensed" for p in packs), (task_id, packs)
+        key = tuple(sorted(p["serial"] for p in packs))
+        assert totes.get(key, 0) > 0, f"{task_id}: no tote holds exactly {key}"
+        totes[key] -= 1
+        journal += key
+        by_task[task_id] = list(key)
+    assert not any(totes.values()), "a tote holds packs no shipment or task records"
+    robot = [p["serial"] for t in ledger["totes"] for p in t["packs"]]
+    assert len(robot) == len(set(robot)), "the robot handed a pack on twice"
+    assert sorted(journal) == sorted(robot)
+    return by_task
