@@ -10,12 +10,9 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from dispenser.api.client import ApiClient
 from tests.e2e.harness import TOKENS, Daemon, Sim, all_shipments, free_port
@@ -47,15 +44,6 @@ class Wwks2Daemon(Daemon):
         if hello:
             await client.hello()
         return client
-
-
-@pytest.fixture
-def wwks2_daemon(workdir: Path, sim: Sim) -> Iterator[Wwks2Daemon]:
-    """Like the harness's ``daemon`` fixture, serving WWKS2; stopped cleanly at the end."""
-    d = Wwks2Daemon(workdir, sim)
-    yield d
-    code = d.stop()
-    assert code == 0, "dispenserd did not stop cleanly:\n" + d.log_tail()
 
 
 def ctl(daemon: Daemon, role: str, *args: str) -> subprocess.CompletedProcess[str]:

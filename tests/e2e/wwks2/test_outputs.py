@@ -11,7 +11,7 @@ from datetime import date, timedelta
 
 from dispenser.api.client import ApiClient
 from tests.e2e.harness import Sim, drugs, load_packs, pack, wait_for
-from tests.e2e.wwks2_stack import (
+from tests.e2e.wwks2.stack import (
     Wwks2Daemon,
     check_totes_match_journal,
     criteria,
@@ -19,7 +19,6 @@ from tests.e2e.wwks2_stack import (
     output,
     packs_of,
     status_of,
-    wwks2_daemon,  # noqa: F401 - the fixture
 )
 from tests.wwks2.ims_client import E, ImsClient
 
@@ -53,9 +52,8 @@ async def _stocked(daemon: Wwks2Daemon, sim: Sim) -> ApiClient:
     return staff
 
 
-async def test_stock_outputs_and_what_every_client_hears(wwks2_daemon: Wwks2Daemon,
+async def test_stock_outputs_and_what_every_client_hears(daemon: Wwks2Daemon,
                                                          sim: Sim) -> None:
-    daemon = wwks2_daemon
     daemon.wwks2 = "keepalive_interval_s = 1"
     staff = await _stocked(daemon, sim)
     ims = await daemon.ims(100)

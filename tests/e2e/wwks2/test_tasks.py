@@ -11,14 +11,13 @@ from datetime import date, timedelta
 from typing import Any
 
 from tests.e2e.harness import Sim, all_shipments, drugs, load_packs, order, pack, wait_for
-from tests.e2e.wwks2_stack import (
+from tests.e2e.wwks2.stack import (
     Wwks2Daemon,
     check_totes_match_journal,
     criteria,
     output,
     packs_of,
     status_of,
-    wwks2_daemon,  # noqa: F401 - the fixture
 )
 from tests.wwks2.ims_client import E, ImsClient
 
@@ -32,9 +31,8 @@ async def _task_status(ims: ImsClient, task_id: str) -> str | None:
     return None if task is None else task.get("Status")
 
 
-async def test_queued_tasks_cancel_and_take_turns_with_shipments(wwks2_daemon: Wwks2Daemon,
+async def test_queued_tasks_cancel_and_take_turns_with_shipments(daemon: Wwks2Daemon,
                                                                  sim: Sim) -> None:
-    daemon = wwks2_daemon
     daemon.start()
     staff = await daemon.client("staff")
     await daemon.wait_ready(staff)

@@ -17,13 +17,12 @@ from bench.stack import scan
 from dispenser.api.client import ApiClient
 from dispenser.api.protocol import ApiError
 from tests.e2e.harness import Sim, drugs, pack
-from tests.e2e.wwks2_stack import (
+from tests.e2e.wwks2.stack import (
     Wwks2Daemon,
     criteria,
     output,
     packs_of,
     status_of,
-    wwks2_daemon,  # noqa: F401 - the fixture
 )
 from tests.wwks2.ims_client import E, Received
 
@@ -54,9 +53,8 @@ async def refused(task: asyncio.Task[Any]) -> str:
     return str(err.value.data["reason"])
 
 
-async def test_loading_asks_the_pharmacy_software(wwks2_daemon: Wwks2Daemon,
+async def test_loading_asks_the_pharmacy_software(daemon: Wwks2Daemon,
                                                   sim: Sim) -> None:
-    daemon = wwks2_daemon
     daemon.wwks2 = ('input_mode = "wwks2"\ninput_timeout_s = 2\n'
                     'article_mapping = "article_master"')
     daemon.start()
