@@ -3,13 +3,15 @@
 ::
 
     dispenserd [--config FILE] [--simulate] [--demo-orders N] [--speed N | --instant]
-               [--new-audit-key]
+               [--wwks2] [--new-audit-key]
 
 Without ``--config`` the demo defaults apply (``dispenser.config``). ``--simulate`` runs the
 robot and printer simulator inside the daemon (an ephemeral TCP port and a pty printer)
 with demo stock; without ``--config`` its journal is a fresh temporary one and merge windows
 are short, so a demo starts clean and shows shipments within seconds. ``--demo-orders N``
-submits N generated orders once the stock is loaded.
+submits N generated orders once the stock is loaded. ``--wwks2`` serves WWKS2 for pharmacy
+software as ``[wwks2] enabled = true`` would (on its host and port, 127.0.0.1:6050 by
+default; docs/wwks2.md).
 
 ``DISPENSERD_CLOCK_OFFSET_DAYS`` (tests and demos only) shifts the daemon's clock by that many
 days, e.g. to load a batch that has expired by the time the daemon runs again without it.
@@ -53,6 +55,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                        help="with --simulate: motions run N times faster than the real robot")
     speed.add_argument("--instant", action="store_true",
                        help="with --simulate: every motion completes at once")
+    p.add_argument("--wwks2", action="store_true",
+                   help="serve WWKS2 for pharmacy software (as [wwks2] enabled = true; "
+                   "127.0.0.1:6050 unless the configuration says otherwise)")
     p.add_argument("--new-audit-key", action="store_true",
                    help="the journal's audit key is lost for good: key the audit trail with "
                    "the configured key from now on (recorded in the trail; rows of the old "
@@ -119,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.wwks2:
+        config = config.model_copy(update={
+            "wwks2": config.wwks2.model_copy(update={"enabled": True})})
     simulate = args.simulate or config.simulate.enabled
     configure_logging(config.log.level, config.log.format)
     try:
