@@ -1,6 +1,7 @@
 """Output tasks waiting for their output among mail-order shipments (real dispenserd and
 dispenser-sim): TaskInfo while queued, TaskCancel (Cancelled, then OutputMessage Aborted;
-CancelError once finished; Unknown), the reservation a queued task holds, and the order
+CancelError once finished; Unknown), the reservations a queued task and queued shipments
+hold (NotAvailable in StockInfo), and the order
 in which tasks and shipments get outputs (a High counter request before normal mail
 orders, a Low one after them)."""
 
@@ -89,6 +90,10 @@ async def test_queued_tasks_cancel_and_take_turns_with_shipments(daemon: Wwks2Da
         async def queued() -> bool:
             return sum(s["state"] == "queued" for s in await all_shipments(staff)) == 4
         await wait_for(queued, 30, what="four normal shipments queued")
+        # Packs reserved for those shipments are not offered to the pharmacy software.
+        stock = await ims.request("StockInfoRequest", E("Criteria", ArticleId=D))
+        states = [p.get("State") for p in stock.lead.iter("Pack")]
+        assert sorted(states) == ["Available"] * 4 + ["NotAvailable"] * 4
         assert status_of(await output(ims, "701", criteria(T, 2), destination=2,
                                       priority="High")) == "Queued"
         assert status_of(await output(ims, "702", criteria(T, 1), destination=3,
