@@ -72,6 +72,7 @@ __all__ = ["PURPOSE", "DaemonWwks2Backend"]
 PURPOSE = "wwks2_output"
 ROLE = "wwks2"
 STOCK_PUMP_S = 0.25
+SNAPSHOT_CHUNK = 2000
 _PRIORITY = {"Highest": "urgent", "High": "high", "Normal": "normal", "Low": "low",
              "Lowest": "low"}
 _STATUS: dict[TaskState, TaskStatus] = {
@@ -204,26 +205,36 @@ class DaemonWwks2Backend:
             return True
         return False
 
-    def _snapshot(self, query: StockQuery) -> tuple[list[tuple[str, list[_PackRow]]],
-                                                    list[str]]:
-        """Plain rows of the packs the query asks about, read from memory at once."""
-        stock = self.d.stock
-        live = self.d.packs.live
+    async def _snapshot(self, query: StockQuery) -> tuple[list[tuple[str, list[_PackRow]]],
+                                                          list[str]]:
+        """Plain rows of the packs the query asks about, read from memory: each article's
+        packs at once, letting other work in every ``SNAPSHOT_CHUNK`` packs (20,000 packs
+        read in one go would hold the loop too long)."""
         usable = self._usable_from()
         drugs, named = self._scope(query)
+        filtered = bool(query.filters)
         out: list[tuple[str, list[_PackRow]]] = []
+        since_yield = 0
         for drug in drugs:
+            if since_yield >= SNAPSHOT_CHUNK:
+                await asyncio.sleep(0)
+                since_yield = 0
+            stock = self.d.stock  # read again: a rollback's reload replaces it
+            live = self.d.packs.live
             rows: list[_PackRow] = []
             for (expiry, _), n in stock.by_drug.get(drug, ()):
                 slot = stock.slots[n]
-                if not slot.packs or not self._matches(query, drug, slot.batch):
+                if not slot.packs or (filtered and not self._matches(query, drug,
+                                                                     slot.batch)):
                     continue
                 fit = not slot.blocked and expiry >= usable
+                reserved = slot.reserved
                 for i, pid in enumerate(slot.packs):
                     p = live[pid]
-                    rows.append((pid, p.batch, p.expiry, p.serial, fit and i >= slot.reserved))
+                    rows.append((pid, p.batch, p.expiry, p.serial, fit and i >= reserved))
             if rows:
                 out.append((drug, rows))
+                since_yield += len(rows)
         return out, named
 
     def _articles(self, snapshot: list[tuple[str, list[_PackRow]]], named: list[str],
@@ -252,7 +263,7 @@ class DaemonWwks2Backend:
         return found
 
     async def stock(self, query: StockQuery) -> Sequence[ArticleStock]:
-        snapshot, named = self._snapshot(query)
+        snapshot, named = await self._snapshot(query)
         if sum(len(rows) for _, rows in snapshot) < 500:
             return self._articles(snapshot, named, query)
         return await asyncio.to_thread(self._articles, snapshot, named, query)

@@ -20,7 +20,6 @@ from dispenser.wwks2.connection import Connection
 from dispenser.wwks2.errors import DataError, NotSupportedError, UnprocessedError
 from dispenser.wwks2.mapping import (
     OutputRefused,
-    article_elements,
     master_articles,
     output_task,
     stock_query,
@@ -28,6 +27,7 @@ from dispenser.wwks2.mapping import (
 )
 from dispenser.wwks2.messages import (
     CAPABILITIES,
+    Article,
     ArticleMasterSetRequest,
     ArticleMasterSetResponse,
     Capability,
@@ -196,12 +196,14 @@ class MessageHandlers:
             stock = await self.backend.stock(query)
         except Exception:
             raise self._failed(message, "stock") from None
-        response = StockInfoResponse(
-            id=message.id, source=self.config.subscriber_id,
-            destination=self._reply_to(connection, message),
-            articles=article_elements(stock, query.include_packs,
-                                      query.include_article_details))
-        await self.server.send_large(connection, response)
+        destination = self._reply_to(connection, message)
+
+        def response(_: Connection, articles: tuple[Article, ...]) -> Envelope:
+            return StockInfoResponse(id=message.id, source=self.config.subscriber_id,
+                                     destination=destination, articles=articles)
+
+        await self.server.send_stock((connection,), response, stock, query.include_packs,
+                                     query.include_article_details)
 
     # -- outputs
 
