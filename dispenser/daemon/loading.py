@@ -91,6 +91,9 @@ class LoadDesk:
         self.on_admitted: Callable[[], None] = lambda: None  # wake the working loop
         self._tickets: dict[int, object] = {}  # pack_id -> admission ticket
         self._admitting: set[asyncio.Task[None]] = set()
+        # One pack asked about at a time, in the order scanned: the packs lie at the
+        # input point in that order, and the loads must reach ``loads`` in it.
+        self._admit_lock = asyncio.Lock()
         ledger.effects[Motion.STORE] = self.on_store
         ledger.on_void[Motion.STORE] = self.on_void
 
@@ -107,19 +110,20 @@ class LoadDesk:
         return fut
 
     async def _admit(self, req: LoadRequest, admission: Admission) -> None:
-        try:
-            req.ticket = await admission.admit(req.scan, req.actor)
-        except DispenserError as exc:
-            if not req.future.done():
-                req.future.set_exception(exc)
-            return
-        except Exception as exc:
-            log.exception("load admission failed")
-            if not req.future.done():
-                req.future.set_exception(HardwareError(f"the load could not be asked "
-                                                       f"about: {exc}"))
-            return
-        self.loads.append(req)
+        async with self._admit_lock:
+            try:
+                req.ticket = await admission.admit(req.scan, req.actor)
+            except DispenserError as exc:
+                if not req.future.done():
+                    req.future.set_exception(exc)
+                return
+            except Exception as exc:
+                log.exception("load admission failed")
+                if not req.future.done():
+                    req.future.set_exception(HardwareError(f"the load could not be asked "
+                                                           f"about: {exc}"))
+                return
+            self.loads.append(req)
         self.on_admitted()
 
     def _conclude(self, ticket: object, stored: PackView | None) -> None:

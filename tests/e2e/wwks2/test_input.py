@@ -98,6 +98,25 @@ async def test_loading_asks_the_pharmacy_software(daemon: Wwks2Daemon,
         assert got.find("Pack").get("Id") == str(stored["pack_id"])  # type: ignore[union-attr]
         assert got.find("Pack/Handling").get("Input") == "Completed"  # type: ignore[union-attr]
 
+        # Packs scanned one after the other are asked about one at a time, in that order
+        # (they lie at the input point in that order).
+        p3, p4 = pack(A, "LA", EXP, "IN3"), pack(A, "LA", EXP, "IN4")
+        await sim.call("sim.put_input", {"packs": [p3, p4]})
+        other = await daemon.client("staff")  # a second desk, so the calls overlap
+        third = await load(staff, p3)
+        await asyncio.sleep(0.1)
+        fourth = await load(other, p4)
+        asked = await ims.expect("InputRequest")
+        await asyncio.sleep(0.3)
+        assert not ims.inbox("InputRequest")  # the second waits for the first's answer
+        assert asked.lead.find("Article/Pack").get("SerialNumber") == "IN3"  # type: ignore[union-attr]
+        await ims.send(answer(asked, "Allowed", "MET-500"))
+        asked = await ims.expect("InputRequest")
+        assert asked.lead.find("Article/Pack").get("SerialNumber") == "IN4"  # type: ignore[union-attr]
+        await ims.send(answer(asked, "Allowed", "MET-500"))
+        assert [(await third)["state"], (await fourth)["state"]] == ["in_stock"] * 2
+        await other.close()
+
         # RejectedNoPickingIndicator: asked again, same Id, with SetPickingIndicator.
         p2 = pack(A, "LA", EXP, "IN2")
         await sim.call("sim.put_input", {"packs": [p2]})
@@ -136,7 +155,7 @@ async def test_loading_asks_the_pharmacy_software(daemon: Wwks2Daemon,
         stock = await ims.request("StockInfoRequest", IncludeArticleDetails="True")
         (article,) = stock.lead.iter("Article")
         assert (article.get("Id"), article.get("Name"), article.get("Quantity")) == (
-            "MET-500", "Metformin 500", "2")
+            "MET-500", "Metformin 500", "4")
         assert status_of(await output(ims, "800", criteria("INS-1", 1))) == "Rejected"
         assert status_of(await output(ims, "801", criteria("MET-500", 1))) == "Queued"
         done = await ims.expect("OutputMessage", "801", timeout=30)
