@@ -114,6 +114,7 @@ while not stop.is_set():
     t = time.perf_counter()
     client.call("system.ping")
     rtts.append((time.perf_counter() - t) * 1000)
+client.close()
 print(json.dumps(rtts), flush=True)
 """
 

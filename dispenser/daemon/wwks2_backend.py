@@ -29,6 +29,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from dispenser.core import Dispensary
+from dispenser.core.books import bulk
 from dispenser.core.errors import DispenserError, InvalidState, LoadRefused
 from dispenser.core.formulary import Formulary
 from dispenser.core.gs1 import GS, compose_scan, parse_scan
@@ -239,7 +240,13 @@ class DaemonWwks2Backend:
 
     def _articles(self, snapshot: list[tuple[str, list[_PackRow]]], named: list[str],
                   query: StockQuery) -> list[ArticleStock]:
-        """Worker thread: the WWKS2 form of the snapshot."""
+        """Worker thread: the WWKS2 form of the snapshot (no garbage collection pass
+        meanwhile: a full one would hold the event loop for tens of ms)."""
+        with bulk():
+            return self._build_articles(snapshot, named, query)
+
+    def _build_articles(self, snapshot: list[tuple[str, list[_PackRow]]],
+                        named: list[str], query: StockQuery) -> list[ArticleStock]:
         found = []
         seen = set()
         for drug, rows in snapshot:

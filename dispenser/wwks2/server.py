@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import itertools
 import secrets
 import time
@@ -115,6 +116,20 @@ class _Hold:
 
     queued: bool = True
     outcomes: list[OutputOutcome] = dataclasses.field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _no_gc_passes() -> Iterator[None]:
+    """No cyclic garbage collection while tens of thousands of objects are made (in a
+    worker thread): a full pass over the daemon's heap holds every thread, the event loop
+    included, for tens of ms, and only finds cycles, which these objects do not form."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _version() -> str:
@@ -305,8 +320,9 @@ class Wwks2Server:
             return
 
         def encode_all() -> list[bytes]:
-            articles = article_elements(stock, include_packs, include_details)
-            return [encode_message(make(c, articles)) for c in connections]
+            with _no_gc_passes():
+                articles = article_elements(stock, include_packs, include_details)
+                return [encode_message(make(c, articles)) for c in connections]
 
         for connection, data in zip(connections, await asyncio.to_thread(encode_all),
                                     strict=True):
