@@ -73,7 +73,7 @@ __all__ = ["PURPOSE", "DaemonWwks2Backend"]
 PURPOSE = "wwks2_output"
 ROLE = "wwks2"
 STOCK_PUMP_S = 0.25
-SNAPSHOT_CHUNK = 2000
+SNAPSHOT_CHUNK = 1000
 _PRIORITY = {"Highest": "urgent", "High": "high", "Normal": "normal", "Low": "low",
              "Lowest": "low"}
 _STATUS: dict[TaskState, TaskStatus] = {

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dispenser.logs import get_logger
 from dispenser.wwks2.backend import CancelStatus, TaskKey
+from dispenser.wwks2.bulk import no_gc_passes
 from dispenser.wwks2.connection import Connection
 from dispenser.wwks2.errors import DataError, NotSupportedError, UnprocessedError
 from dispenser.wwks2.mapping import (
@@ -191,6 +192,14 @@ class MessageHandlers:
     # -- stock
 
     async def _stock_info(self, connection: Connection, message: StockInfoRequest) -> None:
+        # Tens of thousands of short-lived objects: with cyclic collection on, they would
+        # be swept (and promoted) by passes that hold the event loop for tens of ms. Off
+        # until they are gone (``_answer_stock_info``'s locals die before it returns).
+        with no_gc_passes():
+            await self._answer_stock_info(connection, message)
+
+    async def _answer_stock_info(self, connection: Connection,
+                                 message: StockInfoRequest) -> None:
         query = stock_query(message)
         try:
             stock = await self.backend.stock(query)

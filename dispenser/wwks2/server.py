@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import itertools
 import secrets
 import time
@@ -53,6 +52,7 @@ from dispenser.wwks2.backend import (
     Wwks2Backend,
     Wwks2Events,
 )
+from dispenser.wwks2.bulk import no_gc_passes
 from dispenser.wwks2.config import Wwks2Config
 from dispenser.wwks2.connection import Connection
 from dispenser.wwks2.errors import UnprocessedError
@@ -116,20 +116,6 @@ class _Hold:
 
     queued: bool = True
     outcomes: list[OutputOutcome] = dataclasses.field(default_factory=list)
-
-
-@contextlib.contextmanager
-def _no_gc_passes() -> Iterator[None]:
-    """No cyclic garbage collection while tens of thousands of objects are made (in a
-    worker thread): a full pass over the daemon's heap holds every thread, the event loop
-    included, for tens of ms, and only finds cycles, which these objects do not form."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _version() -> str:
@@ -320,7 +306,7 @@ class Wwks2Server:
             return
 
         def encode_all() -> list[bytes]:
-            with _no_gc_passes():
+            with no_gc_passes():
                 articles = article_elements(stock, include_packs, include_details)
                 return [encode_message(make(c, articles)) for c in connections]
 
