@@ -8,9 +8,10 @@
    ``dispenser-sim`` as processes (``bench/stack.py``) with WWKS2 enabled.
 2. **StockInfo of the whole stock**: ``--stockinfo`` requests from the IMS test client
    (``tests/wwks2/ims_client.py``) for every article with its packs, one at a time: time
-   from the request sent to the whole response read (parsed by the client), the
-   response's size; meanwhile another process pings the socket API back to back, whose
-   worst round trip tells how long the daemon's loop was held.
+   from the request sent to the first and to the last byte of the response (read raw,
+   then parsed apart and timed too), the response's size; meanwhile another process
+   pings the socket API back to back, whose worst round trip tells how long the daemon's
+   loop was held (compared with a second of pings before, with no StockInfo).
 3. **clients**: ``--clients`` IMS connections (subscriber ids 100, 101 ...) each send
    ``--outputs`` OutputRequests at once (1-2 packs of a drug, destinations 1-4, mostly
    Normal, some High); time until every OutputMessage is in, per-output latency from
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,7 @@ from bench.stack import (  # noqa: E402
 from dispenser.config import parse_config  # noqa: E402
 from tests.e2e.harness import check_stock_matches_slots, free_port  # noqa: E402
 from tests.e2e.wwks2.stack import check_totes_match_journal, criteria  # noqa: E402
-from tests.wwks2.ims_client import E, ImsClient  # noqa: E402
+from tests.wwks2.ims_client import E, ImsClient, envelope  # noqa: E402
 
 PACKS_PER_DRUG = 100
 
@@ -119,29 +121,47 @@ print(json.dumps(rtts), flush=True)
 """
 
 
+async def _raw_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       message: bytes) -> tuple[float, float, bytes]:
+    """Send one message and read its answer (a single message ending with </WWKS>):
+    seconds to the first byte, to the last byte, and the bytes."""
+    t = time.perf_counter()
+    writer.write(message)
+    await writer.drain()
+    chunks = [await reader.read(65536)]
+    first = time.perf_counter() - t
+    while not chunks[-1].rstrip().endswith(b"</WWKS>"):
+        chunks.append(await reader.read(1 << 20))
+    return first, time.perf_counter() - t, b"".join(chunks)
+
+
 async def stockinfo(stack: Wwks2Stack, rounds: int, fig: dict[str, Any]) -> None:
-    ims = await ImsClient.connect(stack.wwks2_port)
-    await ims.hello()
-    times: list[float] = []
-    sizes: list[int] = []
-    counts: list[int] = []
-    for details in (None, False, True):  # None: no StockInfo, the baseline
-        for _ in range(rounds if details is not None else 1):
+    """The IMS side on a raw socket (the response is timed, then parsed apart)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.wwks2_port,
+                                                   limit=1 << 24)
+    hello = envelope(E("HelloRequest", E("Subscriber", Id=100, Type="IMS", Manufacturer="b",
+                                         ProductInfo="bench", VersionInfo="1"), Id="1"))
+    await _raw_request(reader, writer, hello)
+    first: list[float] = []
+    last: list[float] = []
+    parse: list[float] = []
+    for n, details in enumerate((None, False, True)):  # None: no StockInfo, the baseline
+        for k in range(rounds if details is not None else 1):
             pinger = subprocess.Popen(
                 [sys.executable, "-c", PINGER, str(stack.api_socket), TOKENS["staff"]],
                 cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             assert pinger.stdin is not None and pinger.stdout is not None
             await asyncio.to_thread(pinger.stdout.readline)
             await asyncio.sleep(0.2)
-            t = time.perf_counter()
             if details is None:
                 await asyncio.sleep(1.0)
             else:
-                response = await ims.request("StockInfoRequest", IncludePacks="True",
-                                             IncludeArticleDetails=str(details))
-                times.append(time.perf_counter() - t)
-                sizes.append(len(response.raw))
-                counts.append(sum(1 for _ in response.lead.iter("Pack")))
+                request = envelope(E("StockInfoRequest", Id=f"S{n}{k}", Source=100,
+                                     Destination=999, IncludePacks="True",
+                                     IncludeArticleDetails=str(details)))
+                t_first, t_last, data = await _raw_request(reader, writer, request)
+                first.append(t_first)
+                last.append(t_last)
             pinger.stdin.close()
             rtts = json.loads(await asyncio.to_thread(pinger.stdout.readline))
             pinger.wait()
@@ -149,12 +169,19 @@ async def stockinfo(stack: Wwks2Stack, rounds: int, fig: dict[str, Any]) -> None
                 {"while": "idle" if details is None else "stockinfo",
                  "max": round(max(rtts), 2), "p99": round(pct(rtts, 0.99), 2),
                  "n": len(rtts)})
+            if details is not None:
+                t = time.perf_counter()
+                packs = sum(1 for _ in ET.fromstring(data).iter("Pack"))
+                parse.append(time.perf_counter() - t)
         if details is None:
             continue
         key = "stockinfo_with_details" if details else "stockinfo"
-        fig[key] = {"packs": counts[-1], "bytes": sizes[-1], "seconds": ms(times)}
-        times.clear()
-    await ims.close()
+        fig[key] = {"packs": packs, "bytes": len(data), "first_byte": ms(first),
+                    "last_byte": ms(last), "client_parse": ms(parse)}
+        first.clear()
+        last.clear()
+        parse.clear()
+    writer.close()
 
 
 async def many_clients(stack: Wwks2Stack, packs: list[dict[str, str]], clients: int,
@@ -322,7 +349,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         say(f"  {fig['stock']}")
         say(f"StockInfo of the whole stock x{args.stockinfo} (and with details) ...")
         await stockinfo(stack, args.stockinfo, fig)
-        say(f"  {fig['stockinfo']} / details {fig['stockinfo_with_details']}")
+        say(f"  {fig['stockinfo']}")
         say(f"{args.clients} clients x {args.outputs} outputs ...")
         await many_clients(stack, packs, args.clients, args.outputs, args.seed, fig)
         say(f"  {fig['clients']}")
