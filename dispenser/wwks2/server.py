@@ -75,9 +75,9 @@ from dispenser.wwks2.messages import (
     StockInfoMessage,
     UnprocessedMessage,
     decode_message,
-    encode_message,
 )
-from dispenser.wwks2.xmlio import parse_envelope, to_wire
+from dispenser.wwks2.model import encode
+from dispenser.wwks2.xmlio import encode_envelope, parse_envelope, to_wire
 
 __all__ = ["HELLO_TIMEOUT_S", "Wwks2Server", "Wwks2Stats"]
 
@@ -295,11 +295,13 @@ class Wwks2Server:
                          make: Callable[[Connection, tuple[Article, ...]], Envelope],
                          stock: Sequence[ArticleStock], include_packs: bool,
                          include_details: bool) -> None:
-        """Send a stock message (``make`` builds it per connection from the articles):
-        with many packs the articles are built and the messages encoded in a worker
-        thread, so 20,000 packs never hold the loop."""
+        """Send a stock message (``make`` builds it per connection, from the articles
+        and with no others). With many packs to write (packs times connections) the
+        articles are built and the messages encoded in a worker thread, so 20,000 packs,
+        or a change broadcast to many clients, never hold the loop; the articles' elements
+        are then made once and shared by every connection's message."""
         packs = sum(len(a.packs) for a in stock) if include_packs else 0
-        if packs <= _ENCODE_IN_THREAD_PACKS:
+        if packs * len(connections) <= _ENCODE_IN_THREAD_PACKS:
             articles = article_elements(stock, include_packs, include_details)
             for connection in connections:
                 connection.send(make(connection, articles))
@@ -307,8 +309,14 @@ class Wwks2Server:
 
         def encode_all() -> list[bytes]:
             with no_gc_passes():
-                articles = article_elements(stock, include_packs, include_details)
-                return [encode_message(make(c, articles)) for c in connections]
+                shared = [encode(a) for a in article_elements(stock, include_packs,
+                                                              include_details)]
+                out = []
+                for c in connections:
+                    lead = encode(make(c, ()))
+                    lead.extend(shared)
+                    out.append(encode_envelope(lead))
+                return out
 
         for connection, data in zip(connections, await asyncio.to_thread(encode_all),
                                     strict=True):
