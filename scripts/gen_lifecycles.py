@@ -2,7 +2,7 @@
 """Write docs/lifecycles.md: one Mermaid diagram per lifecycle table.
 
 The tables are the code that governs every change of state (``dispenser.core.lifecycles``
-for orders, shipments and packs; ``dispenser.daemon.controller`` for the machine); the
+for orders, shipments, packs and output tasks; ``dispenser.daemon.controller`` for the machine); the
 diagrams are made from them, never by hand. ``tests/test_lifecycle_docs.py`` fails when
 the committed page differs from what this writes.
 
@@ -18,6 +18,7 @@ from dispenser.core.lifecycles import (
     ORDER_LIFECYCLE,
     PACK_LIFECYCLE,
     SHIPMENT_LIFECYCLE,
+    TASK_LIFECYCLE,
     Lifecycle,
     mermaid,
 )
@@ -34,6 +35,11 @@ _ABOUT = {
                 "short.",
     "pack": "One box. Created when a loading scan is accepted (or, for a fridge item, when "
             "it is scanned into a tote).",
+    "task": "An output task: packs picked to an output for pharmacy software (WWKS2) rather "
+            "than for a shipment. Its stock is reserved when it is created (what cannot be "
+            "had is short: it never waits for stock); it ends when its tote is handed on. "
+            "Cancelled or failed while picking, it is `aborting` until the picks under way "
+            "are done and what its tote holds is handed on.",
     "machine": "The controller (one per daemon). Shipments are picked only in `ready`; "
                "`fault` and `estop` are left only by a person's `ack`.",
 }
@@ -47,7 +53,8 @@ def page() -> str:
            ""]
     controller: Lifecycle[ControllerState] = Lifecycle(
         "machine", CONTROLLER_TABLE, frozenset({ControllerState.STARTUP}))
-    for lc in (ORDER_LIFECYCLE, SHIPMENT_LIFECYCLE, PACK_LIFECYCLE, controller):
+    for lc in (ORDER_LIFECYCLE, SHIPMENT_LIFECYCLE, PACK_LIFECYCLE, TASK_LIFECYCLE,
+               controller):
         out += [f"## {lc.what.capitalize()}", "", _ABOUT[lc.what], "", "```mermaid",
                 mermaid(lc).rstrip("\n"), "```", ""]
     return "\n".join(out)

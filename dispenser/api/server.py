@@ -124,7 +124,7 @@ __all__ = [
 log = get_logger(__name__)
 
 PUBLIC_METHODS = frozenset({"system.ping", "system.info", "auth.login"})
-EVENT_TOPICS = frozenset({"order", "shipment", "machine", "fault", "stock"})
+EVENT_TOPICS = frozenset({"order", "shipment", "machine", "fault", "stock", "task"})
 DEFAULT_WRITE_BUFFER_LIMIT = 16 * 1024 * 1024
 # Replies queued for a client beyond this pause reading its requests (one reply of any
 # size is always queued).

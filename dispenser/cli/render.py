@@ -37,6 +37,8 @@ __all__ = [
     "shipment_table",
     "stats_table",
     "status_view",
+    "task_detail",
+    "task_table",
     "text",
     "when",
 ]
@@ -361,6 +363,64 @@ def pack_table(result: Any, title: str = "Packs", section: bool = False,
     return sheet
 
 
+TASK_COLUMNS = (
+    Column("task"), Column("state", "state"), Column("key", drop=3),
+    Column("priority", "short", drop=4), Column("output", "short", justify="right"),
+    Column("packs", "short", justify="right"), Column("short", "short", justify="right",
+                                                       drop=2),
+    Column("created", "time", drop=5),
+)
+
+
+def _task_packs(t: Mapping[str, Any]) -> Text:
+    return Text(f"{t.get('picked', 0)}/{t.get('asked', 0)}")
+
+
+def task_table(result: Any, title: str = "Output tasks") -> RenderableType:
+    items = _items(result)
+    if not items:
+        return Text("no output tasks", style="dim")
+    sheet = _sheet(title, TASK_COLUMNS, result)
+    for t in items:
+        sheet.add_row(text(t.get("task_id")), state(t.get("state")), text(t.get("key")),
+                      text(t.get("priority")), text(t.get("output")), _task_packs(t),
+                      text(t.get("short")), when(t.get("created_at")))
+    return sheet
+
+
+def task_detail(t: Mapping[str, Any]) -> RenderableType:
+    request = t.get("request") if isinstance(t.get("request"), Mapping) else {}
+    assert isinstance(request, Mapping)
+    parts: list[RenderableType] = [kv_table([
+        ("task", text(t.get("task_id"))), ("state", state(t.get("state"))),
+        ("purpose", t.get("purpose")), ("key", t.get("key")), ("by", t.get("actor")),
+        ("priority", t.get("priority")), ("output", t.get("output")),
+        ("packs", _task_packs(t)), ("short", t.get("short")),
+        ("created", when(t.get("created_at"))), ("finished", when(t.get("finished_at"))),
+        ("reported", t.get("reported")),
+    ])]
+    lines = t.get("lines")
+    if isinstance(lines, list) and lines:
+        sheet = _sheet("Lines", (
+            Column("asked for"), Column("drug code", drop=2),
+            Column("packs", "short", justify="right"),
+            Column("picked", "short", justify="right"),
+            Column("to pick", "short", justify="right"),
+            Column("short", "short", justify="right")), section=True)
+        for ln in lines:
+            if isinstance(ln, Mapping):
+                reserved = sum(int(r.get("count", 0)) for r in ln.get("reserved") or []
+                               if isinstance(r, Mapping))
+                sheet.add_row(text(ln.get("ref")), text(ln.get("drug_code")),
+                              text(ln.get("quantity")), text(len(ln.get("packs") or [])),
+                              text(reserved), text(ln.get("short")))
+        parts.append(sheet)
+        packs = [p for ln in lines if isinstance(ln, Mapping) for p in ln.get("packs") or []]
+        if packs:
+            parts.append(pack_table({"items": packs}, title="Packs", section=True))
+    return Group(*parts)
+
+
 DISCREPANCY_COLUMNS = (
     Column("id", justify="right"), Column("at", "time", drop=2),
     Column("slot", justify="right"), Column("drug code"),
@@ -492,8 +552,21 @@ def _printer_line(printer: Any) -> Text:
 def _outputs_line(outputs: Any) -> Text:
     if not isinstance(outputs, list) or not outputs:
         return text(None)
-    return Text("  ".join(f"{o.get('output')}:{o.get('shipment_id') or 'free'}"
-                          for o in outputs if isinstance(o, Mapping)))
+    return Text("  ".join(
+        f"{o.get('output')}:{o.get('shipment_id') or o.get('task_id') or 'free'}"
+        for o in outputs if isinstance(o, Mapping)))
+
+
+def _wwks2_line(w: Mapping[str, Any]) -> Text:
+    clients = [c for c in w.get("clients") or [] if isinstance(c, Mapping)]
+    who = ", ".join(f"{c.get('subscriber_id')}@{c.get('peer')}" for c in clients)
+    line = Text(f"{w.get('address')}  {len(clients)} client{'s' if len(clients) != 1 else ''}"
+                + (f" ({who})" if who else ""))
+    line.append(f"  messages {w.get('messages_in', 0)} in / {w.get('messages_out', 0)} out")
+    unprocessed = w.get("unprocessed") or 0
+    if unprocessed:
+        line.append(f"  {unprocessed} unprocessed", style="yellow")
+    return line
 
 
 def status_view(s: Mapping[str, Any]) -> Fields:
@@ -507,6 +580,11 @@ def status_view(s: Mapping[str, Any]) -> Fields:
         ("orders", _counts(s.get("orders"), s.get("held_orders"))),
         ("stock", _stock_line(s.get("stock"))),
     ]
+    if s.get("tasks"):
+        rows.append(("tasks", _counts(s.get("tasks"))))
+    wwks2 = s.get("wwks2")
+    if isinstance(wwks2, Mapping):
+        rows.append(("wwks2", _wwks2_line(wwks2)))
     if s.get("loads_waiting"):
         rows.append(("loads waiting", s.get("loads_waiting")))
     adoption = s.get("robot_adoption")

@@ -31,12 +31,14 @@ from dispenser.core.views import SYSTEM
 
 if TYPE_CHECKING:
     from dispenser.core.stock import StockIndex
+    from dispenser.core.tasks import TaskBook
 
 __all__ = ["Allocator"]
 
 
 class Allocator:
     stock: StockIndex  # the PackBook's, given at each load
+    tasks: TaskBook  # wired by the Dispensary
 
     def __init__(self, books: Books, policy: Policy, shipments: ShipmentBook) -> None:
         self.books = books
@@ -46,8 +48,8 @@ class Allocator:
         self._earliest_by_supply: dict[int, date] = {}
 
     def load(self, stock: StockIndex) -> None:
-        """Rebuild the reservations and waiting lists from the live shipments (after the
-        shipments and the stock index were loaded)."""
+        """Rebuild the reservations and waiting lists from the live shipments and output
+        tasks (after they and the stock index were loaded)."""
         self.stock = stock
         self.waiting: dict[str, set[str]] = {}
         self.slot_res: dict[int, set[str]] = {}
@@ -61,6 +63,13 @@ class Allocator:
             for h in sh.holds:
                 if h.code == STOCK_SHORT and h.drug_code:
                     self.waiting.setdefault(h.drug_code, set()).add(sh.shipment_id)
+        for t in self.tasks.live.values():
+            for tl in t.lines:
+                for slot_no, n in tl.reserved:
+                    slot = self.stock.slots[slot_no]
+                    slot.reserved += n
+                    slot.claimed = slot.claimed or bool(tl.pack_ids)
+                    self.slot_res.setdefault(slot_no, set()).add(t.task_id)
 
     # ------------------------------------------------------------------ reservations
     def _add_reservations(self, sh: Shipment, ln: Line, picks: list[tuple[int, int]]) -> None:
@@ -176,7 +185,11 @@ class Allocator:
         """Move every reservation off a slot that cannot serve it any more (blocked, or
         fewer packs than reserved) and allocate it again FEFO."""
         holders: list[tuple[Shipment, Line, int]] = []
+        tasks: list[str] = []
         for sid in self.slot_res.pop(slot_no, set()):
+            if sid in self.tasks.live:
+                tasks.append(sid)
+                continue
             sh = self.shipments.live.get(sid)
             if sh is None:
                 continue
@@ -191,6 +204,8 @@ class Allocator:
             touched[sh.shipment_id] = sh
         for sh in sorted(touched.values(), key=Shipment.schedule_key):
             self.fill_owed(sh, "shipment.reallocated")
+        for tid in sorted(tasks):
+            self.tasks.lose_slot(tid, slot_no)
 
     def recheck(self, sh: Shipment) -> bool:
         """Check a queued shipment's reservations again before picking starts: one on a

@@ -10,6 +10,8 @@ It builds the parts and wires them together; each part owns its data and its rul
 ``Loading``          scanned packs into the robot
 ``Picking``          picks, labelling, completion, failure of a shipment
 ``ManualPicks``      fridge and manual items scanned into a tote
+``TaskBook``         output tasks: packs picked to an output for a requester other than a
+                     shipment (pharmacy software, later the expiry sweep)
 ===================  =====================================================================
 
 A call either commits all it did or nothing. If it fails after it wrote (or its commit
@@ -21,7 +23,7 @@ it is not thread-safe: call it from one thread.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -41,8 +43,9 @@ from dispenser.core.policy import Policy
 from dispenser.core.prescriptions import PrescriptionBook
 from dispenser.core.records import RecordBook, RecordOutcome
 from dispenser.core.shipments import Shipment, ShipmentBook, page_query
-from dispenser.core.states import OrderState, PackState, ShipmentState
+from dispenser.core.states import OrderState, PackState, ShipmentState, TaskState
 from dispenser.core.stock import SlotGeometry, StockIndex
+from dispenser.core.tasks import TaskBook, TaskRequest, TaskView
 from dispenser.core.views import (
     SYSTEM,
     Actor,
@@ -75,6 +78,11 @@ class Dispensary:
         self.shipments = ShipmentBook(self.books, formulary, policy)
         self.packs = PackBook(self.books, geometry, policy)
         self.allocator = Allocator(self.books, policy, self.shipments)
+        self.tasks = TaskBook(self.books, formulary, policy)
+        self.tasks.packs = self.packs
+        self.tasks.allocator = self.allocator
+        self.allocator.tasks = self.tasks
+        self.packs.tasks = self.tasks
         self.orders.shipments = self.shipments
         self.shipments.orders = self.orders
         self.shipments.allocator = self.allocator
@@ -105,6 +113,7 @@ class Dispensary:
         self.orders.load()
         self.shipments.load()
         self.packs.load()
+        self.tasks.load()
         self.allocator.load(self.packs.stock)
         self.prescriptions.load()
 
@@ -380,6 +389,75 @@ class Dispensary:
 
     def get_pack(self, pack_id: int) -> PackView:
         return self.packs.view(pack_id)
+
+    # ================================================================== output tasks
+    def create_task(self, request: TaskRequest, actor: Actor) -> TaskView:
+        """Create an output task and reserve its stock FEFO (see ``TaskBook.create``)."""
+        with self._call():
+            return self.tasks.view(self.tasks.create(request, actor))
+
+    def get_task(self, task_id: str) -> TaskView:
+        return self.tasks.view(self.tasks.get(task_id))
+
+    def find_task(self, purpose: str, key: str) -> TaskView | None:
+        """The latest task of this purpose with this requester's key, if any."""
+        t = self.tasks.find(purpose, key)
+        return None if t is None else self.tasks.view(t)
+
+    def list_tasks(self, state: TaskState | None = None, purpose: str | None = None,
+                   limit: int = 100, after: str | None = None) -> list[TaskView]:
+        """Tasks in arrival order; ``after`` is the last task_id of the previous page."""
+        return [self.tasks.view(t) for t in self.tasks.page(state, purpose, limit, after)]
+
+    def next_tasks(self, limit: int = 10, outputs: Collection[int] | None = None
+                   ) -> list[TaskView]:
+        """Queued tasks in schedule order: priority, then arrival; with ``outputs`` only
+        the first waiting for each of those outputs."""
+        return [self.tasks.view(t) for t in self.tasks.next_due(limit, outputs)]
+
+    def live_tasks(self) -> list[TaskView]:
+        """Tasks not finished, in arrival order."""
+        return [self.tasks.view(t) for t in sorted(self.tasks.live.values(),
+                                                    key=lambda t: t.seq)]
+
+    def start_task(self, task_id: str, actor: Actor = SYSTEM) -> TaskView:
+        """The task has its output: picking starts."""
+        with self._call():
+            return self.tasks.view(self.tasks.start(task_id, actor))
+
+    def record_task_pick(self, task_id: str, slot: int, picked: int,
+                         actor: Actor = SYSTEM) -> list[PackView]:
+        """The robot took ``picked`` packs from ``slot`` for this task (see
+        ``TaskBook.record_pick``). Returns the packs now in its tote."""
+        with self._call():
+            return [self.packs.view(p) for p in
+                    self.tasks.record_pick(task_id, slot, picked, actor)]
+
+    def finish_task(self, task_id: str, actor: Actor = SYSTEM) -> TaskView:
+        """Its tote was handed on (or it had nothing to hand on): packs dispensed, the task
+        completed, incomplete or aborted."""
+        with self._call():
+            return self.tasks.view(self.tasks.finish(task_id, actor))
+
+    def cancel_task(self, task_id: str, actor: Actor, reason: str) -> TaskView:
+        """The requester cancels: a queued task is aborted at once, one being picked
+        becomes aborting (``finish_task`` once no pick is under way)."""
+        with self._call():
+            return self.tasks.view(self.tasks.stop(task_id, "cancel", actor, reason))
+
+    def fail_task(self, task_id: str, actor: Actor, reason: str) -> TaskView:
+        """The machine gives a task up (like ``cancel_task``, triggered ``fail``)."""
+        with self._call():
+            return self.tasks.view(self.tasks.stop(task_id, "fail", actor, reason))
+
+    def mark_tasks_reported(self, task_ids: Iterable[str]) -> None:
+        """The requester has been told these tasks' outcomes."""
+        with self._call():
+            self.tasks.mark_reported(list(task_ids))
+
+    def unreported_tasks(self, purpose: str, key_prefix: str) -> list[TaskView]:
+        """Finished tasks whose requester was not told the outcome, oldest first."""
+        return [self.tasks.view(t) for t in self.tasks.unreported(purpose, key_prefix)]
 
     # ================================================================== audit
     def audit_verify(self) -> VerifyResult:

@@ -1,10 +1,11 @@
-"""Lifecycles as data: the states an order, a shipment and a pack go through, and the
-only changes allowed between them.
+"""Lifecycles as data: the states an order, a shipment, a pack and an output task go
+through, and the only changes allowed between them.
 
 Each lifecycle is a table of ``Row(trigger, sources, dest)``. The table is in charge:
-``OrderBook.fire``, ``ShipmentBook.fire`` and ``PackBook.fire`` are the only places an
-entity changes state; each looks the trigger up here and refuses a change the table does
-not hold (``IllegalTransition``: a programming error, audited by the facade). The
+``OrderBook.fire``, ``ShipmentBook.fire``, ``PackBook.fire`` and ``TaskBook.fire`` are the
+only places an entity changes state; each looks the trigger up here and refuses a change
+the table does not hold (``IllegalTransition``: a programming error, audited by the
+facade). The
 diagrams in docs/architecture.md are generated from these tables (``mermaid``); a test
 fails when the committed diagrams differ.
 
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from dispenser.core.states import OrderState, PackState, ShipmentState
+from dispenser.core.states import OrderState, PackState, ShipmentState, TaskState
 
 __all__ = [
     "ORDER_CREATED",
@@ -33,6 +34,9 @@ __all__ = [
     "SHIPMENT_CREATED",
     "SHIPMENT_LIFECYCLE",
     "SHIPMENT_TABLE",
+    "TASK_CREATED",
+    "TASK_LIFECYCLE",
+    "TASK_TABLE",
     "IllegalTransition",
     "Lifecycle",
     "Row",
@@ -148,10 +152,30 @@ PACK_TABLE: tuple[Row[PackState], ...] = (
 # is created ``picked``.
 PACK_CREATED = frozenset({P.LOADING, P.PICKED})
 
+T = TaskState
+
+TASK_TABLE: tuple[Row[TaskState], ...] = (
+    # The tote planner gave it its output: picking starts.
+    Row("start", (T.QUEUED,), T.IN_PROCESS),
+    # Its tote was handed on with every pack asked for.
+    Row("complete", (T.IN_PROCESS,), T.COMPLETED),
+    # Handed on with fewer packs than asked for, or nothing could be reserved at all.
+    Row("fall_short", (T.QUEUED, T.IN_PROCESS), T.INCOMPLETE),
+    # The requester cancels, or the machine gives the task up: before picking it ends at
+    # once; while picking, the picks under way finish and the tote is handed on first.
+    Row("cancel", (T.QUEUED,), T.ABORTED),
+    Row("cancel", (T.IN_PROCESS,), T.ABORTING),
+    Row("fail", (T.QUEUED,), T.ABORTED),
+    Row("fail", (T.IN_PROCESS,), T.ABORTING),
+    Row("abort", (T.ABORTING,), T.ABORTED),
+)
+TASK_CREATED = frozenset({T.QUEUED})
+
 ORDER_LIFECYCLE: Lifecycle[OrderState] = Lifecycle("order", ORDER_TABLE, ORDER_CREATED)
 SHIPMENT_LIFECYCLE: Lifecycle[ShipmentState] = Lifecycle("shipment", SHIPMENT_TABLE,
                                                          SHIPMENT_CREATED)
 PACK_LIFECYCLE: Lifecycle[PackState] = Lifecycle("pack", PACK_TABLE, PACK_CREATED)
+TASK_LIFECYCLE: Lifecycle[TaskState] = Lifecycle("task", TASK_TABLE, TASK_CREATED)
 
 
 def mermaid(lifecycle: Lifecycle[S]) -> str:

@@ -29,6 +29,7 @@ from dispenser.core.views import Actor, DiscrepancyView, PackView, StockCounts
 if TYPE_CHECKING:
     from dispenser.core.allocation import Allocator
     from dispenser.core.shipments import ShipmentBook
+    from dispenser.core.tasks import TaskBook
 
 __all__ = ["SERIAL_DISPENSED", "PackBook", "pack_view_row"]
 
@@ -44,22 +45,25 @@ LOST_TRIGGER = {PackState.DROPPED: "drop", PackState.MISSING: "miss"}
 # 57,000 dispensed packs, against 5 us through (gtin, serial).
 SERIAL_DISPENSED = ("SELECT 1 FROM packs INDEXED BY packs_serial "
                     "WHERE gtin=? AND serial=? AND state='dispensed' LIMIT 1")
-_PACK_COLUMNS = "pack_id, gtin, batch, expiry, serial, state, slot, shipment_id, order_id"
+_PACK_COLUMNS = ("pack_id, gtin, batch, expiry, serial, state, slot, shipment_id, order_id, "
+                 "task_id")
 
 
 def pack_view_row(r: Sequence[Any], near_before: date = date.min,
                   today: date = date.min) -> PackView:
-    """A pack's view from its row; in stock and expiring before ``near_before`` it is
-    near expiry, before ``today`` expired (the defaults flag nothing)."""
+    """A pack's view from its row (``_PACK_COLUMNS``); in stock and expiring before
+    ``near_before`` it is near expiry, before ``today`` expired (the defaults flag
+    nothing)."""
     expiry, state = date.fromisoformat(r[3]), PackState(r[5])
     in_stock = state is PackState.IN_STOCK
-    return PackView(r[0], r[1], r[2], expiry, r[4], state, r[6], r[7], r[8],
+    return PackView(r[0], r[1], r[2], expiry, r[4], state, r[6], r[7], r[8], r[9],
                     in_stock and expiry < near_before, in_stock and expiry < today)
 
 
 class PackBook:
     allocator: Allocator  # wired by the Dispensary
     shipments: ShipmentBook
+    tasks: TaskBook
 
     def __init__(self, books: Books, geometry: SlotGeometry, policy: Policy) -> None:
         self.books = books
@@ -81,10 +85,10 @@ class PackBook:
         marks = ",".join("?" * len(_LIVE))
         for prow in j.iterate(
                 "SELECT pack_id, gtin, batch, expiry, serial, slot, store_seq, state, "
-                f"shipment_id, order_id FROM packs WHERE state IN ({marks}) "
+                f"shipment_id, order_id, task_id FROM packs WHERE state IN ({marks}) "
                 "ORDER BY store_seq IS NULL, store_seq, pack_id", _LIVE):
             p = Pack(prow[0], prow[1], prow[2], date.fromisoformat(prow[3]), prow[4],
-                     PackState(prow[7]), prow[5], prow[6], prow[8], prow[9])
+                     PackState(prow[7]), prow[5], prow[6], prow[8], prow[9], prow[10])
             self.live[p.pack_id] = p
             self.counts[p.state] += 1
             if p.serial is not None:
@@ -94,7 +98,8 @@ class PackBook:
             if p.state is PackState.LOADING:
                 self.stock.add_incoming(p.slot, p.gtin, p.batch, p.expiry)
             elif p.state is PackState.IN_STOCK or (
-                    p.state is PackState.QUARANTINED and p.shipment_id is None):
+                    p.state is PackState.QUARANTINED and p.shipment_id is None
+                    and p.task_id is None):
                 self.stock.place(p.slot, p.gtin, p.batch, p.expiry, p.pack_id, incoming=False)
         for (slot_no,) in j.query("SELECT slot FROM blocked_slots"):
             self._ensure_slot(slot_no)
@@ -118,11 +123,13 @@ class PackBook:
         if new not in _GONE:
             self.counts[new] += 1
         self.journal.write("UPDATE packs SET state=?, slot=?, store_seq=?, shipment_id=?, "
-                           "order_id=?, updated_at=? WHERE pack_id=?",
+                           "order_id=?, task_id=?, updated_at=? WHERE pack_id=?",
                            (new.value, p.slot, p.store_seq, p.shipment_id, p.order_id,
-                            self.books.stamp(), p.pack_id))
+                            p.task_id, self.books.stamp(), p.pack_id))
         after: dict[str, Any] = {"state": new.value, "trigger": trigger, "slot": p.slot,
                                  "shipment_id": p.shipment_id}
+        if p.task_id is not None:
+            after["task_id"] = p.task_id
         if reason:
             after["reason"] = reason
         if extra:
@@ -224,6 +231,9 @@ class PackBook:
         """A picked pack leaves its tote (quarantined or lost): its line owes it again."""
         sh = self.shipments.live.get(p.shipment_id or "")
         self.fire(p, trigger, actor, reason=reason)
+        if p.task_id is not None:
+            self.tasks.pull_from_tote(p)
+            return
         if sh is None:
             return
         for ln in sh.lines:
@@ -249,7 +259,8 @@ class PackBook:
         slot = self.stock.slots[p.slot]
         slot.packs.remove(p.pack_id)
         self.fire(p, trigger, actor)
-        if slot.reserved > len(slot.packs):
+        if slot.reserved > len(slot.packs) or slot.claimed:
+            # A claimed slot's first packs were an output task's by id: no longer so.
             self.allocator.reshuffle_slot(p.slot)
         self.stock.unreserve(p.slot, 0)  # frees the slot if it is now empty
 
@@ -292,7 +303,7 @@ class PackBook:
     def _view(self, p: Pack, line: date, today: date) -> PackView:
         in_stock = p.state is PackState.IN_STOCK
         return PackView(p.pack_id, p.gtin, p.batch, p.expiry, p.serial, p.state, p.slot,
-                        p.shipment_id, p.order_id, in_stock and p.expiry < line,
+                        p.shipment_id, p.order_id, p.task_id, in_stock and p.expiry < line,
                         in_stock and expired(p.expiry, today))
 
     def view(self, pack_id: int) -> PackView:

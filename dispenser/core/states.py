@@ -1,4 +1,4 @@
-"""Lifecycle states of orders, shipments and packs.
+"""Lifecycle states of orders, shipments, packs and output tasks.
 
 Plain ``enum.Enum`` with ``str`` values (not StrEnum) so a transitions-based lifecycle table
 can be plugged in later. Every change of state goes through one function per entity in
@@ -20,6 +20,12 @@ Pack::
 
     loading --> in_stock --> picked --> dispensed
        \\--> refused   \\--> quarantined | missing | dropped
+
+Output task (packs picked to an output that is not a patient's shipment)::
+
+    queued --> in_process --> completed | incomplete
+       |           \\--> aborting (cancelled or failed while picking) --> aborted
+       +--> aborted | incomplete (nothing could be reserved)
 """
 
 from __future__ import annotations
@@ -61,9 +67,19 @@ class PackState(enum.Enum):
     REFUSED = "refused"
 
 
+class TaskState(enum.Enum):
+    QUEUED = "queued"
+    IN_PROCESS = "in_process"
+    ABORTING = "aborting"
+    COMPLETED = "completed"
+    INCOMPLETE = "incomplete"
+    ABORTED = "aborted"
+
+
 ORDER_FINAL = frozenset({OrderState.COMPLETED, OrderState.CANCELLED, OrderState.REJECTED,
                          OrderState.FAILED})
 SHIPMENT_FINAL = frozenset({ShipmentState.COMPLETED, ShipmentState.CANCELLED,
                             ShipmentState.FAILED})
+TASK_FINAL = frozenset({TaskState.COMPLETED, TaskState.INCOMPLETE, TaskState.ABORTED})
 # Before picking starts an order can still be taken out of its shipment.
 ORDER_CANCELLABLE = frozenset({OrderState.RECEIVED, OrderState.HELD, OrderState.QUEUED})

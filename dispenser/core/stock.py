@@ -3,7 +3,13 @@
 A slot holds up to ``capacity`` packs of **one drug and one batch**, so FEFO across slots
 is FEFO per pack. The robot takes packs from a slot first-stored-first-out; a reservation
 is therefore a count on a slot, and which serials left is known when the pick completes.
+An output task that names packs by id **claims** the head of their slot: nothing else is
+reserved there until its pick is done, so the robot's first packs are exactly those.
 This module holds no I/O: ``dispenser.core`` journals every change.
+
+``touched`` collects the drugs whose stock changed (packs stored, taken, lost, blocked,
+reserved or given back) for whoever reports stock changes (the WWKS2 front door); it is
+emptied by that reader, never by this module.
 """
 
 from __future__ import annotations
@@ -60,6 +66,7 @@ class Pack:
     store_seq: int | None = None
     shipment_id: str | None = None
     order_id: str | None = None
+    task_id: str | None = None  # the output task it was picked for
 
 
 @dataclass(slots=True)
@@ -72,10 +79,11 @@ class Slot:
     incoming: int = 0  # packs assigned (loading) but not yet stored
     reserved: int = 0
     blocked: bool = False  # quarantined batch or count discrepancy: never allocated
+    claimed: bool = False  # its first packs are an output task's, by pack id
 
     @property
     def available(self) -> int:
-        return 0 if self.blocked else len(self.packs) - self.reserved
+        return 0 if self.blocked or self.claimed else len(self.packs) - self.reserved
 
     def fefo_key(self) -> tuple[date, int]:
         return self.expiry, self.number
@@ -96,6 +104,7 @@ class StockIndex:
         # Every slot in use by (expiry, number): the slots that expire before a day are a
         # bisection away (near-expiry counts and lists without a scan of all slots).
         self.by_expiry: list[tuple[date, int]] = []
+        self.touched: set[str] = set()
         self.travel = [geometry.travel_key(n) for n in range(geometry.slots)]
         keys = [(k, n) for n, k in enumerate(self.travel)]
         heapq.heapify(keys)
@@ -153,6 +162,7 @@ class StockIndex:
         if incoming:
             slot.incoming -= 1
         slot.packs.append(pack_id)
+        self.touched.add(gtin)
 
     def cancel_incoming(self, slot_no: int) -> None:
         slot = self.slots[slot_no]
@@ -163,16 +173,21 @@ class StockIndex:
         """Remove the first n packs stored (FIFO) and return their ids."""
         slot = self.slots[slot_no]
         taken, slot.packs = slot.packs[:n], slot.packs[n:]
+        self.touched.add(slot.gtin)
         self._maybe_free(slot)
         return taken
 
     def remove_pack(self, slot_no: int, pack_id: int) -> None:
         slot = self.slots[slot_no]
         slot.packs.remove(pack_id)
+        self.touched.add(slot.gtin)
         self._maybe_free(slot)
 
     def block(self, slot_no: int) -> None:
-        self.slots[slot_no].blocked = True
+        slot = self.slots[slot_no]
+        slot.blocked = True
+        if slot.gtin:
+            self.touched.add(slot.gtin)
 
     def unblock_if_empty(self, slot_no: int) -> None:
         slot = self.slots.get(slot_no)
@@ -202,7 +217,68 @@ class StockIndex:
             s.reserved += k
             picks.append((n, k))
             need -= k
+        if picks:
+            self.touched.add(gtin)
         return picks, need
+
+    def allocate_for_task(self, gtin: str, quantity: int, usable_from: date,
+                          batch: str | None = None, single_batch: bool = False
+                          ) -> tuple[list[tuple[int, int]], int]:
+        """Reserve up to ``quantity`` packs FEFO for an output task, among slots whose
+        packs expire on or after ``usable_from`` (and of ``batch`` when given); returns
+        ([(slot, count)], shortfall). With ``single_batch`` every pack comes from one
+        batch: the first (FEFO) that has them all, else the one with the most."""
+        usable = [n for (expiry, _), n in self.by_drug.get(gtin, ())
+                  if expiry >= usable_from and self.slots[n].available > 0
+                  and (batch is None or self.slots[n].batch == batch)]
+        if single_batch:
+            by_batch: dict[str, list[int]] = {}
+            for n in usable:
+                by_batch.setdefault(self.slots[n].batch, []).append(n)
+            best: list[int] = []
+            most = 0
+            for numbers in by_batch.values():  # in FEFO order of each batch's first slot
+                count = sum(self.slots[n].available for n in numbers)
+                if count >= quantity:
+                    best = numbers
+                    break
+                if count > most:
+                    best, most = numbers, count
+            usable = best
+        picks: list[tuple[int, int]] = []
+        need = quantity
+        for n in usable:
+            if need == 0:
+                break
+            s = self.slots[n]
+            k = min(s.available, need)
+            s.reserved += k
+            picks.append((n, k))
+            need -= k
+        if picks:
+            self.touched.add(gtin)
+        return picks, need
+
+    def claim_head(self, slot_no: int, pack_ids: list[int]) -> bool:
+        """Reserve exactly these packs of a slot for an output task: they must be the
+        slot's first packs (the robot takes the oldest stored first) and nothing else may
+        be reserved on it. The slot is then claimed until ``release_claim``."""
+        slot = self.slots.get(slot_no)
+        k = len(pack_ids)
+        if (slot is None or slot.blocked or slot.claimed or slot.reserved
+                or set(slot.packs[:k]) != set(pack_ids) or len(set(pack_ids)) != k):
+            return False
+        slot.reserved = k
+        slot.claimed = True
+        self.touched.add(slot.gtin)
+        return True
+
+    def release_claim(self, slot_no: int) -> None:
+        slot = self.slots.get(slot_no)
+        if slot is not None and slot.claimed:
+            slot.claimed = False
+            self.touched.add(slot.gtin)
+            self._maybe_free(slot)
 
     def available(self, gtin: str, earliest: date) -> int:
         """Packs of a drug that could be reserved now with an expiry on or after
@@ -219,4 +295,6 @@ class StockIndex:
         slot = self.slots.get(slot_no)
         if slot is not None:
             slot.reserved = max(0, slot.reserved - count)
+            if count and slot.gtin:
+                self.touched.add(slot.gtin)
             self._maybe_free(slot)

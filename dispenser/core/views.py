@@ -57,6 +57,7 @@ class PackView:
     slot: int | None
     shipment_id: str | None
     order_id: str | None
+    task_id: str | None = None  # the output task it was picked for
     # Derived, never stored (``dispenser.core.expiry``): an in-stock pack that can serve
     # no order any more, and one whose expiry day is over. False for packs not in stock.
     near_expiry: bool = False

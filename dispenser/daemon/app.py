@@ -1,11 +1,13 @@
 """The composition root of dispenserd: builds every part and runs them until stopped.
 
 Start order: journal (with the daemon's migrations) -> dispensary -> robot and printer
-clients -> controller machine -> scheduler and print desk -> API server (READY is sent to
-systemd once it listens) -> working loops. Stop order (SIGTERM, SIGINT): STOPPING ->
-no new commands, the robot's queue is aborted and the motion in progress finishes,
-every completion is applied -> printing stops -> API closed -> links closed -> journal
-closed. Each step of the shutdown runs on its own so one failure hides no other.
+clients -> controller machine -> scheduler and print desk -> API server and, with
+``[wwks2] enabled``, the WWKS2 server (READY is sent to systemd once they listen) ->
+working loops. Stop order (SIGTERM, SIGINT): STOPPING -> no new commands, the robot's
+queue is aborted and the motion in progress finishes, every completion is applied (output
+tasks that end are reported to WWKS2 clients) -> printing stops -> WWKS2 server closed ->
+API closed -> links closed -> journal closed. Each step of the shutdown runs on its own so
+one failure hides no other.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 
 from dispenser import sdnotify
 from dispenser.api.protocol import ApiError, ErrorCode
-from dispenser.api.server import ApiServer, Caller, MethodRegistry, Outcome
+from dispenser.api.server import ApiServer, ApiStartError, Caller, MethodRegistry, Outcome
 from dispenser.config import Config, missing_file
 from dispenser.core import Dispensary
 from dispenser.core.errors import DispenserError
@@ -44,6 +46,8 @@ from dispenser.daemon.robot import Robot
 from dispenser.daemon.scheduler import Scheduler
 from dispenser.daemon.schema import DAEMON_MIGRATIONS
 from dispenser.daemon.statecounts import STATE_COUNT_MIGRATIONS, state_counts
+from dispenser.daemon.wwks2_articles import WWKS2_MIGRATIONS
+from dispenser.daemon.wwks2_backend import DaemonWwks2Backend
 from dispenser.data import demo_formulary
 from dispenser.journal import (
     Journal,
@@ -55,6 +59,7 @@ from dispenser.journal import (
 from dispenser.journal.audit import MISMATCH, MISMATCH_ACKNOWLEDGED
 from dispenser.journal.health import open_problem
 from dispenser.logs import get_logger
+from dispenser.wwks2.server import Wwks2Server
 from drivers.printer.client import Printer
 
 log = get_logger(__name__)
@@ -107,7 +112,8 @@ class Daemon:
         key, source = load_audit_key(config.journal)
         self.journal = Journal(path, extra_migrations=[*DAEMON_MIGRATIONS,
                                                        *STATE_COUNT_MIGRATIONS,
-                                                       *HOLD_COUNT_MIGRATIONS],
+                                                       *HOLD_COUNT_MIGRATIONS,
+                                                       *WWKS2_MIGRATIONS],
                                exclusive=True, audit_key=key, new_audit_key=new_audit_key)
         log_audit_key(key, source)
         try:
@@ -146,6 +152,16 @@ class Daemon:
             machine=self.machine, desk=self.desk, config=config.robot, publish=self.publish,
             clock=clock, low_stock_packs=config.stock.low_stock_packs)
         self.commit = GroupCommit(self.dispensary)
+        # The WWKS2 front door: pharmacy software drives output tasks (docs/wwks2.md).
+        self.wwks2: Wwks2Server | None = None
+        self.wwks2_backend: DaemonWwks2Backend | None = None
+        if config.wwks2.enabled:
+            self.wwks2_backend = DaemonWwks2Backend(
+                config=config.wwks2, dispensary=self.dispensary, scheduler=self.scheduler,
+                commit=self.commit, machine=self.machine, desk=self.desk,
+                formulary=self.formulary, policy=config.policy, clock=clock)
+            self.wwks2 = Wwks2Server(config.wwks2, self.wwks2_backend)
+            self.wwks2_backend.events = self.wwks2
         register_methods(self.registry, self)
         self.metrics_server: MetricsServer | None = None
         address = config.metrics.address
@@ -385,7 +401,8 @@ class Daemon:
         counts = state_counts(self.journal)  # kept by triggers: no scan of every order
         active = sched.faults.log.page(active=True, limit=10)
         busy = sched.totes.outputs_in_use()
-        return {
+        tasks = sched.totes.tasks.outputs_in_use()
+        status = {
             "state": self.machine.state.value,
             "pause": sched.mode.pause_info,
             "fault": active[0].as_dict() if active else None,
@@ -393,7 +410,7 @@ class Daemon:
             "journal": self.journal_status(),
             "robot": robot,
             "printer": {"waiting": self.desk.pending, "reasons": self.desk.waiting_reasons},
-            "outputs": [{"output": k, "shipment_id": busy.get(k)}
+            "outputs": [{"output": k, "shipment_id": busy.get(k), "task_id": tasks.get(k)}
                         for k in range(1, sched.outputs + 1)],
             "loads_waiting": len(sched.loading.loads),
             "stock": self.dispensary.stock_counts().as_dict(),
@@ -402,11 +419,28 @@ class Daemon:
             **counts,
             "held_orders": self.held_orders(),
         }
+        if self.wwks2 is not None:
+            status["wwks2"] = self.wwks2_status()
+        return status
+
+    def wwks2_status(self) -> dict[str, Any]:
+        """The WWKS2 front door: where it listens, who is connected, message counters."""
+        assert self.wwks2 is not None
+        snap = self.wwks2.snapshot()
+        return {
+            "address": f"{self.config.wwks2.host}:{self.wwks2.port}",
+            "subscriber_id": self.config.wwks2.subscriber_id,
+            "clients": [{"subscriber_id": c.subscriber_id, "peer": c.peer}
+                        for c in self.wwks2.clients()],
+            "messages_in": snap["messages_in"], "messages_out": snap["messages_out"],
+            "unprocessed": snap["unprocessed"], "refused": snap["refused"],
+        }
 
     def stats(self) -> dict[str, Any]:
         s = self.robot.traffic()
         p50, p99 = s.get("latency_p50_s"), s.get("latency_p99_s")
         c = self.scheduler.counters
+        sched_tasks = self.scheduler.totes.tasks
         return {
             "transactions": s["transactions"], "errors": s["errors"],
             "reconnects": s["reconnects"],
@@ -420,6 +454,9 @@ class Daemon:
             "group_commit": {"batches": self.commit.batches, "calls": self.commit.calls,
                              "largest": self.commit.largest},
             "api": self.server.stats(),
+            "tasks": {**state_counts(self.journal)["tasks"],
+                      "finished_since_start": sched_tasks.tasks_finished},
+            **({"wwks2": self.wwks2.snapshot()} if self.wwks2 is not None else {}),
         }
 
     # ------------------------------------------------------------------ running
@@ -441,6 +478,15 @@ class Daemon:
                 await self.server.stop()
                 raise
             log.info("metrics listening", url=f"http://{self.metrics_server.address}/metrics")
+        if self.wwks2 is not None:
+            try:
+                await self.wwks2.start()
+            except OSError as exc:
+                await self._stop_metrics()
+                await self.server.stop()
+                w = self.config.wwks2
+                raise ApiStartError(f"cannot listen for WWKS2 on {w.host}:{w.port}: "
+                                    f"{exc.strerror or exc}") from None
         sdnotify.ready()
         sdnotify.status(f"machine {self.machine.state.value}")
         log.info("dispenserd ready", api=self.server.addresses, robot=self.robot.peer,
@@ -449,6 +495,9 @@ class Daemon:
                  asyncio.create_task(self.desk.run(), name="printdesk")]
         extra = [asyncio.create_task(fn(self), name="extra") for fn in self.extra_tasks]
         extra.append(asyncio.create_task(self._summarize_refusals(), name="refusals"))
+        if self.wwks2_backend is not None:
+            extra.append(asyncio.create_task(self.wwks2_backend.pump_stock_changes(),
+                                             name="wwks2-stock"))
         stop_wait = asyncio.create_task(self._stop.wait())
         done, _ = await asyncio.wait([*tasks, stop_wait], return_when=asyncio.FIRST_COMPLETED)
         for t in done:
@@ -468,6 +517,7 @@ class Daemon:
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("scheduler", lambda: self._stop_scheduler(tasks[0])),
             ("printdesk", lambda: self._stop_desk(tasks[1])),
+            ("wwks2", self._stop_wwks2),
             ("metrics", self._stop_metrics),
             ("api", self.server.stop),
             ("refusal summary", self.write_refusal_summaries),
@@ -503,6 +553,12 @@ class Daemon:
         self.scheduler.stop()
         if not task.done():
             await task
+
+    async def _stop_wwks2(self) -> None:
+        if self.wwks2_backend is not None:
+            await self.wwks2_backend.stop()
+        if self.wwks2 is not None:
+            await self.wwks2.stop()
 
     async def _stop_desk(self, task: asyncio.Task[None]) -> None:
         self.desk.stop()

@@ -4,7 +4,7 @@ applied exactly once. This is what makes picking exactly-once across crashes.
 The rules:
 
 1. Before a command is sent to the robot, its seq and intent (motion, slot, output,
-   count, and the shipment or pack it is for) are committed in ``robot_intents`` as
+   count, and the shipment, output task or pack it is for) are committed in ``robot_intents`` as
    ``planned`` (``send``).
 2. Each completion read from the robot is applied in **one transaction** together with
    its effect on stock and shipments (``effects[motion]``), and that transaction also
@@ -84,6 +84,7 @@ class Intent:
     shipment_id: str | None = None
     pack_id: int | None = None
     state: str = PLANNED
+    task_id: str | None = None  # an output task's pick or hand-on
 
     def command(self) -> Command:
         return Command(self.seq, self.motion, self.slot, self.output, self.count)
@@ -124,11 +125,12 @@ class RobotMismatch(Exception):
                         "robot_protocol": status.protocol_version}
 
 
-_COLS = "seq, purpose, slot, output, count, shipment_id, pack_id, state"
+_COLS = "seq, purpose, slot, output, count, shipment_id, pack_id, state, task_id"
 
 
 def _intent(row: Sequence[Any]) -> Intent:
-    return Intent(row[0], Motion(row[1]), row[2], row[3], row[4], row[5], row[6], row[7])
+    return Intent(row[0], Motion(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
+                  row[8])
 
 
 class IntentLog:
@@ -162,9 +164,9 @@ class IntentLog:
     def add(self, intents: Iterable[Intent], now: str) -> None:
         self.journal.write_many(
             "INSERT INTO robot_intents (seq, opcode, slot, output, count, purpose, "
-            "shipment_id, pack_id, state, planned_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "shipment_id, pack_id, state, planned_at, task_id) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [(i.seq, _CODE[i.motion], i.slot, i.output, i.count, i.motion.value,
-              i.shipment_id, i.pack_id, PLANNED, now) for i in intents])
+              i.shipment_id, i.pack_id, PLANNED, now, i.task_id) for i in intents])
 
     def planned(self) -> list[Intent]:
         """Intents not yet completed nor voided, in seq order."""
@@ -253,11 +255,13 @@ class RobotLedger:
         return self.clock().isoformat()
 
     def intent(self, motion: Motion, slot: int = 0, output: int = 0, count: int = 0,
-               shipment_id: str | None = None, pack_id: int | None = None) -> Intent:
+               shipment_id: str | None = None, pack_id: int | None = None,
+               task_id: str | None = None) -> Intent:
         """A new intent with the next seq (not yet journaled)."""
         seq = self.next_seq
         self.next_seq += 1
-        return Intent(seq, motion, slot, output, count, shipment_id, pack_id)
+        return Intent(seq, motion, slot, output, count, shipment_id, pack_id,
+                      task_id=task_id)
 
     def room(self, status: Status) -> int:
         return min(status.queue_capacity - status.queue_depth,

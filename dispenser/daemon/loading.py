@@ -20,6 +20,11 @@ blocks it: every later load would read it. ``input_blocked`` names it for
 ``machine.status`` ("take the pack off the input point"), a load meanwhile is refused as
 ``refused_pack_at_input`` (not as a mismatch), and once the input scanner no longer shows
 it (``watch_input``), loading goes on.
+
+An ``admission`` (the WWKS2 front door with ``input_mode = "wwks2"``) may have the last
+word on each pack: after the machine's own checks and before the pack is queued for its
+STORE, it is asked (``admit``, which refuses with ``LoadRefused``), and it hears how the
+load ended (``concluded``: the pack stored, or None).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from dispenser.core import Actor, Dispensary
 from dispenser.core.errors import DispenserError, LoadRefused
@@ -53,7 +58,7 @@ from dispenser.logs import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["HardwareError", "LoadDesk", "LoadRequest"]
+__all__ = ["Admission", "HardwareError", "LoadDesk", "LoadRequest"]
 
 # How often the input scanner is read while a refused pack blocks the input point.
 INPUT_WATCH_S = 1.0
@@ -72,6 +77,19 @@ class LoadRequest:
     wait: bool
     future: asyncio.Future[PackView]
     pack_id: int | None = None
+    ticket: object = None  # the admission's, for ``concluded``
+
+
+class Admission(Protocol):
+    """Who else decides whether a pack that passed the machine's checks is stored."""
+
+    async def admit(self, scan: str, actor: Actor) -> object:
+        """A ticket when the pack may be stored; raises ``LoadRefused`` otherwise."""
+        ...
+
+    def concluded(self, ticket: object, stored: PackView | None) -> None:
+        """The load ended: the pack is stored (``stored``) or it is not (None)."""
+        ...
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
@@ -100,13 +118,51 @@ class LoadDesk:
         # The pack the robot refused, still lying at the input point (for machine.status).
         self.input_blocked: dict[str, Any] | None = None
         self._input_seen_at = 0.0
+        self.admission: Admission | None = None
+        self.on_admitted: Callable[[], None] = lambda: None  # wake the working loop
+        self._tickets: dict[int, object] = {}  # pack_id -> admission ticket
+        self._admitting: set[asyncio.Task[None]] = set()
+        # One pack asked about at a time, in the order scanned: the packs lie at the
+        # input point in that order, and the loads must reach ``loads`` in it.
+        self._admit_lock = asyncio.Lock()
         ledger.effects[Motion.STORE] = self.on_store
         ledger.on_void[Motion.STORE] = self.on_void
 
     def request(self, scan: str, actor: Actor, wait: bool) -> asyncio.Future[PackView]:
         fut: asyncio.Future[PackView] = asyncio.get_running_loop().create_future()
-        self.loads.append(LoadRequest(scan, actor, wait, fut))
+        req = LoadRequest(scan, actor, wait, fut)
+        if self.admission is None:
+            self.loads.append(req)
+        else:
+            # Asked off the working loop: the answer may take seconds.
+            task = asyncio.get_running_loop().create_task(self._admit(req, self.admission))
+            self._admitting.add(task)
+            task.add_done_callback(self._admitting.discard)
         return fut
+
+    async def _admit(self, req: LoadRequest, admission: Admission) -> None:
+        async with self._admit_lock:
+            try:
+                req.ticket = await admission.admit(req.scan, req.actor)
+            except DispenserError as exc:
+                if not req.future.done():
+                    req.future.set_exception(exc)
+                return
+            except Exception as exc:
+                log.exception("load admission failed")
+                if not req.future.done():
+                    req.future.set_exception(HardwareError(f"the load could not be asked "
+                                                           f"about: {exc}"))
+                return
+            self.loads.append(req)
+        self.on_admitted()
+
+    def _conclude(self, ticket: object, stored: PackView | None) -> None:
+        if ticket is not None and self.admission is not None:
+            try:
+                self.admission.concluded(ticket, stored)
+            except Exception:
+                log.exception("load admission conclusion failed")
 
     @property
     def storing(self) -> bool:
@@ -173,8 +229,11 @@ class LoadDesk:
                 self.counters.packs_refused += 1
             if not req.future.done():
                 req.future.set_exception(exc)
+            self._conclude(req.ticket, None)
             return []
         req.pack_id = view.pack_id
+        if req.ticket is not None:
+            self._tickets[view.pack_id] = req.ticket
         if req.wait:
             self._store_for[view.pack_id] = req
         elif not req.future.done():
@@ -215,6 +274,7 @@ class LoadDesk:
         return intent
 
     def _finish(self, pack_id: int, error: Exception | None, view: PackView | None) -> None:
+        self._conclude(self._tickets.pop(pack_id, None), None if error is not None else view)
         req = self._store_for.pop(pack_id, None)
         if req is None or req.future.done():
             return
@@ -238,15 +298,20 @@ class LoadDesk:
         # Forgotten only once applied: a commit that fails leaves the caller waiting for
         # the completion applied again later.
         after.append(lambda: self._store_for.pop(pid, None))
+        ticket = self._tickets.get(pid)
+        if ticket is not None:
+            after.append(lambda: self._tickets.pop(pid, None))
         if c.outcome is Outcome.OK:
             view = self.d.confirm_stored(pid)
             self.counters.packs_stored += 1
             after.append(lambda: log.info("stored", pack_id=pid, slot=intent.slot))
             after.append(lambda: self._check_low_stock(view.gtin))
+            after.append(functools.partial(self._conclude, ticket, view))
         elif c.outcome is Outcome.DROPPED:
             self.d.confirm_stored(pid)
             view = self.d.record_pack_lost(pid, PackState.DROPPED)
             self.counters.packs_lost += 1
+            after.append(functools.partial(self._conclude, ticket, None))
         else:
             text = c.refusal.value if c.refusal is not None else c.outcome.value
             view = self.d.refuse_stored(pid, f"robot: {text}")
@@ -257,6 +322,7 @@ class LoadDesk:
                 # Refused where it lies: the input point is blocked until it is taken off.
                 blocked = self._blocked_by(view, f"robot: {text}")
                 after.append(lambda: setattr(self, "input_blocked", blocked))
+            after.append(functools.partial(self._conclude, ticket, None))
         if req is not None and not req.future.done():
             after.append(functools.partial(_resolve, req.future, view))
 

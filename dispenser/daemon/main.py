@@ -3,7 +3,7 @@
 ::
 
     dispenserd [--config FILE] [--simulate [--fresh]] [--demo-orders N]
-               [--speed N | --instant] [--new-audit-key]
+               [--speed N | --instant] [--wwks2] [--new-audit-key]
 
 Without ``--config`` the demo defaults apply (``dispenser.config``). ``--simulate`` runs the
 robot and printer simulator inside the daemon (an ephemeral TCP port, a pty printer, the
@@ -11,7 +11,9 @@ control socket ``var/sim.sock``) with demo stock; without ``--config`` its journ
 key and simulator state are kept in ``var/demo/`` (a restart continues where it stopped;
 ``--fresh`` removes them first) and merge windows are short, so shipments show within
 seconds. ``--demo-orders N`` submits N generated orders, and one that waits for a pack
-loaded by hand (``dispenser.daemon.demo``).
+loaded by hand (``dispenser.daemon.demo``). ``--wwks2`` serves WWKS2 for pharmacy software
+as ``[wwks2] enabled = true`` would (on its host and port, 127.0.0.1:6050 by default;
+docs/wwks2.md).
 
 ``DISPENSERD_CLOCK_OFFSET_DAYS`` (tests and demos only) shifts the daemon's clock by that many
 days, e.g. to load a batch that has expired by the time the daemon runs again without it.
@@ -59,6 +61,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                        help="with --simulate: motions run N times faster than the real robot")
     speed.add_argument("--instant", action="store_true",
                        help="with --simulate: every motion completes at once")
+    p.add_argument("--wwks2", action="store_true",
+                   help="serve WWKS2 for pharmacy software (as [wwks2] enabled = true; "
+                   "127.0.0.1:6050 unless the configuration says otherwise)")
     p.add_argument("--new-audit-key", action="store_true",
                    help="the journal's audit key is lost for good: key the audit trail with "
                    "the configured key from now on (recorded in the trail; rows of the old "
@@ -140,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.wwks2:
+        config = config.model_copy(update={
+            "wwks2": config.wwks2.model_copy(update={"enabled": True})})
     simulate = args.simulate or config.simulate.enabled
     if args.fresh and not simulate:
         print("dispenserd: --fresh goes with --simulate", file=sys.stderr)

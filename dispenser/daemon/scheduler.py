@@ -185,7 +185,8 @@ class Scheduler:
         st = self.status
         return bool(self.ledger.outstanding or self.loading.loads or st is None
                     or st.queue_depth or self._need_reconcile
-                    or (self.totes.totes and self.machine.state is ControllerState.READY)
+                    or ((self.totes.totes or self.totes.tasks.active)
+                        and self.machine.state is ControllerState.READY)
                     or self.machine.state in (ControllerState.STARTUP,
                                               ControllerState.HOMING))
 

@@ -128,4 +128,11 @@ CREATE TABLE machine_mode (
     Migration("printdesk", 1, "when printing a shipment's label and slip began", """
 ALTER TABLE totes ADD COLUMN print_started_at TEXT;
 """),
+    # Output tasks (dispenser.core.tasks) are picked and handed on like shipments: their
+    # intents name the task. A task's tote needs no row of its own: its output is the
+    # task's, and the hand-on ends the task in the same transaction.
+    Migration("robot_ledger", 2, "intents of output tasks", """
+ALTER TABLE robot_intents ADD COLUMN task_id TEXT;
+CREATE INDEX robot_intents_task ON robot_intents(task_id) WHERE task_id IS NOT NULL;
+"""),
 )

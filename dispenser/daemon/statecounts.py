@@ -1,4 +1,4 @@
-"""Orders and shipments by state, kept current by the journal itself.
+"""Orders, shipments and output tasks by state, kept current by the journal itself.
 
 ``machine.status`` reports how many orders and shipments are in each state. Counting them
 with ``GROUP BY`` reads every row: about 1 ms per 20,000 orders, so tens of ms on a
@@ -58,12 +58,18 @@ INSERT INTO state_counts (kind, state, n)
 {_triggers("orders")}
 {_triggers("shipments")}
 """),
+    Migration("state_counts", 2, "output tasks by state, kept by triggers", f"""
+INSERT INTO state_counts (kind, state, n)
+    SELECT 'tasks', state, count(*) FROM tasks GROUP BY state;
+{_triggers("tasks")}
+"""),
 )
 
 
 def state_counts(journal: Journal) -> dict[str, dict[str, int]]:
-    """``{"orders": {state: n}, "shipments": {state: n}}``, states with none left out."""
-    counts: dict[str, dict[str, int]] = {"shipments": {}, "orders": {}}
+    """``{"orders": {state: n}, "shipments": {state: n}, "tasks": {state: n}}``, states
+    with none left out."""
+    counts: dict[str, dict[str, int]] = {"shipments": {}, "orders": {}, "tasks": {}}
     for kind, state, n in journal.query(
             "SELECT kind, state, n FROM state_counts WHERE n > 0 ORDER BY kind, state"):
         counts.setdefault(str(kind), {})[str(state)] = int(n)

@@ -9,6 +9,10 @@ transaction as the hand-on (``on_hand_on``), so no crash can leave one without t
 
 ``totes`` rows record where each tote stands, whether its label is printed and whether it
 was handed on; after a restart the open totes are taken up again (``restore``).
+
+Output tasks are the planner's second kind of work (``dispenser.daemon.task_totes``): they
+compete with shipments for free outputs (by priority, then by when each is due), their
+picks are planned first, and their completions go to ``TaskTotes``.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from dataclasses import dataclass
 
 from dispenser.core import SYSTEM, Dispensary
 from dispenser.core.errors import DispenserError
+from dispenser.core.intake import RANK
 from dispenser.core.states import PackState, ShipmentState
 from dispenser.core.views import ShipmentView
 from dispenser.daemon.ledger import After, Counters, Intent, RobotLedger
 from dispenser.daemon.robot import Completion, Motion, Outcome, Refusal, Status
+from dispenser.daemon.task_totes import TaskTotes
 from dispenser.journal import Journal
 from dispenser.logs import get_logger
 
@@ -110,6 +116,7 @@ class TotePlanner:
         self.totes: dict[str, Tote] = {}
         self.generation = 0
         self._low_stock: set[str] = set()
+        self.tasks = TaskTotes(dispensary, ledger, counters, clock, event)
         ledger.effects[Motion.PICK] = self.on_pick
         ledger.effects[Motion.HAND_ON] = self.on_hand_on
 
@@ -118,7 +125,8 @@ class TotePlanner:
         self.generation += 1
 
     def busy_outputs(self) -> set[int]:
-        return {t.output for t in self.totes.values() if t.output and not t.handed_on}
+        return {t.output for t in self.totes.values() if t.output and not t.handed_on} | set(
+            self.tasks.outputs_in_use())
 
     def shipment_event(self, view: ShipmentView) -> None:
         if view.state is ShipmentState.HELD:  # codes and drug codes: no patient data
@@ -135,6 +143,7 @@ class TotePlanner:
     # ------------------------------------------------------------------ restart
     def restore(self) -> None:
         """Take up the totes of the journal (after a start; nothing in memory yet)."""
+        self.tasks.restore()
         if self.totes:
             return
         # Shipments whose tote was handed on (and label printed) but which were not
@@ -163,7 +172,15 @@ class TotePlanner:
         if not free:
             return
         capacity = status.tote_capacity or 40
+        # The first output task waiting for each free output: one goes before a shipment
+        # that comes after it (priority, then due time), and shipments leave the outputs
+        # tasks wait for to the last.
+        heads = self.tasks.waiting(free)
         for view in self.d.next_shipments(limit=len(free) + 4):
+            if heads:
+                self.tasks.start_before(heads, free, (RANK[view.priority],
+                                                      view.window_start.timestamp()),
+                                        capacity)
             needs_tote = bool(view.robot_picks)
             packs = sum(p.count for p in view.robot_picks)
             if packs > capacity:
@@ -178,7 +195,9 @@ class TotePlanner:
                 continue
             if needs_tote and not free:
                 continue
-            output = free[0] if needs_tote else 0
+            output = 0
+            if needs_tote:
+                output = next((k for k in free if k not in heads), free[0])
             with self.d.batch():
                 # Its reservations are checked again first (a pack may have aged out
                 # since they were made): held instead, it gets no tote.
@@ -191,7 +210,7 @@ class TotePlanner:
                 self.shipment_event(started)
                 continue
             if needs_tote:
-                free.pop(0)
+                free.remove(output)
             self.totes[view.shipment_id] = Tote(view.shipment_id, output)
             log.info("picking", shipment_id=view.shipment_id, output=output,
                      picks=sum(p.count for p in view.robot_picks),
@@ -199,11 +218,14 @@ class TotePlanner:
             self.shipment_event(started)
             if not free:
                 break
+        if heads and free:
+            self.tasks.start_before(heads, free, None, capacity)
 
     def plan(self, status: Status, room: int) -> list[Intent]:
-        """Intents the totes need now (at most ``room``): hand-ons first (they free
-        outputs), then the oldest tote's picks."""
-        intents: list[Intent] = []
+        """Intents the totes need now (at most ``room``): output tasks' first (someone
+        waits at the output), then shipments' hand-ons (they free outputs), then the
+        oldest tote's picks."""
+        intents: list[Intent] = self.tasks.plan(status, room)
         for tote in sorted(self.totes.values(), key=lambda t: not t.labelling):
             if room - len(intents) <= 0:
                 break
@@ -277,6 +299,9 @@ class TotePlanner:
 
     # ------------------------------------------------------------------ completions
     def on_pick(self, intent: Intent, c: Completion, after: After) -> None:
+        if intent.task_id is not None:
+            self.tasks.on_pick(intent, c, after)
+            return
         sid = intent.shipment_id
         assert sid is not None
         tote = self.totes.get(sid)
@@ -331,6 +356,9 @@ class TotePlanner:
         # ABORTED: nothing moved; the reservation stays and is planned again.
 
     def on_hand_on(self, intent: Intent, c: Completion, after: After) -> None:
+        if intent.task_id is not None:
+            self.tasks.on_hand_on(intent, c, after)
+            return
         sid = intent.shipment_id
         assert sid is not None
         if c.outcome is not Outcome.OK:

@@ -221,4 +221,33 @@ CREATE TABLE prescription_fills (
     PRIMARY KEY (order_id, prescription_seq, item_no)
 ) WITHOUT ROWID;
 """),
+    Migration("core", 4, "output tasks", """
+-- Output tasks: packs picked to an output for a requester other than a patient's shipment
+-- (pharmacy software over WWKS2; later the expiry sweep). ``request_key`` is the
+-- requester's own name for the task (for WWKS2 "<subscriber id>/<OutputRequest Id>"),
+-- unique among live tasks of a purpose; ``data`` holds its lines (what each asks for, what
+-- is reserved, picked, short) and what the requester needs to report it.
+CREATE TABLE tasks (
+    seq INTEGER PRIMARY KEY,
+    task_id TEXT NOT NULL UNIQUE,
+    purpose TEXT NOT NULL,
+    request_key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    state TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    output INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    finished_at TEXT,
+    reported_at TEXT,
+    data TEXT NOT NULL
+);
+CREATE INDEX tasks_key ON tasks(purpose, request_key, seq);
+CREATE INDEX tasks_state ON tasks(state, seq);
+CREATE INDEX tasks_unreported ON tasks(purpose, request_key) WHERE reported_at IS NULL;
+
+ALTER TABLE packs ADD COLUMN task_id TEXT;
+CREATE INDEX packs_task ON packs(task_id) WHERE task_id IS NOT NULL;
+"""),
 )

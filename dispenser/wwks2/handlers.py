@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from dispenser.logs import get_logger
 from dispenser.wwks2.backend import CancelStatus, TaskKey
+from dispenser.wwks2.bulk import no_gc_passes
 from dispenser.wwks2.connection import Connection
 from dispenser.wwks2.errors import DataError, NotSupportedError, UnprocessedError
 from dispenser.wwks2.mapping import (
     OutputRefused,
-    article_elements,
     master_articles,
     output_task,
     stock_query,
@@ -28,6 +28,7 @@ from dispenser.wwks2.mapping import (
 )
 from dispenser.wwks2.messages import (
     CAPABILITIES,
+    Article,
     ArticleMasterSetRequest,
     ArticleMasterSetResponse,
     Capability,
@@ -191,17 +192,27 @@ class MessageHandlers:
     # -- stock
 
     async def _stock_info(self, connection: Connection, message: StockInfoRequest) -> None:
+        # Tens of thousands of short-lived objects: with cyclic collection on, they would
+        # be swept (and promoted) by passes that hold the event loop for tens of ms. Off
+        # until they are gone (``_answer_stock_info``'s locals die before it returns).
+        with no_gc_passes():
+            await self._answer_stock_info(connection, message)
+
+    async def _answer_stock_info(self, connection: Connection,
+                                 message: StockInfoRequest) -> None:
         query = stock_query(message)
         try:
             stock = await self.backend.stock(query)
         except Exception:
             raise self._failed(message, "stock") from None
-        response = StockInfoResponse(
-            id=message.id, source=self.config.subscriber_id,
-            destination=self._reply_to(connection, message),
-            articles=article_elements(stock, query.include_packs,
-                                      query.include_article_details))
-        await self.server.send_large(connection, response)
+        destination = self._reply_to(connection, message)
+
+        def response(_: Connection, articles: tuple[Article, ...]) -> Envelope:
+            return StockInfoResponse(id=message.id, source=self.config.subscriber_id,
+                                     destination=destination, articles=articles)
+
+        await self.server.send_stock((connection,), response, stock, query.include_packs,
+                                     query.include_article_details)
 
     # -- outputs
 

@@ -259,6 +259,13 @@ def decode(cls: type[M], element: ET.Element, path: str | None = None) -> M:
 
 
 def _text(value: Any) -> str:
+    kind = type(value)  # the common types first: this runs for every attribute written
+    if kind is str:
+        return xml_safe(value)
+    if kind is bool:
+        return "True" if value else "False"
+    if kind is int:
+        return str(value)
     if value is True:
         return "True"
     if value is False:
@@ -270,17 +277,31 @@ def _text(value: Any) -> str:
     return xml_safe(str(value))
 
 
+_Plan = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, Any], ...]]
+_PLANS: dict[type[Model], _Plan] = {}
+
+
+def _plan(cls: type[Model]) -> _Plan:
+    """(field, attribute name) of the attributes, (field, spec) of the rest, in order."""
+    plan = _PLANS.get(cls)
+    if plan is None:
+        specs = _specs(cls)
+        plan = _PLANS[cls] = (
+            tuple((name, spec.name) for name, spec, _ in specs if isinstance(spec, _Attr)),
+            tuple((name, spec) for name, spec, _ in specs if not isinstance(spec, _Attr)))
+    return plan
+
+
 def encode(obj: Model, parent: ET.Element | None = None) -> ET.Element:
     """The element for ``obj`` (appended to ``parent`` when given)."""
     cls = type(obj)
     element = ET.Element(cls.TAG) if parent is None else ET.SubElement(parent, cls.TAG)
-    specs = _specs(cls)
-    for name, spec, _ in specs:
-        if isinstance(spec, _Attr):
-            value = getattr(obj, name)
-            if value is not None:
-                element.set(spec.name, _text(value))
-    for name, spec, _ in specs:
+    attributes, others = _plan(cls)
+    for name, xml_name in attributes:
+        value = getattr(obj, name)
+        if value is not None:
+            element.set(xml_name, _text(value))
+    for name, spec in others:
         if isinstance(spec, _Child):
             value = getattr(obj, name)
             if spec.many:

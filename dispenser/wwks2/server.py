@@ -24,8 +24,8 @@ What callers may rely on (details in docs/wwks2.md):
   (or TaskCancelResponse) of its task, and none follows a Rejected OutputResponse.
 - **StockInfoMessage** broadcasts are coalesced: the articles changed since the last one,
   at most one message per ``stock_message_interval_s``.
-- **Never blocking the loop.** Messages over 64 KiB are parsed, and responses with many
-  packs encoded, in a worker thread.
+- **Never blocking the loop.** Messages over 64 KiB are parsed, and stock with many packs
+  is turned into messages and encoded, in a worker thread.
 """
 
 from __future__ import annotations
@@ -36,11 +36,12 @@ import dataclasses
 import itertools
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from importlib import metadata
 
 from dispenser.logs import get_logger
 from dispenser.wwks2.backend import (
+    ArticleStock,
     InputAnswer,
     InputOutcome,
     OutputOutcome,
@@ -51,6 +52,7 @@ from dispenser.wwks2.backend import (
     Wwks2Backend,
     Wwks2Events,
 )
+from dispenser.wwks2.bulk import no_gc_passes
 from dispenser.wwks2.config import Wwks2Config
 from dispenser.wwks2.connection import Connection
 from dispenser.wwks2.errors import UnprocessedError
@@ -73,9 +75,9 @@ from dispenser.wwks2.messages import (
     StockInfoMessage,
     UnprocessedMessage,
     decode_message,
-    encode_message,
 )
-from dispenser.wwks2.xmlio import parse_envelope, to_wire
+from dispenser.wwks2.model import encode
+from dispenser.wwks2.xmlio import encode_envelope, parse_envelope, to_wire
 
 __all__ = ["HELLO_TIMEOUT_S", "Wwks2Server", "Wwks2Stats"]
 
@@ -121,11 +123,6 @@ def _version() -> str:
         return metadata.version("dispenser")
     except metadata.PackageNotFoundError:
         return "0"
-
-
-def _weight(message: Envelope) -> int:
-    articles: Iterable[Article] = getattr(message, "articles", ())
-    return sum(1 + len(article.packs) for article in articles)
 
 
 class Wwks2Server:
@@ -294,12 +291,36 @@ class Wwks2Server:
             destination=connection.subscriber_id, reason=error.reason, text=error.text,
             message=OriginalMessage(id=error.message_id, text=echo)))
 
-    async def send_large(self, connection: Connection, message: Envelope) -> None:
-        """Send ``message``, encoding it in a worker thread when it is large."""
-        if _weight(message) > _ENCODE_IN_THREAD_PACKS:
-            connection.send_bytes(await asyncio.to_thread(encode_message, message))
-        else:
-            connection.send(message)
+    async def send_stock(self, connections: Sequence[Connection],
+                         make: Callable[[Connection, tuple[Article, ...]], Envelope],
+                         stock: Sequence[ArticleStock], include_packs: bool,
+                         include_details: bool) -> None:
+        """Send a stock message (``make`` builds it per connection, from the articles
+        and with no others). With many packs to write (packs times connections) the
+        articles are built and the messages encoded in a worker thread, so 20,000 packs,
+        or a change broadcast to many clients, never hold the loop; the articles' elements
+        are then made once and shared by every connection's message."""
+        packs = sum(len(a.packs) for a in stock) if include_packs else 0
+        if packs * len(connections) <= _ENCODE_IN_THREAD_PACKS:
+            articles = article_elements(stock, include_packs, include_details)
+            for connection in connections:
+                connection.send(make(connection, articles))
+            return
+
+        def encode_all() -> list[bytes]:
+            with no_gc_passes():
+                shared = [encode(a) for a in article_elements(stock, include_packs,
+                                                              include_details)]
+                out = []
+                for c in connections:
+                    lead = encode(make(c, ()))
+                    lead.extend(shared)
+                    out.append(encode_envelope(lead))
+                return out
+
+        for connection, data in zip(connections, await asyncio.to_thread(encode_all),
+                                    strict=True):
+            connection.send_bytes(data)
 
     def incident(self, what: str, message: Envelope) -> str:
         """Log the current exception as an incident; returns its id. Call in ``except``."""
@@ -386,14 +407,17 @@ class Wwks2Server:
             except Exception:
                 log.exception("wwks2 stock message not sent", articles=len(changed))
                 continue
-            articles = article_elements(stock, True, True)
             reported = {a.article_id for a in stock}
-            articles += tuple(Article(id=to_wire(a), quantity=0) for a in changed
-                              if a not in reported)
-            for connection in self.clients():
-                await self.send_large(connection, StockInfoMessage(
+            gone = tuple(Article(id=to_wire(a), quantity=0) for a in changed
+                         if a not in reported)
+
+            def message(connection: Connection, articles: tuple[Article, ...],
+                        gone: tuple[Article, ...] = gone) -> Envelope:
+                return StockInfoMessage(
                     id=str(self.next_id()), source=self.config.subscriber_id,
-                    destination=connection.subscriber_id, articles=articles))
+                    destination=connection.subscriber_id, articles=articles + gone)
+
+            await self.send_stock(self.clients(), message, stock, True, True)
 
     # -- input
 

@@ -1,4 +1,4 @@
-"""machine.status counts orders and shipments by state from a table the journal's own
+"""machine.status counts orders, shipments and output tasks by state from a table the journal's own
 triggers keep exact, instead of reading every row on each call (issue 8)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dispenser.core import Dispensary
 from dispenser.core.formulary import Formulary
 from dispenser.core.policy import Policy
 from dispenser.core.stock import SlotGeometry
+from dispenser.core.tasks import TaskCriterion, TaskRequest
 from dispenser.core.views import Actor
 from dispenser.daemon.schema import DAEMON_MIGRATIONS
 from dispenser.daemon.statecounts import STATE_COUNT_MIGRATIONS, state_counts
@@ -30,7 +31,7 @@ def dispensary(path: Path, with_counts: bool = True) -> Dispensary:
 def counted_by_rows(journal: Journal) -> dict[str, dict[str, int]]:
     return {table: {str(s): int(n) for s, n in journal.query(
         f"SELECT state, count(*) FROM {table} GROUP BY state ORDER BY state")}
-        for table in ("shipments", "orders")}
+        for table in ("shipments", "orders", "tasks")}
 
 
 def work(d: Dispensary, prefix: str) -> None:
@@ -44,7 +45,7 @@ def work(d: Dispensary, prefix: str) -> None:
 
 def test_counts_follow_every_insert_and_state_change(tmp_path: Path) -> None:
     d = dispensary(tmp_path / "j.sqlite")
-    assert state_counts(d.journal) == {"shipments": {}, "orders": {}}
+    assert state_counts(d.journal) == {"shipments": {}, "orders": {}, "tasks": {}}
     work(d, "A")
     counts = state_counts(d.journal)
     assert counts == counted_by_rows(d.journal)
@@ -74,3 +75,14 @@ def test_an_existing_journal_is_counted_when_the_migration_runs(tmp_path: Path) 
     assert state_counts(d.journal) == counted_by_rows(d.journal)
     work(d, "D")
     assert state_counts(d.journal) == counted_by_rows(d.journal)
+
+
+def test_output_tasks_are_counted_too(tmp_path: Path) -> None:
+    d = dispensary(tmp_path / "j.sqlite")
+    code = drugs()["robot"][0]["drug_code"]
+    for i in range(3):
+        d.create_task(TaskRequest("wwks2_output", f"100/{i}", "f", 1, "normal",
+                                  (TaskCriterion(code, 1, drug_code=code),)), ACTOR)
+    counts = state_counts(d.journal)
+    assert counts == counted_by_rows(d.journal)
+    assert counts["tasks"] == {"incomplete": 3}  # no stock: nothing to pick

@@ -17,7 +17,8 @@ TECH = {"technician"}
 # docs/api.md, Methods: the roles each method admits.
 METHODS = {
     "order.submit": ALL, "order.submit_batch": ALL, "order.cancel": ALL, "order.get": ALL,
-    "order.list": ALL, "shipment.get": ALL, "shipment.list": ALL, "machine.status": ALL,
+    "order.list": ALL, "shipment.get": ALL, "shipment.list": ALL, "task.get": ALL,
+    "task.list": ALL, "machine.status": ALL,
     "events.subscribe": ALL, "events.unsubscribe": ALL,
     "order.release": STAFF, "order.reject": STAFF, "shipment.confirm_manual": STAFF,
     "stock.list": STAFF, "stock.load": STAFF, "stock.quarantine": STAFF,

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from dispenser.testing.ims_client import ImsClient
 from dispenser.wwks2.config import Wwks2Config
 from dispenser.wwks2.server import Wwks2Server
 
-from .ims_client import ImsClient
 from .memory_backend import MemoryBackend
 
 ServerFactory = Callable[..., Awaitable[Wwks2Server]]

@@ -7,11 +7,11 @@ import asyncio
 import xml.etree.ElementTree as ET
 from datetime import date
 
+from dispenser.testing.ims_client import E, ImsClient
 from dispenser.wwks2.backend import InputOutcome, ScannedPack
 from dispenser.wwks2.server import Wwks2Server
 
 from .conftest import ClientFactory, ServerFactory
-from .ims_client import E, ImsClient
 from .memory_backend import MemoryBackend
 
 SCAN = "0104150123456789\x1d10B7\x1d17270331"

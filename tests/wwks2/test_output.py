@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
+from dispenser.testing.ims_client import E, ImsClient, Received
 from dispenser.wwks2.backend import TaskKey
 from dispenser.wwks2.server import Wwks2Server
 
 from .conftest import ClientFactory, ServerFactory
-from .ims_client import E, ImsClient, Received
 from .memory_backend import MemoryBackend, settle
 
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from dispenser.testing.ims_client import E, ImsClient, envelope
 from dispenser.wwks2.server import HELLO_TIMEOUT_S, Wwks2Server
 
 from .conftest import ClientFactory, ServerFactory
-from .ims_client import E, ImsClient, envelope
 
 ALL_CAPABILITIES = ["KeepAlive", "Status", "Input", "StockInfo", "Output", "TaskInfo",
                     "TaskCancel", "ArticleMaster"]

@@ -7,10 +7,10 @@ import asyncio
 import re
 from datetime import date
 
+from dispenser.testing.ims_client import E, ImsClient
 from dispenser.wwks2.backend import InputOutcome, ScannedPack, TaskKey
 from dispenser.wwks2.server import Wwks2Server
 
-from .ims_client import E, ImsClient
 from .memory_backend import MemoryBackend
 
 ENVELOPE = re.compile(rb'^<WWKS Version="2\.0" TimeStamp="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ">'

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from dispenser.testing.ims_client import E, ImsClient
 from dispenser.wwks2.server import Wwks2Server
 
 from .conftest import ClientFactory
-from .ims_client import E, ImsClient
 from .memory_backend import MemoryBackend
 
 

@@ -17,6 +17,7 @@ from dispenser.cli.commands import (
     robot,
     shipments,
     stock,
+    tasks,
     tokens,
 )
 from dispenser.cli.context import Context, Exit
@@ -28,6 +29,6 @@ Command = Callable[[Context, argparse.Namespace], Exit]
 
 def register_all(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                  common: argparse.ArgumentParser) -> None:
-    for module in (machine, orders, shipments, stock, diag, robot, tokens, patients,
+    for module in (machine, orders, shipments, tasks, stock, diag, robot, tokens, patients,
                    completion):
         module.register(sub, common)

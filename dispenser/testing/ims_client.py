@@ -47,7 +47,7 @@ def envelope(lead: ET.Element) -> bytes:
 
 def split_messages(buffer: bytearray) -> list[bytes]:
     """Take the complete messages off the front of ``buffer`` (CDATA skipped)."""
-    found = []
+    found: list[bytes] = []
     while True:
         start = 0
         while start < len(buffer) and buffer[start] in b" \t\r\n":
