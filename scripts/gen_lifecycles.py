@@ -34,10 +34,12 @@ _ABOUT = {
                 "packing slip. Forming while the merge window is open; held while stock is "
                 "short.",
     "pack": "One box. Created when a loading scan is accepted (or, for a fridge item, when "
-            "it is scanned into a tote).",
-    "task": "An output task: packs picked to an output for pharmacy software (WWKS2) rather "
-            "than for a shipment. Its stock is reserved when it is created (what cannot be "
-            "had is short: it never waits for stock); it ends when its tote is handed on. "
+            "it is scanned into a tote). Handed on, it is `dispensed`, or `disposed` when "
+            "its tote was one for destruction (the expiry sweep).",
+    "task": "An output task: packs picked to an output for pharmacy software (WWKS2) or "
+            "for destruction (the expiry sweep) rather than for a shipment. Its stock is "
+            "reserved when it is created (what cannot be had is short: it never waits for "
+            "stock); it ends when its tote is handed on. "
             "Cancelled or failed while picking, it is `aborting` until the picks under way "
             "are done and what its tote holds is handed on.",
     "machine": "The controller (one per daemon). Shipments are picked only in `ready`; "

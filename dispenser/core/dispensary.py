@@ -11,7 +11,9 @@ It builds the parts and wires them together; each part owns its data and its rul
 ``Picking``          picks, labelling, completion, failure of a shipment
 ``ManualPicks``      fridge and manual items scanned into a tote
 ``TaskBook``         output tasks: packs picked to an output for a requester other than a
-                     shipment (pharmacy software, later the expiry sweep)
+                     shipment (pharmacy software, the expiry sweep)
+``ExpirySweep``      the expiry sweep: near-expiry and expired packs to totes for
+                     destruction (output tasks of purpose ``destruction``)
 ===================  =====================================================================
 
 A call either commits all it did or nothing. If it fails after it wrote (or its commit
@@ -45,6 +47,7 @@ from dispenser.core.records import RecordBook, RecordOutcome
 from dispenser.core.shipments import Shipment, ShipmentBook, page_query
 from dispenser.core.states import OrderState, PackState, ShipmentState, TaskState
 from dispenser.core.stock import SlotGeometry, StockIndex
+from dispenser.core.sweep import ExpirySweep, SweepView
 from dispenser.core.tasks import TaskBook, TaskRequest, TaskView
 from dispenser.core.views import (
     SYSTEM,
@@ -83,6 +86,7 @@ class Dispensary:
         self.tasks.allocator = self.allocator
         self.allocator.tasks = self.tasks
         self.packs.tasks = self.tasks
+        self.sweeps = ExpirySweep(self.books, self.packs, self.tasks)
         self.orders.shipments = self.shipments
         self.shipments.orders = self.orders
         self.shipments.allocator = self.allocator
@@ -377,6 +381,19 @@ class Dispensary:
         """What the expiry sweep takes out: in-stock packs near expiry or expired that are
         not reserved, with their slots, in slot order (see ``PackBook.to_sweep``)."""
         return self.packs.to_sweep()
+
+    def sweep_stock(self, output: int, tote_capacity: int, actor: Actor) -> SweepView:
+        """The expiry sweep: reserve every pack ``packs_to_sweep`` offers (whose slot no
+        one else holds a reservation on) and make one destruction task per tote of at most
+        ``tote_capacity`` packs at ``output`` (see ``dispenser.core.sweep``). Nothing to
+        take: no task, ``sweep_id`` None. Raises ``SweepRunning`` while a sweep is under
+        way."""
+        with self._call():
+            return self.sweeps.sweep(output, tote_capacity, actor)
+
+    def sweep_under_way(self) -> tuple[str, list[str]] | None:
+        """(sweep id, its unfinished task ids) while a sweep is under way."""
+        return self.sweeps.running()
 
     def stock_level(self, gtin: str) -> int:
         """Packs of a drug that could be reserved now."""

@@ -143,6 +143,8 @@ PACK_TABLE: tuple[Row[PackState], ...] = (
     Row("refuse", (P.LOADING,), P.REFUSED),
     Row("pick", (P.IN_STOCK,), P.PICKED),
     Row("dispense", (P.PICKED,), P.DISPENSED),
+    # Handed on in a destruction tote (an output task of purpose ``destruction``).
+    Row("dispose", (P.PICKED,), P.DISPOSED),
     # A blocked slot or batch (in stock), a failed shipment's or recalled batch's tote.
     Row("quarantine", (P.IN_STOCK, P.PICKED), P.QUARANTINED),
     Row("miss", (P.IN_STOCK, P.PICKED), P.MISSING),

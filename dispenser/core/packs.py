@@ -35,7 +35,8 @@ __all__ = ["SERIAL_DISPENSED", "PackBook", "pack_view_row"]
 
 _LIVE = (PackState.LOADING.value, PackState.IN_STOCK.value, PackState.PICKED.value,
          PackState.QUARANTINED.value)
-_GONE = (PackState.DISPENSED, PackState.REFUSED, PackState.MISSING, PackState.DROPPED)
+_GONE = (PackState.DISPENSED, PackState.DISPOSED, PackState.REFUSED, PackState.MISSING,
+         PackState.DROPPED)
 # How a pack is lost.
 LOST_TRIGGER = {PackState.DROPPED: "drop", PackState.MISSING: "miss"}
 

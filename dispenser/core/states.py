@@ -18,7 +18,7 @@ Shipment::
 
 Pack::
 
-    loading --> in_stock --> picked --> dispensed
+    loading --> in_stock --> picked --> dispensed | disposed (a destruction tote)
        \\--> refused   \\--> quarantined | missing | dropped
 
 Output task (packs picked to an output that is not a patient's shipment)::
@@ -61,6 +61,9 @@ class PackState(enum.Enum):
     IN_STOCK = "in_stock"
     PICKED = "picked"
     DISPENSED = "dispensed"
+    # Handed on in a tote for destruction (the expiry sweep): out of the machine, never
+    # to a patient.
+    DISPOSED = "disposed"
     QUARANTINED = "quarantined"
     MISSING = "missing"
     DROPPED = "dropped"

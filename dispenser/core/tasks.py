@@ -1,5 +1,5 @@
 """Output tasks: packs picked to an output for a requester that is not a patient's
-shipment (pharmacy software over WWKS2; the expiry sweep will be another).
+shipment (pharmacy software over WWKS2; the expiry sweep, ``dispenser.core.sweep``).
 
 A task is the second kind of work the robot does beside shipments. It is made of
 **lines**, each asking for packs either by criteria (a drug, a quantity, optionally a
@@ -21,7 +21,8 @@ packs whatever their expiry.
 
 Lifecycle (``TASK_TABLE``): ``queued`` -> ``in_process`` when the tote planner gives it its
 output -> ``completed`` / ``incomplete`` when its tote is handed on (in the same
-transaction as the hand-on, so its packs are ``dispensed`` exactly once), or ``aborted``
+transaction as the hand-on, so its packs are ``dispensed``, or ``disposed`` for
+``destruction``, exactly once), or ``aborted``
 (cancelled or failed; while picking it passes through ``aborting``: the picks under way
 finish and the packs already in the tote are handed on and reported). ``fire`` is the one
 place a task changes state, each change with its audit row.
@@ -55,6 +56,9 @@ __all__ = ["PURPOSES", "Task", "TaskBook", "TaskCriterion", "TaskLine", "TaskLin
 # What each purpose may take: ``shelf_life`` True means only packs fit to hand over (not
 # expired, at least ``min_shelf_life_days`` left).
 PURPOSES: dict[str, bool] = {"wwks2_output": True, "destruction": False}
+# How a purpose's packs leave at the hand-on: handed over (``dispensed``), or sent for
+# destruction (``disposed``: never counted as dispensed to anyone).
+_HAND_ON_TRIGGER = {"wwks2_output": "dispense", "destruction": "dispose"}
 _RANK = {p.value: p.rank for p in Priority}
 _RANK_NAME = {p.rank: p.value for p in Priority}
 _COLUMNS = ("task_id, seq, purpose, request_key, fingerprint, state, priority, output, actor, "
@@ -511,15 +515,17 @@ class TaskBook:
 
     def finish(self, task_id: str, actor: Actor) -> Task:
         """The task's tote was handed on (or there was nothing to hand on): its packs are
-        dispensed, what is still reserved is given back, and it ends ``completed``,
-        ``incomplete`` or (after a cancel or failure) ``aborted``."""
+        dispensed (``disposed`` for a destruction task), what is still reserved is given
+        back, and it ends ``completed``, ``incomplete`` or (after a cancel or failure)
+        ``aborted``."""
         t = self.live_task(task_id, TaskState.IN_PROCESS, TaskState.ABORTING)
         freed = self._release(t)
+        trigger = _HAND_ON_TRIGGER[t.purpose]
         for ln in t.lines:
             for pid in ln.packs:
                 p = self.packs.live.get(pid)
                 if p is not None and p.state is PackState.PICKED:
-                    self.packs.fire(p, "dispense", actor)
+                    self.packs.fire(p, trigger, actor)
         if t.state is TaskState.ABORTING:
             self.fire(t, "abort", actor)
         elif all(ln.done for ln in t.lines):

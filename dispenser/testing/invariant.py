@@ -3,12 +3,15 @@ ledger, which is the physical truth, pack by pack.
 
 - every order is in a final state (completed, cancelled, rejected, failed), if asked;
 - every pack the journal knows is where the journal says: ``in_stock``/``quarantined`` in
-  that slot, ``picked`` in the tote at its shipment's output, ``dispensed`` in a handed-on
-  tote, ``dropped`` in the ledger's ``dropped``, ``missing`` out of storage (``jammed``,
-  ``removed``, ``dropped``), ``loading``/``refused`` at the input point or out of storage
-  (``taken_off`` the input point by a person);
+  that slot, ``picked`` in the tote at its shipment's (or output task's) output,
+  ``dispensed`` or ``disposed`` in a handed-on tote, ``dropped`` in the ledger's
+  ``dropped``, ``missing`` out of storage (``jammed``, ``removed``, ``dropped``),
+  ``loading``/``refused`` at the input point or out of storage (``taken_off`` the input
+  point by a person);
 - no pack is in two places and no serial was dispensed twice;
-- every handed-on tote holds packs of one shipment only, and exactly that shipment's packs;
+- every handed-on tote holds packs of one shipment or one output task only, and exactly
+  its packs: a destruction tote (the expiry sweep) holds only ``disposed`` packs of its
+  task, none of them dispensed to anyone, and a ``disposed`` pack is a destruction task's;
 - the packs in the slots are exactly the journal's stock (nothing in storage unknown to it);
 - every completed shipment's label and packing slip came out of the printer.
 
@@ -60,6 +63,7 @@ class InvariantReport:
     packs: Counter[str] = field(default_factory=Counter)
     released_totes: int = 0
     packs_dispensed: int = 0
+    packs_disposed: int = 0  # handed on in destruction totes (the expiry sweep)
     # Consequences of packs vanishing unseen (sim.inject slot_short / slot_empty), which the
     # controller cannot know until it picks the slot empty or counts it: "substituted" (the
     # robot picked the next pack of the same batch, the journal names the vanished one),
@@ -77,7 +81,8 @@ class InvariantReport:
         return {"ok": self.ok, "problems": len(self.problems), "orders": dict(self.orders),
                 "shipments": dict(self.shipments), "packs": dict(self.packs),
                 "released_totes": self.released_totes,
-                "packs_dispensed": self.packs_dispensed, "labels": self.labels,
+                "packs_dispensed": self.packs_dispensed,
+                "packs_disposed": self.packs_disposed, "labels": self.labels,
                 "known_consequences_of_vanished_packs": dict(self.known)}
 
 
@@ -109,6 +114,8 @@ async def _check(c: ApiClient, sim: Sim, require_final: bool) -> InvariantReport
                 bad(f"shipment {s['shipment_id']} is {s['state']}, not final")
     packs = await list_all(c, "stock.list", {"state": None}, "pack_id")
     r.packs.update(p["state"] for p in packs)
+    tasks = await list_all(c, "task.list", {}, "task_id")
+    destruction = {t["task_id"] for t in tasks if t["purpose"] == "destruction"}
     ledger = await sim.ledger()
     robot_gtins = {row["drug_code"] for row in formulary_rows()
                    if row["fridge"] == "false" and row["manual"] == "false"}
@@ -134,6 +141,7 @@ async def _check(c: ApiClient, sim: Sim, require_final: bool) -> InvariantReport
             bad(f"pack {serial} is in {len(places)} places at once: {places}")
 
     by_serial_journal: dict[str, dict[str, Any]] = {}
+    # By owner: a shipment's id, or an output task's (``_owner``).
     tote_of_shipment: dict[str, set[Any]] = defaultdict(set)
     output_of_shipment: dict[str, set[Any]] = defaultdict(set)
     # Packs that vanished unseen (slot_short / slot_empty): the robot picks by position,
@@ -179,17 +187,27 @@ async def _check(c: ApiClient, sim: Sim, require_final: bool) -> InvariantReport
                     f"ledger has it at {places or 'nowhere'}")
         elif state == "picked":
             if kinds != {"output"}:
-                bad(f"pack {p['pack_id']} ({serial}) picked (shipment {p['shipment_id']}) "
+                bad(f"pack {p['pack_id']} ({serial}) picked ({_owner(p)}) "
                     f"but the ledger has it at {places or 'nowhere'}")
             else:
-                output_of_shipment[p["shipment_id"]].add(places[0][1])
-        elif state == "dispensed":
+                output_of_shipment[_owner(p)].add(places[0][1])
+        elif state in ("dispensed", "disposed"):
+            for_destruction = p["task_id"] is not None and p["task_id"] in destruction
+            if state == "dispensed" and for_destruction:
+                bad(f"pack {p['pack_id']} ({serial}) of destruction task {p['task_id']} "
+                    "dispensed, not disposed")
+            if state == "disposed" and (not for_destruction or p["shipment_id"] is not None):
+                bad(f"pack {p['pack_id']} ({serial}) disposed but not a destruction task's: "
+                    f"task {p['task_id']}, shipment {p['shipment_id']}")
             if kinds != {"released"}:
-                bad(f"pack {p['pack_id']} ({serial}) dispensed (shipment {p['shipment_id']}) "
+                bad(f"pack {p['pack_id']} ({serial}) {state} ({_owner(p)}) "
                     f"but the ledger has it at {places or 'nowhere'}")
             else:
-                tote_of_shipment[p["shipment_id"]].add(places[0][1])
-                r.packs_dispensed += 1
+                tote_of_shipment[_owner(p)].add(places[0][1])
+                if state == "dispensed":
+                    r.packs_dispensed += 1
+                else:
+                    r.packs_disposed += 1
         elif state == "dropped":
             if kinds != {"dropped"}:
                 bad(f"pack {p['pack_id']} ({serial}) dropped per journal, ledger: {places}")
@@ -216,14 +234,15 @@ async def _check(c: ApiClient, sim: Sim, require_final: bool) -> InvariantReport
                 bad(f"slot {loc} holds {serial}, journal: {_desc(jp)}")
             elif kind == "output" and (jp is None or jp["state"] != "picked"):
                 bad(f"tote at output {loc[0]} holds {serial}, journal: {_desc(jp)}")
-            elif kind == "released" and (jp is None or jp["state"] != "dispensed"):
+            elif kind == "released" and (jp is None
+                                         or jp["state"] not in ("dispensed", "disposed")):
                 bad(f"released tote {loc} holds {serial}, journal: {_desc(jp)}")
 
-    # One tote per shipment, one shipment per tote, and the same packs.
+    # One tote per shipment (or output task), one shipment per tote, and the same packs.
     shipment_of_tote: dict[Any, set[str]] = defaultdict(set)
     for sid, totes in tote_of_shipment.items():
         if len(totes) > 1:
-            bad(f"shipment {sid}'s packs are in {len(totes)} released totes: {sorted(totes)}")
+            bad(f"{sid}'s packs are in {len(totes)} released totes: {sorted(totes)}")
         for t in totes:
             shipment_of_tote[t].add(sid)
     for sid, outs in output_of_shipment.items():
@@ -231,22 +250,31 @@ async def _check(c: ApiClient, sim: Sim, require_final: bool) -> InvariantReport
             shipment_of_tote[("output", o)].add(sid)
     for t, sids in shipment_of_tote.items():
         if len(sids) > 1:
-            bad(f"tote {t} holds packs of {len(sids)} shipments: {sorted(sids)}")
+            bad(f"tote {t} holds packs of {len(sids)} shipments or tasks: {sorted(sids)}")
     r.released_totes = sum(1 for t in ledger["totes"] if t["packs"])
 
     # A completed shipment with robot items has its packs handed on, and nothing else.
     ship_state = {s["shipment_id"]: s for s in shipments}
     for sid in tote_of_shipment:
-        sh = ship_state.get(sid)
+        sh = ship_state.get(sid.removeprefix("shipment "))
         if sh is not None and sh["state"] not in SHIPMENT_FINAL | {"labelling"}:
-            bad(f"shipment {sid} is {sh['state']} but its tote was handed on")
+            bad(f"{sid} is {sh['state']} but its tote was handed on")
     counted = {p["shipment_id"] for p in packs if p["serial"] in excused}
     for s in shipments:
-        if (s["state"] == "completed" and s["picked"] and s["shipment_id"] not in tote_of_shipment
+        if (s["state"] == "completed" and s["picked"]
+                and f"shipment {s['shipment_id']}" not in tote_of_shipment
                 and s["shipment_id"] not in counted):
             bad(f"shipment {s['shipment_id']} completed with {s['picked']} packs picked but "
                 "no released tote holds them")
 
+    # A destruction task ended with packs in its tote: they were handed on, all of them.
+    for t in tasks:
+        if t["task_id"] in destruction and t["state"] in ("completed", "incomplete",
+                                                           "aborted") and t["picked"]:
+            owner = f"task {t['task_id']}"
+            if owner not in tote_of_shipment:
+                bad(f"destruction task {t['task_id']} ended with {t['picked']} packs but "
+                    "no released tote holds them")
     serials = [p["serial"] for t in ledger["totes"] for p in t["packs"]]
     dup = [s for s, n in Counter(serials).items() if n > 1]
     if dup:
@@ -275,6 +303,13 @@ async def _check(c: ApiClient, sim: Sim, require_final: bool) -> InvariantReport
 _SHIPMENT_ID = re.compile(r"SH-[0-9]{8}")
 
 
+def _owner(p: dict[str, Any]) -> str:
+    """Whose tote a picked pack is in: its shipment's, else its output task's."""
+    if p["shipment_id"] is not None:
+        return f"shipment {p['shipment_id']}"
+    return f"task {p['task_id']}"
+
+
 def _physical_packs(ledger: dict[str, Any]) -> list[list[dict[str, Any]]]:
     places = [*ledger["slots"].values(), ledger["input"]]
     places += [t["packs"] for t in ledger["outputs"].values()]
@@ -289,14 +324,15 @@ def _check_batches_by_count(r: InvariantReport, packs: list[dict[str, Any]],
     physically there and at most that plus what vanished; per shipment, the tote holds as
     many packs of the batch as the journal gave it; in total nothing extra went out."""
     bad = r.problems.append
-    # The tote of each shipment, from its packs of other batches.
+    # The tote of each shipment (or output task), from its packs of other batches.
     tote_of: dict[str, Any] = {}
     for p in packs:
-        if (p["gtin"], p["batch"]) in batches or p["shipment_id"] is None:
+        if (p["gtin"], p["batch"]) in batches or (p["shipment_id"] is None
+                                                   and p["task_id"] is None):
             continue
         for kind, loc in where.get(p["serial"], []):
             if kind in ("released", "output"):
-                tote_of[p["shipment_id"]] = (kind, loc)
+                tote_of[_owner(p)] = (kind, loc)
     for gtin, batch in sorted(batches):
         mine = [p for p in packs if p["gtin"] == gtin and p["batch"] == batch]
         vanished = sum(1 for p in ledger["removed"]
@@ -311,7 +347,8 @@ def _check_batches_by_count(r: InvariantReport, packs: list[dict[str, Any]],
                     f"({vanished} vanished unseen)")
             elif j > ph:
                 r.known["vanished_still_in_journal_stock"] += j - ph
-        j_ship = Counter(p["shipment_id"] for p in mine if p["state"] in ("dispensed", "picked"))
+        j_ship = Counter(_owner(p) for p in mine
+                         if p["state"] in ("dispensed", "disposed", "picked"))
         phys_tote: Counter[Any] = Counter()
         for kind, key in (("released", "totes"), ("output", "outputs")):
             places = (ledger[key] if kind == "released" else
@@ -327,7 +364,7 @@ def _check_batches_by_count(r: InvariantReport, packs: list[dict[str, Any]],
             if tote is None:
                 unmapped += n
             elif phys_tote.get(tote, 0) != n:
-                bad(f"batch {gtin}/{batch}: shipment {sid} got {n} per journal, its tote "
+                bad(f"batch {gtin}/{batch}: {sid} got {n} per journal, its tote "
                     f"{tote} holds {phys_tote.get(tote, 0)}")
         known_totes = {tote_of[s] for s in j_ship if s in tote_of}
         others = sum(n for t, n in phys_tote.items() if t not in known_totes)

@@ -6,7 +6,8 @@ the packs; after every merge round FEFO holds among the packs that last the supp
 when picking starts no reservation is on a pack that aged out since; at the end the audit
 chain verifies, a restart rebuilds the same state, and every change of state the audit
 trail records is a row of its lifecycle table (and each entity's recorded changes follow
-on from each other up to its state now).
+on from each other up to its state now). The expiry sweep takes only near-expiry packs no
+one else holds, and they end ``disposed``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from dispenser.core.lifecycles import (
     ORDER_LIFECYCLE,
     PACK_LIFECYCLE,
     SHIPMENT_LIFECYCLE,
+    TASK_LIFECYCLE,
     Lifecycle,
 )
 from dispenser.core.policy import Policy
@@ -211,6 +213,27 @@ class CoreMachine(RuleBasedStateMachine):
             else:
                 self.d.reject(oid, PHARMACIST, "refused")
 
+    @rule(go=st.integers(0, 3), short=st.booleans())
+    def sweep(self, go: int, short: bool) -> None:
+        """The expiry sweep, worked to its end in one step (start, pick, hand on): it
+        takes only near-expiry packs no one else holds, and they end ``disposed``."""
+        if go:
+            return
+        line = self.d.packs.near_expiry_before()
+        held = {n for n, s in self.d.stock.slots.items() if s.reserved}
+        swept = self.d.sweep_stock(1, 5, LOADER)
+        for v in swept.packs:
+            assert v.expiry < line and v.state is PackState.IN_STOCK, v
+            assert v.slot not in held, v
+        for t in swept.tasks:
+            self.d.start_task(t.task_id)
+            for i, (slot, count) in enumerate(self.d.get_task(t.task_id).picks):
+                self.d.record_task_pick(t.task_id, slot, count - 1 if short and not i
+                                        else count)
+            done = self.d.finish_task(t.task_id)
+            assert all(p.state is PackState.DISPOSED for p in done.packs), done
+        assert self.d.sweep_under_way() is None
+
     @rule(pick=st.integers(0, 50), go=st.integers(0, 3))
     def fail(self, pick: int, go: int) -> None:
         if go:
@@ -262,6 +285,8 @@ class CoreMachine(RuleBasedStateMachine):
                 return SHIPMENT_LIFECYCLE
             if subject.startswith("pack:"):
                 return PACK_LIFECYCLE
+            if subject.startswith("OT-"):
+                return TASK_LIFECYCLE
             return ORDER_LIFECYCLE
 
         states: dict[str, str] = {}
@@ -288,6 +313,8 @@ class CoreMachine(RuleBasedStateMachine):
             assert states[sid] == state, sid
         for pid, state in self.journal.query("SELECT pack_id, state FROM packs"):
             assert states[f"pack:{pid}"] == state, pid
+        for tid, state in self.journal.query("SELECT task_id, state FROM tasks"):
+            assert states[tid] == state, tid
 
     # ---------------------------------------------------------------- helpers
     def _per_slot(self, sid: str) -> dict[int, int]:

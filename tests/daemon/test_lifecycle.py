@@ -84,6 +84,7 @@ P = PackState
 PACK_ORACLE: dict[tuple[PackState, str], PackState] = {
     (P.LOADING, "store"): P.IN_STOCK, (P.LOADING, "refuse"): P.REFUSED,
     (P.IN_STOCK, "pick"): P.PICKED, (P.PICKED, "dispense"): P.DISPENSED,
+    (P.PICKED, "dispose"): P.DISPOSED,
     (P.IN_STOCK, "quarantine"): P.QUARANTINED, (P.PICKED, "quarantine"): P.QUARANTINED,
     (P.IN_STOCK, "miss"): P.MISSING, (P.PICKED, "miss"): P.MISSING,
     (P.IN_STOCK, "drop"): P.DROPPED, (P.PICKED, "drop"): P.DROPPED,

@@ -17,6 +17,7 @@ from dispenser.cli.commands import (
     robot,
     shipments,
     stock,
+    sweep,
     tasks,
     tokens,
 )
@@ -29,6 +30,6 @@ Command = Callable[[Context, argparse.Namespace], Exit]
 
 def register_all(sub: argparse._SubParsersAction[argparse.ArgumentParser],
                  common: argparse.ArgumentParser) -> None:
-    for module in (machine, orders, shipments, tasks, stock, diag, robot, tokens, patients,
-                   completion):
+    for module in (machine, orders, shipments, tasks, stock, sweep, diag, robot, tokens,
+                   patients, completion):
         module.register(sub, common)

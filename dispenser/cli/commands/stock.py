@@ -16,8 +16,8 @@ from dispenser.cli.render import discrepancies_table, pack_table
 
 __all__ = ["register", "scan_text"]
 
-PACK_STATES = ("loading", "in_stock", "picked", "dispensed", "quarantined", "missing",
-               "dropped", "refused")
+PACK_STATES = ("loading", "in_stock", "picked", "dispensed", "disposed", "quarantined",
+               "missing", "dropped", "refused")
 GS = "\x1d"
 # How a GS1 group separator arrives when a scanner or a file cannot carry the control
 # character itself.

@@ -14,6 +14,7 @@ from dispenser.daemon.methods import (
     robot,
     shipments,
     stock,
+    sweep,
     tasks,
 )
 from dispenser.daemon.methods.audit import audit_summary, outcome_dict
@@ -27,5 +28,6 @@ __all__ = ["ALL", "MAX_TEXT", "STAFF", "TECHNICIAN", "Services", "api_error", "a
 
 def register_methods(registry: MethodRegistry, daemon: Services) -> None:
     api = Api(registry, daemon)
-    for area in (orders, shipments, stock, tasks, machine, diagnostics, records, patients, robot):
+    for area in (orders, shipments, stock, sweep, tasks, machine, diagnostics, records,
+                 patients, robot):
         area.register(api)
