@@ -66,6 +66,10 @@ from dispenser.testing.campaigns.dayload import (
 )
 
 
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -119,15 +123,23 @@ async def submit_paced(client: ApiClient, orders: list[dict[str, Any]], rate: fl
 
 
 async def submit_burst(clients: list[ApiClient], orders: list[dict[str, Any]],
-                       latencies: list[float], errors: Counter[str]) -> float:
-    it = iter(orders)
+                       latencies: list[float], errors: Counter[str], batch: int = 1) -> float:
+    """As fast as the connections send them; ``batch`` > 1: ``order.submit_batch`` of that
+    many orders per call (an order system that has a backlog may), latency per call."""
+    it = iter(orders[k:k + batch] for k in range(0, len(orders), batch))
     t0 = time.perf_counter()
 
     async def worker(c: ApiClient) -> None:
-        for o in it:
+        for part in it:
             t = time.perf_counter()
             try:
-                await c.call("order.submit", {"order": o}, timeout=120)
+                if batch == 1:
+                    await c.call("order.submit", {"order": part[0]}, timeout=120)
+                else:
+                    res = await c.call("order.submit_batch", {"orders": part}, timeout=120)
+                    for r in res["results"]:
+                        if "error" in r:
+                            errors[str(r["error"]["code"])] += 1
             except ApiError as exc:
                 errors[str(exc.code)] += 1
             latencies.append(time.perf_counter() - t)
@@ -167,13 +179,22 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
 
     # 1. stock
     say(f"stock: loading {len(plan.initial_packs)} packs through stock.load ...")
+    profiling = args.profile is not None
+    if profiling:
+        stack.daemon.profile_start()
+    cpu_s0 = stack.daemon.cpu_seconds() or 0.0
     t = time.perf_counter()
     await loader.load(plan.initial_packs)
     await loader.wait_stored()
     load_s = time.perf_counter() - t
+    cpu_s = (stack.daemon.cpu_seconds() or 0.0) - cpu_s0
     fig["stock"] = {"packs": len(plan.initial_packs), "seconds": round(load_s, 1),
                     "packs_per_s": round(len(plan.initial_packs) / load_s, 1),
-                    "refused": dict(loader.refused)}
+                    "daemon_cpu_s": round(cpu_s, 1),
+                    "cpu_ms_per_pack": round(1000 * cpu_s / len(plan.initial_packs), 3),
+                    "refused": dict(loader.refused), "loadavg": loadavg()}
+    if profiling:
+        say(f"  profile: {stack.daemon.profile_dump().rename(Path(args.profile) / 'stock.prof')}")
     say(f"  {fig['stock']}")
 
     # 2. bare pymodbus
@@ -187,7 +208,12 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
     desk = asyncio.create_task(packing_desk(await stack.client("staff"), plan.restocker, stop))
     faults = asyncio.create_task(fault_desk(await stack.client("staff"), stop))
     s0 = await tech.call("diag.stats")
+    rss_before = stack.daemon.rss_kib()
+    if profiling:
+        stack.daemon.profile_start()
     cpu0 = stack.daemon.cpu_seconds() or 0.0
+    threads0 = stack.daemon.thread_cpu_seconds()
+    load0 = loadavg()
     paced = plan.orders[:args.paced]
     burst = plan.orders[args.paced:]
     say(f"day: {len(paced)} orders at {args.rate}/s, then {len(burst)} in a burst over "
@@ -199,8 +225,10 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
     osys = await stack.client("order_system")
     paced_s = await submit_paced(osys, paced, args.rate, lat_paced, errors)
     clients = [await stack.client("order_system") for _ in range(args.clients)]
-    burst_s = await submit_burst(clients, burst, lat_burst, errors)
+    rss_paced = stack.daemon.rss_kib()
+    burst_s = await submit_burst(clients, burst, lat_burst, errors, args.batch)
     submitted_s = time.perf_counter() - t0
+    rss_submitted = stack.daemon.rss_kib()
     say(f"  submitted in {submitted_s:.1f} s; waiting for the machine ...")
     counts = await settle(staff, quiet_s=args.quiet, timeout=args.timeout)
     picked_s = time.perf_counter() - t0
@@ -212,6 +240,10 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
     confirmed = await desk
     acked = await faults
     cpu = (stack.daemon.cpu_seconds() or 0.0) - cpu0
+    threads1 = stack.daemon.thread_cpu_seconds()
+    load1 = loadavg()
+    if profiling:
+        say(f"  profile: {stack.daemon.profile_dump().rename(Path(args.profile) / 'day.prof')}")
     s1 = await tech.call("diag.stats")
     rss = stack.daemon.rss_kib()
     picks = s1["packs_picked"] - s0["packs_picked"]
@@ -229,11 +261,18 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
         "ratio_cpu_per_pick_to_bare_round_trip": round(1e6 * cpu / picks / bare_us, 2)
         if picks else None,
         "peak_rss_mib": round(rss[1] / 1024, 1) if rss else None,
+        "rss_mib_before_orders": round(rss_before[0] / 1024, 1) if rss_before else None,
+        "rss_mib_after_paced": round(rss_paced[0] / 1024, 1) if rss_paced else None,
+        "rss_mib_all_orders_submitted": round(rss_submitted[0] / 1024, 1)
+        if rss_submitted else None,
+        "daemon_cpu_s_by_thread": {k: round(threads1.get(k, 0.0) - v, 1)
+                                   for k, v in threads0.items()},
+        "loadavg_start_end": [load0, load1],
         "submit_paced": {"rate": args.rate, "orders": len(paced), "seconds": round(paced_s, 1),
                          "p50_ms": round(pct(lat_paced, 0.5) * 1000, 2),
                          "p99_ms": round(pct(lat_paced, 0.99) * 1000, 2),
                          "max_ms": round(max(lat_paced, default=0) * 1000, 2)},
-        "submit_burst": {"orders": len(burst), "clients": args.clients,
+        "submit_burst": {"orders": len(burst), "clients": args.clients, "batch": args.batch,
                          "seconds": round(burst_s, 1),
                          "orders_per_s": round(len(burst) / burst_s, 1) if burst_s else None,
                          "p50_ms": round(pct(lat_burst, 0.5) * 1000, 2),
@@ -355,6 +394,35 @@ async def utilization(stack: Stack, plan: DayPlan, args: argparse.Namespace,
         say(f"  {p}")
 
 
+def table(fig: dict[str, Any]) -> list[str]:
+    """The figures of issue 12's table, from this run."""
+    day, stock = fig.get("day", {}), fig.get("stock", {})
+    if not day:
+        return []
+    paced, burst = day["submit_paced"], day["submit_burst"]
+    how = "order.submit" if burst["batch"] == 1 else f"order.submit_batch of {burst['batch']}"
+    return [
+        f"whole day, first order to every order final: {day['wall_s']} s "
+        f"({day['orders']} orders, {day['packs_picked']} packs picked)",
+        f"daemon CPU per order: {day['cpu_ms_per_order']} ms "
+        f"(event loop thread / others: {day['daemon_cpu_s_by_thread']} s)",
+        f"daemon CPU per pick : bare pymodbus round trip: "
+        f"{day['controller_cpu_us_per_pick']} us : "
+        f"{round(1e6 / fig['bare_modbus']['round_trips_per_s'], 1)} us = "
+        f"{day['ratio_cpu_per_pick_to_bare_round_trip']}x",
+        f"order.submit at {paced['rate']}/s: p50 {paced['p50_ms']} / p99 {paced['p99_ms']} / "
+        f"max {paced['max_ms']} ms",
+        f"burst, {burst['clients']} connections, {how}: {burst['orders_per_s']} orders/s",
+        f"stock.load: {stock.get('packs_per_s')} packs/s "
+        f"({stock.get('cpu_ms_per_pack')} ms daemon CPU per pack)",
+        f"daemon RSS: peak {day['peak_rss_mib']} MiB; before the orders "
+        f"{day['rss_mib_before_orders']} MiB; all orders in "
+        f"{day['rss_mib_all_orders_submitted']} MiB",
+        f"load average (1/5/15 min): stock {stock.get('loadavg')}, day "
+        f"{day['loadavg_start_end'][0]} -> {day['loadavg_start_end'][1]}",
+    ]
+
+
 async def main_async(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else random.randrange(1, 10**6)
     say(f"bench_day seed={seed} (repeat with --seed {seed})")
@@ -370,6 +438,9 @@ async def main_async(args: argparse.Namespace) -> int:
     opts = DaemonOptions(merge_window_s=args.merge_window, log_level=args.log_level,
                          low_stock_packs=2, timeout_s=1.0, watchdog_ms=2000,
                          link_fault_after_s=10.0)
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        opts.profile = Path(args.profile).resolve() / "dispenserd.prof"
     stack = Stack(workdir, instant=True, daemon=opts)
     try:
         await stack.start()
@@ -390,6 +461,8 @@ async def main_async(args: argparse.Namespace) -> int:
             await utilization(stack, util_plan, args, fig)
     finally:
         await stack.stop()
+        for line in table(fig):
+            say(f"| {line}")
         if args.json:
             Path(args.json).write_text(json.dumps(fig, indent=1))
         if not args.keep:
@@ -407,6 +480,10 @@ def main() -> int:
                    help="orders sent at --rate before the burst (latency figures)")
     p.add_argument("--rate", type=float, default=200.0)
     p.add_argument("--clients", type=int, default=4, help="connections for the burst")
+    p.add_argument("--batch", type=int, default=1,
+                   help="orders per call in the burst (> 1: order.submit_batch)")
+    p.add_argument("--profile", metavar="DIR",
+                   help="run dispenserd under cProfile: DIR/stock.prof and DIR/day.prof")
     p.add_argument("--merge-window", type=float, default=1.0)
     p.add_argument("--bare-reads", type=int, default=3000)
     p.add_argument("--util-orders", type=int, default=300)

@@ -58,7 +58,9 @@ __all__ = ["DONE", "MAX_OUTSTANDING", "PLANNED", "UNKNOWN", "VOID", "After", "Co
            "Intent", "IntentLog", "RobotLedger", "RobotMismatch"]
 
 MAX_OUTSTANDING = COMPLETION_RING - 8
-COMPLETIONS_PER_COMMIT = 4
+# Completions applied per commit: a robot write holds up to 15 commands, so the completions
+# of one poll usually share one commit (one fsync) while one turn of the loop stays short.
+COMPLETIONS_PER_COMMIT = 16
 
 PLANNED, VOID, DONE, UNKNOWN = "planned", "void", "done", "unknown"
 
@@ -347,11 +349,12 @@ class RobotLedger:
             upto = min(status.completion_count, self.cursor + COMPLETION_RING)
             completions = await self.robot.read_completions(self.cursor, upto)
             found = found or bool(completions)
-            # A few completions share one commit (one fsync); each is applied in its own
-            # savepoint together with its effect and the cursor, so the journal never holds
-            # an effect without its cursor or the other way round. What follows a commit
-            # (waking callers, events) runs once it is on disk. Between commits the loop
-            # lets API calls through, so a burst of completions never stalls them long.
+            # The completions of a poll share one commit (one fsync), up to 16; each is
+            # applied in its own savepoint together with its effect and the cursor, so the
+            # journal never holds an effect without its cursor or the other way round. What
+            # follows a commit (waking callers, events) runs once it is on disk. Between
+            # commits the loop lets API calls through, so a burst of completions never
+            # stalls them long.
             for start in range(0, len(completions), COMPLETIONS_PER_COMMIT):
                 after: After = []
                 with self.journal.transaction():

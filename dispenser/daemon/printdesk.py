@@ -21,7 +21,7 @@ from dispenser.core.formulary import Drug
 from dispenser.core.views import ShipmentView
 from dispenser.daemon import labels
 from dispenser.logs import get_logger
-from drivers.printer.client import PrintOutcome
+from drivers.printer.client import LabelsOutcome, PrintOutcome
 from drivers.printer.status import NotReadyReason, PrinterError
 
 log = get_logger(__name__)
@@ -31,6 +31,8 @@ class PrinterLike(Protocol):
     """What the desk needs of the printer driver (``drivers.printer.client.Printer``)."""
 
     async def print_label(self, zpl: bytes) -> PrintOutcome: ...
+
+    async def print_labels(self, zpls: Sequence[bytes]) -> LabelsOutcome: ...
 
 
 def reason_names(reasons: Sequence[NotReadyReason]) -> list[str]:
@@ -129,24 +131,25 @@ class PrintDesk:
         first = self._progress.get(shipment_id, 0)
         if first == 0 and self._on_starting is not None:
             self._on_starting(shipment_id)  # journaled before anything can come out
-        for index, (what, zpl) in enumerate(docs):
-            if index < first:
-                continue
-            try:
-                outcome = await self.printer.print_label(zpl)
-            except PrinterError as exc:  # an answer that does not parse: try again later
-                log.warning("printer answer not understood", error=str(exc))
-                outcome = PrintOutcome(printed=False, reasons=[NotReadyReason.NO_RESPONSE])
-            if not outcome.printed:
-                reasons = reason_names(outcome.reasons)
-                if reasons != self.waiting_reasons:
-                    log.warning("printer not ready, shipment waits in labelling",
-                                shipment_id=shipment_id, document=what, reasons=reasons)
-                    if self._on_waiting is not None:
-                        self._on_waiting(shipment_id, reasons)
-                self.waiting_reasons = reasons
-                return False
-            self._progress[shipment_id] = index + 1
+        # The documents still to print go together: one confirmation by the printer's
+        # status for the shipment, not one per document.
+        try:
+            outcome = await self.printer.print_labels([zpl for _, zpl in docs[first:]])
+        except PrinterError as exc:  # an answer that does not parse: try again later
+            log.warning("printer answer not understood", error=str(exc))
+            outcome = LabelsOutcome(0, [NotReadyReason.NO_RESPONSE])
+        if first + outcome.printed < len(docs):
+            if outcome.printed:
+                self._progress[shipment_id] = first + outcome.printed
+            reasons = reason_names(outcome.reasons)
+            if reasons != self.waiting_reasons:
+                log.warning("printer not ready, shipment waits in labelling",
+                            shipment_id=shipment_id, document=docs[first + outcome.printed][0],
+                            reasons=reasons)
+                if self._on_waiting is not None:
+                    self._on_waiting(shipment_id, reasons)
+            self.waiting_reasons = reasons
+            return False
         self._progress.pop(shipment_id, None)
         return True
 

@@ -48,6 +48,9 @@ class DaemonOptions:
     # More config text, TOML, appended as it is (tables the options do not cover).
     extra_config: str = ""
     env: dict[str, str] = field(default_factory=dict)
+    # Run it under cProfile, switched by ``Daemon.profile_start``/``profile_dump``
+    # (``dispenser.testing.profiled``); the statistics go to this file.
+    profile: Path | None = None
 
 
 class Daemon:
@@ -160,7 +163,60 @@ format = "json"
     def _environ(self) -> dict[str, str]:
         env = {**os.environ, **self.options.env}
         env.pop("NOTIFY_SOCKET", None)
+        if self.options.profile is not None:
+            env["DISPENSERD_PROFILE"] = str(self.options.profile)
         return env
+
+    def _command(self) -> list[str]:
+        if self.options.profile is not None:
+            return [str(BIN / "python"), "-m", "dispenser.testing.profiled"]
+        return [str(BIN / "dispenserd")]
+
+    def profile_start(self) -> None:
+        """Start profiling (``DaemonOptions.profile``): what was collected is dropped."""
+        assert self.options.profile is not None and self.proc is not None
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def profile_dump(self, timeout: float = 30.0) -> Path:
+        """Stop profiling and wait for the statistics file."""
+        path = self.options.profile
+        assert path is not None and self.proc is not None
+        path.unlink(missing_ok=True)
+        self.proc.send_signal(signal.SIGUSR2)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if path.exists() and path.stat().st_size > 0:
+                time.sleep(0.2)  # written in one go, but let it finish
+                return path
+            time.sleep(0.05)
+        raise RuntimeError("dispenserd wrote no profile")
+
+    def thread_cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) of the event loop's thread (``main``) and of all
+        other threads together (``others``: the printer's exchanges, SQLite checkpoints)."""
+        out = {"main": 0.0, "others": 0.0}
+        if self.pid is None:
+            return out
+        ticks = os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            key = "main" if task.name == str(self.pid) else "others"
+            out[key] += (int(fields[11]) + int(fields[12])) / ticks
+        return out
+        ticks = os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{self.pid}/task").iterdir():
+            try:
+                stat = (task / "stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat.rsplit(")", 1)[1].split()
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        return out
 
     # ------------------------------------------------------------------ process
     def start(self, timeout: float = 30.0) -> float:
@@ -168,7 +224,7 @@ format = "json"
         config = self.write_config()
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         t0 = time.monotonic()
-        self.proc = subprocess.Popen([str(BIN / "dispenserd"), "--config", str(config)],
+        self.proc = subprocess.Popen([*self._command(), "--config", str(config)],
                                      stdout=log, stderr=subprocess.STDOUT,
                                      env=self._environ(), cwd=self.workdir)
         log.close()

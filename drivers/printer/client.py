@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -40,6 +40,16 @@ class PrintOutcome:
     printer still answered, so a reprint does not make a second copy."""
 
     printed: bool
+    reasons: list[NotReadyReason] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LabelsOutcome:
+    """How several labels sent together went: the first ``printed`` of them printed,
+    confirmed by the printer; the rest did not print, and were cancelled on the printer
+    (``~JA``) when it still answered. When not all printed, ``reasons`` say why."""
+
+    printed: int
     reasons: list[NotReadyReason] = field(default_factory=list)
 
 
@@ -102,6 +112,16 @@ class Printer:
             return PrinterStatus.no_response()
         return parse_host_status(raw)
 
+    def _send_and_status_blocking(self, data: bytes) -> PrinterStatus:
+        # The status request follows the formats on the same line: one exchange.
+        line = self._line()
+        line.discard_input()
+        line.write(data + host_status_request())
+        raw = line.read_until(FRAME_END, count=3, timeout_s=self.timeout_s)
+        if not raw.strip():
+            return PrinterStatus.no_response()
+        return parse_host_status(raw)
+
     async def _exchange(self, work: Callable[[], T]) -> T:
         try:
             async with asyncio.timeout(self.timeout_s * 2 + 1.0):
@@ -142,6 +162,46 @@ class Printer:
                 return PrintOutcome(printed=False, reasons=[NotReadyReason.LINK_DOWN])
             return await self._confirm()
 
+    async def print_labels(self, zpls: Sequence[bytes]) -> LabelsOutcome:
+        """Print labels in this order if the printer is ready, and confirm them together:
+        one status before, the labels and a status request in one write, and further
+        status requests only while the printer still holds some of them. Labels that
+        cannot be confirmed are cancelled, as with ``print_label``; the outcome says how
+        many of the first ones printed (a printer that went silent or a line that broke
+        after the write: none, as nothing is known)."""
+        for zpl in zpls:
+            if not zpl.lstrip().startswith(b"^XA") or not zpl.rstrip().endswith(b"^XZ"):
+                raise ValueError("a label is one ZPL format, ^XA ... ^XZ")
+        if not zpls:
+            return LabelsOutcome(0)
+        data = b"".join(zpls)
+        async with self._lock:
+            before = await self._status()
+            if not before.ready:
+                return LabelsOutcome(0, before.reasons)
+            try:
+                after = await self._exchange(lambda: self._send_and_status_blocking(data))
+            except (PrinterLinkDown, TimeoutError):
+                self._drop()
+                return LabelsOutcome(0, [NotReadyReason.LINK_DOWN])
+            deadline = time.monotonic() + self.confirm_timeout_s
+            gone = {NotReadyReason.NO_RESPONSE, NotReadyReason.LINK_DOWN}
+            while True:
+                waiting = after.formats_in_buffer + int(after.partial_format)
+                if after.ready and waiting == 0:
+                    return LabelsOutcome(len(zpls))
+                if gone.intersection(after.reasons):
+                    return LabelsOutcome(0, after.reasons)
+                if not after.ready or time.monotonic() >= deadline:
+                    # Formats leave the buffer in order as they print: the ones still in it
+                    # are the last ones; cancel them so a reprint is the only copy.
+                    await self._cancel_buffered()
+                    return LabelsOutcome(
+                        max(0, len(zpls) - waiting), after.reasons or [NotReadyReason.NOT_CONFIRMED]
+                    )
+                await asyncio.sleep(self.poll_interval_s)
+                after = await self._status()
+
     async def _confirm(self) -> PrintOutcome:
         deadline = time.monotonic() + self.confirm_timeout_s
         while True:
@@ -167,4 +227,11 @@ class Printer:
             self._drop()
 
 
-__all__ = ["MalformedStatus", "PrintOutcome", "Printer", "PrinterLinkDown", "Transport"]
+__all__ = [
+    "LabelsOutcome",
+    "MalformedStatus",
+    "PrintOutcome",
+    "Printer",
+    "PrinterLinkDown",
+    "Transport",
+]

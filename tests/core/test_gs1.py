@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispenser.core import Dispensary
 from dispenser.core.errors import LoadRefused
-from dispenser.core.gs1 import GS, parse_scan
+from dispenser.core.gs1 import GS, _biip_scan, _pack_scan, parse_scan
 from dispenser.core.states import PackState
 from dispenser.testing.core import (
     LOADER,
@@ -123,3 +125,51 @@ def test_full_robot_refuses_with_no_free_slot(make: Factory) -> None:
     d = make(geometry=SlotGeometry(1, 1, 1, 1))
     load(d, robot_drugs()[0], 1)
     assert reason(d, scan(robot_drugs()[0])) == "no_free_slot"
+
+
+# ---------------------------------------------------------------- the plain-scan fast path
+_GTINS = ["04150123456782", "09501101020917", "04150123456783", "00012345600012"]
+_AI_VALUES = {
+    "01": st.sampled_from([*_GTINS, "0415012345678", "041501234567821"]),
+    "17": st.sampled_from(["280131", "280100", "991231", "000229", "240229", "231301",
+                           "28013", "2801311"]),
+    "10": st.one_of(st.text(alphabet="AB09-./x", min_size=1, max_size=20),
+                    st.text(alphabet="AB09-./x#é ", min_size=0, max_size=22)),
+    "21": st.one_of(st.text(alphabet="SN19-./z", min_size=1, max_size=20),
+                    st.text(alphabet="SN19-./z%", min_size=0, max_size=22)),
+    "11": st.sampled_from(["240101"]),
+}
+
+
+@st.composite
+def scans(draw: st.DrawFn) -> str:
+    # Mostly what a pack carries, in any order; sometimes an AI missing, twice or another.
+    ais = ["01", "17", *draw(st.lists(st.sampled_from(["10", "21"]), max_size=2, unique=True))]
+    if draw(st.integers(0, 4)) == 0:
+        ais = draw(st.lists(st.sampled_from(sorted(_AI_VALUES)), min_size=1, max_size=5))
+    ais = draw(st.permutations(ais))
+    out = draw(st.sampled_from(["]d2", "", "]C1", GS]))
+    for ai in ais:
+        out += ai + draw(_AI_VALUES[ai])
+        if draw(st.booleans()):
+            out += GS
+    return out
+
+
+@settings(max_examples=600, deadline=None)
+@given(scans())
+def test_plain_scan_path_reads_what_biip_reads(text: str) -> None:
+    """The fast path takes a scan only when biip reads the very same data from it."""
+    quick = _pack_scan(text)
+    if quick is None:
+        return
+    assert quick == _biip_scan(text)
+
+
+def test_plain_scan_path_takes_the_usual_pack_scan() -> None:
+    text = "]d20104150123456782172801001012-AB" + GS + "21SN.0001"
+    quick = _pack_scan(text)
+    assert quick is not None
+    assert quick == _biip_scan(text)
+    assert (quick.batch, quick.serial, quick.expiry.isoformat() if quick.expiry else None) == (
+        "12-AB", "SN.0001", "2028-01-31")

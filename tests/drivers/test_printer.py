@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from drivers.printer.client import Printer, PrintOutcome
+from drivers.printer.client import LabelsOutcome, Printer, PrintOutcome
 from drivers.printer.status import (
     MalformedStatus,
     NotReadyReason,
@@ -246,3 +246,55 @@ async def test_printer_line_gone_and_back(tmp_path: Path) -> None:
             await second.stop()
     finally:
         await p.close()
+
+
+async def test_labels_sent_together_print_in_order_with_one_confirmation(
+    sim: Any, printer: Printer
+) -> None:
+    exchanges = 0
+    original = printer._exchange
+
+    async def counting(work: Any) -> Any:
+        nonlocal exchanges
+        exchanges += 1
+        return await original(work)
+
+    printer._exchange = counting  # type: ignore[method-assign]
+    first, second = label("label"), label("slip")
+    assert await printer.print_labels([first, second]) == LabelsOutcome(printed=2, reasons=[])
+    # a status before, then both formats and the status request in one write
+    assert exchanges == 2
+    printed = sim.ledger()["labels"]
+    assert [(lbl["zpl"].encode(), lbl["printed"]) for lbl in printed] == [
+        (first, True),
+        (second, True),
+    ]
+
+
+async def test_labels_sent_together_into_a_fault_are_all_cancelled(
+    sim: Any, printer: Printer
+) -> None:
+    original = printer._status_blocking
+
+    def status_then_paper_out() -> PrinterStatus:
+        result = original()
+        sim.inject("paper_out")
+        return result
+
+    printer._status_blocking = status_then_paper_out  # type: ignore[method-assign]
+    outcome = await printer.print_labels([label("label"), label("slip")])
+    assert outcome == LabelsOutcome(printed=0, reasons=[NotReadyReason.PAPER_OUT])
+    await asyncio.sleep(0.05)
+    sim.clear("paper_out")
+    labels = sim.ledger()["labels"]
+    assert len(labels) == 2 and all(lbl["cancelled"] and not lbl["printed"] for lbl in labels)
+
+
+async def test_labels_sent_together_refused_by_a_printer_not_ready(
+    sim: Any, printer: Printer
+) -> None:
+    sim.inject("head_open")
+    outcome = await printer.print_labels([label("label"), label("slip")])
+    assert outcome == LabelsOutcome(printed=0, reasons=[NotReadyReason.HEAD_OPEN])
+    sim.clear("head_open")
+    assert sim.ledger()["labels"] == []
