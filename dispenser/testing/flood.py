@@ -4,9 +4,10 @@ requests at once and reads every reply.
 Run it as its own process, so that reading the replies does not slow down whoever
 measures meanwhile::
 
-    python -m dispenser.testing.flood SOCKET ROLE|none METHOD N
+    python dispenser/testing/flood.py SOCKET TOKEN|none METHOD N
 
-It prints one JSON line: ``replies``, ``in_order`` (every request answered, in the order
+(run as a file it imports nothing but the standard library: it starts quickly on a busy
+host). It prints one JSON line: ``replies``, ``in_order`` (every request answered, in the order
 sent), ``seconds`` and ``outcomes`` (``result`` or the error code, counted).
 """
 
@@ -19,8 +20,6 @@ import time
 from collections import Counter
 from typing import Any
 
-from dispenser.testing.daemon import TOKENS
-
 __all__ = ["flood", "pipeline_lines"]
 
 
@@ -31,14 +30,14 @@ def pipeline_lines(method: str, n: int, params: dict[str, Any] | None = None) ->
                     + b"\n" for i in range(n))
 
 
-async def flood(socket_path: str, role: str | None, payload: bytes,
+async def flood(socket_path: str, token: str | None, payload: bytes,
                 n: int) -> dict[str, Any]:
-    """Log in as ``role`` (None: no login), write ``payload`` (``n`` requests) at once, read
-    the ``n`` replies (events are skipped)."""
+    """Log in with ``token`` (None: no login), write ``payload`` (``n`` requests) at once,
+    read the ``n`` replies (events are skipped)."""
     reader, writer = await asyncio.open_unix_connection(socket_path, limit=64 * 1024 * 1024)
-    if role is not None:
+    if token is not None:
         login = {"jsonrpc": "2.0", "id": "login", "method": "auth.login",
-                 "params": {"token": TOKENS[role]}}
+                 "params": {"token": token}}
         writer.write(json.dumps(login).encode() + b"\n")
         await writer.drain()
         await reader.readline()
@@ -69,8 +68,8 @@ async def flood(socket_path: str, role: str | None, payload: bytes,
 
 
 def main(argv: list[str]) -> int:
-    socket_path, role, method, n = argv
-    result = asyncio.run(flood(socket_path, None if role == "none" else role,
+    socket_path, token, method, n = argv
+    result = asyncio.run(flood(socket_path, None if token == "none" else token,
                                pipeline_lines(method, int(n)), int(n)))
     print(json.dumps(result))
     return 0

@@ -47,6 +47,7 @@ from dispenser.api.protocol import ApiError, ErrorCode
 from dispenser.journal import AuditKey
 from dispenser.journal.audit import payload as audit_payload
 from dispenser.journal.audit import plain_hash
+from dispenser.testing import flood as flood_client
 from dispenser.testing import load_packs
 from dispenser.testing.campaigns.crash import settle
 from dispenser.testing.campaigns.dayload import (
@@ -82,6 +83,7 @@ class Sizes:
 
     flood: int = 20_000             # pipelined requests per flooding client
     flood_orders: int = 120         # orders the order system may send during the floods
+    flood_speed: float = 20.0       # the robot's speed then (times the machine's; 0 instant)
     unauth_calls: int = 200         # calls without a role, each with a long reason
     reason_bytes: int = 500_000     # the length of those reasons
     swap_orders: int = 40           # orders in flight when the robot's board is replaced
@@ -124,6 +126,9 @@ def check(condition: object, what: str) -> None:
 
 
 # ----------------------------------------------------------------------- helpers
+# Cases that dispense one order at a time need no merge window of a second.
+QUICK = DaemonOptions(merge_window_s=0.2)
+
 def _ctl(d: Daemon, role: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``dispenserctl`` as a person at the machine runs it."""
     env = {**os.environ, "DISPENSER_SOCKET": str(d.socket), "DISPENSER_TOKEN": TOKENS[role],
@@ -339,7 +344,8 @@ async def pipeline_flood(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         loader = Loader(await stack.client("staff"), stack.sim)
         await loader.load(stock_for(plan))
         await loader.wait_stored()
-        await stack.restart_sim(instant=False, speed=20.0)
+        if sizes.flood_speed:
+            await stack.restart_sim(instant=False, speed=sizes.flood_speed)
         osys = OrderSystem(stack, plan.orders)
         feeder = asyncio.create_task(osys.run(3.0))
         await asyncio.sleep(1.0)  # the machine is picking
@@ -359,9 +365,11 @@ async def pipeline_flood(workdir: Path, sizes: Sizes) -> dict[str, Any]:
                     out.append((time.perf_counter() - t) * 1000)
                     await asyncio.sleep(0.005)
             task = asyncio.create_task(ping())
+            # Its own process (reading the replies must not delay the pings), started
+            # from the file: it needs nothing but the standard library.
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "dispenser.testing.flood", str(stack.daemon.socket),
-                role, method, str(sizes.flood), stdout=subprocess.PIPE)
+                sys.executable, str(flood_client.__file__), str(stack.daemon.socket),
+                TOKENS.get(role, "none"), method, str(sizes.flood), stdout=subprocess.PIPE)
             out, _ = await proc.communicate()
             stop.set()
             await task
@@ -474,7 +482,7 @@ async def unauth_flood(workdir: Path, sizes: Sizes) -> dict[str, Any]:
 async def second_daemon(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     """A second dispenserd on the same journal (another socket, another robot) exits 2
     with one line naming the process that holds the journal; the first never notices."""
-    stack = Stack(workdir, instant=True)
+    stack = Stack(workdir, instant=True, daemon=QUICK)
     other = Sim(workdir / "other", instant=True)
     try:
         await stack.start()
@@ -502,18 +510,16 @@ async def second_daemon(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         other.stop()
 
 
-async def _keyed_stack(workdir: Path) -> tuple[Stack, Path]:
-    """A stack whose audit key is made as at install (``dispenserctl audit init-key``),
-    with one order dispensed; the daemon stopped."""
+async def _keyed_stack(workdir: Path, dispense: bool = True) -> tuple[Stack, Path]:
+    """A stack whose audit key is kept apart from the journal, as installed,
+    with one order dispensed (if ``dispense``); the daemon stopped."""
     key = workdir / "audit.key"
-    made = subprocess.run([str(BIN / "dispenserctl"), "audit", "init-key", str(key)],
-                          capture_output=True, text=True, timeout=30)
-    check(made.returncode == 0, f"init-key: {made.stderr}")
-    stack = Stack(workdir / "machine", instant=True)
+    AuditKey.create(key)  # as `dispenserctl audit init-key` does at install
+    stack = Stack(workdir / "machine", instant=True, daemon=QUICK)
     stack.daemon.audit_key = key
     await stack.start()
-    tech = await stack.client("technician")
-    await _dispense_one(stack, tech, "AK1")
+    if dispense:
+        await _dispense_one(stack, await stack.client("technician"), "AK1")
     await stack.close_clients()
     check(stack.stop_daemon() == 0, "dispenserd did not stop cleanly")
     return stack, key
@@ -620,7 +626,7 @@ async def audit_wrong_key(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     """The daemon given another key than the one its audit trail was written with does
     not start: exit 2, one line naming the key; with the right key it starts and the
     chain verifies."""
-    stack, key = await _keyed_stack(workdir)
+    stack, key = await _keyed_stack(workdir, dispense=False)
     try:
         other = workdir / "other.key"
         AuditKey.create(other)
@@ -650,7 +656,7 @@ async def short_dated(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     # has 48 days left, which loading takes), then the daemon runs on today's clock: the
     # packs aged in the machine, as in the reproduction.
     stack = Stack(workdir, instant=True, daemon=DaemonOptions(
-        env={"DISPENSERD_CLOCK_OFFSET_DAYS": "-43"}))
+        merge_window_s=QUICK.merge_window_s, env={"DISPENSERD_CLOCK_OFFSET_DAYS": "-43"}))
     code = drugs()["robot"][64]["drug_code"]
     short = [pack(code, "SHORT", _today() + timedelta(days=5), f"SHORT-{i}") for i in range(2)]
     long = [pack(code, "LONG", _today() + timedelta(days=395), "LONG-1")]
@@ -864,6 +870,8 @@ def main() -> int:
                    help=f"these cases only ({', '.join(CASES)})")
     p.add_argument("--flood", type=int, default=Sizes.flood,
                    help="pipelined requests per flooding client")
+    p.add_argument("--flood-speed", type=float, default=Sizes.flood_speed,
+                   help="the robot's speed during the floods (0: instant)")
     p.add_argument("--unauth-calls", type=int, default=Sizes.unauth_calls,
                    help="calls without a role, each with a long reason")
     p.add_argument("--reason-bytes", type=int, default=Sizes.reason_bytes)
@@ -874,7 +882,7 @@ def main() -> int:
     p.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (logs, journals)")
     p.add_argument("--json", metavar="FILE", help="also write the outcomes as JSON")
     args = p.parse_args()
-    sizes = Sizes(flood=args.flood, unauth_calls=args.unauth_calls,
+    sizes = Sizes(flood=args.flood, flood_speed=args.flood_speed, unauth_calls=args.unauth_calls,
                   reason_bytes=args.reason_bytes, swap_orders=args.swap_orders,
                   judge_latency=not args.no_latency_targets)
     load = os.getloadavg()
