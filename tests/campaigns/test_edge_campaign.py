@@ -19,7 +19,7 @@ from dispenser.testing.tools import under_ci
 pytestmark = pytest.mark.slow
 
 SMALL = Sizes(flood=1_000, flood_orders=12, flood_speed=0.0, unauth_calls=40,
-              reason_bytes=100_000, swap_orders=10, judge_latency=False)
+              reason_bytes=100_000, swap_orders=6, judge_latency=False)
 
 
 @pytest.fixture
