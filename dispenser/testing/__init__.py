@@ -9,8 +9,10 @@ control socket, test data, waiting, and the one ledger invariant.
   by pack;
 - ``data.py``: formulary rows, packs, scans, orders; ``waiting.py``: ``wait_for``,
   ``list_all``; ``report.py``: ``say``, ``report_campaign``; ``tools.py``: system tools;
-- ``campaigns/``: the day's load, the crash, fault and API fuzzing campaigns (``bench/``
-  has their commands; the suite runs short versions).
+  ``small_disk.py``: a journal disk that fills up; ``flood.py``: a client that pipelines
+  a flood of requests on one connection;
+- ``campaigns/``: the day's load, the crash, fault, API fuzzing and edge campaigns
+  (``bench/`` has their commands; the suite runs short versions).
 
 Nothing here is used by the daemon itself.
 """

@@ -84,3 +84,32 @@ def test_audit_summary_keeps_a_bounded_part_of_long_values_and_says_so() -> None
     assert subject == "x" * 500 and safe["truncated"] == {"order.order_id": 9000}
     _, safe = audit_summary("machine.pause", {"reason": "short"})
     assert "truncated" not in safe
+
+
+# Every free text a person reads back (reasons, notes; docs/api.md, Limits): a control
+# character (C0, DEL, C1) could clear, move or retitle the screen of whoever reads it, as
+# in an order's text (docs/orders.md).
+FREE_TEXT_FIELDS = [
+    (pm.OrderAction, {"order_id": "A-1"}, "reason"),
+    (pm.Quarantine, {"gtin": "06900000010006", "batch": "B1"}, "reason"),
+    (pm.Pause, {}, "reason"),
+    (pm.FaultAck, {"fault_id": 1}, "note"),
+    (pm.RobotAdopt, {}, "note"),
+]
+CONTROLS = {"NUL": "\x00", "BEL": "\x07", "TAB": "\t", "LF": "\n", "CR": "\r",
+            "ESC": "\x1b", "DEL": "\x7f", "CSI": "\x9b", "NEL": "\x85"}
+
+
+@pytest.mark.parametrize(("model", "params", "field"), FREE_TEXT_FIELDS)
+@pytest.mark.parametrize("name", sorted(CONTROLS))
+def test_control_characters_in_free_text_are_refused_naming_the_field(
+        model: Any, params: dict[str, Any], field: str, name: str) -> None:
+    char = CONTROLS[name]
+    with pytest.raises(ApiError) as err:
+        parse_params(model, {**params, field: f"jam{char}[2J cleared"})
+    assert err.value.code == ErrorCode.INVALID_PARAMS
+    assert err.value.data["errors"] == [
+        {"path": field, "message": f"control character U+{ord(char):04X} at character 4 "
+                                   "is not allowed in text; remove it"}]
+    assert char not in err.value.message
+    parse_params(model, {**params, field: "jam at output 2 \u2014 cleared, Zo\u00eb"})

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from dispenser.api.protocol import ApiError, ErrorCode
+from dispenser.core.orders import NoControl
 from dispenser.core.states import OrderState, PackState, ShipmentState
 
 # The longest free text a method takes (reasons, notes, scans; docs/api.md, Limits).
@@ -78,7 +79,12 @@ Text = Annotated[StrictStr, AfterValidator(_unicode)]
 # Length limits go before the Unicode check: so they are checked on the string itself
 # and say "at most N characters".
 Ident = Annotated[StrictStr, Field(min_length=1, max_length=64), AfterValidator(_unicode)]
-Reason = Annotated[StrictStr, Field(max_length=MAX_TEXT), AfterValidator(_unicode)]
+# Reasons and notes are read back by people (dispenserctl, the audit trail): no control
+# character (C0, DEL, C1), as in an order's text (issue 8). Scans keep theirs: a GS1 scan
+# separates its fields with GS (U+001D).
+Reason = Annotated[StrictStr, Field(max_length=MAX_TEXT), AfterValidator(_unicode), NoControl]
+RequiredReason = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT),
+                           AfterValidator(_unicode), NoControl]
 FreeText = Annotated[StrictStr, Field(min_length=1, max_length=MAX_TEXT),
                      AfterValidator(_unicode)]
 Id = Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
@@ -155,7 +161,7 @@ class Load(Params):
 class Quarantine(Params):
     gtin: Annotated[Text, Field(pattern=r"^[0-9]{14}$")]
     batch: Annotated[StrictStr, Field(min_length=1, max_length=20), AfterValidator(_unicode)]
-    reason: FreeText
+    reason: RequiredReason
 
 
 class Discrepancies(Page):
