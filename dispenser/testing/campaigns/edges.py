@@ -651,7 +651,8 @@ async def short_dated(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     """Two batches of a drug, one expiring in 5 days, one in 13 months; an order for 30
     days' supply gets the long one (FEFO would prefer the short). With only the short
     batch left, the next order is held ``stock_short`` and nothing is picked; the short
-    pack shows as near expiry."""
+    packs show as near expiry, and the expiry sweep takes them to one tote for
+    destruction (``disposed``, never dispensed)."""
     # The packs are loaded by a daemon whose clock is 43 days behind (the 5-day batch then
     # has 48 days left, which loading takes), then the daemon runs on today's clock: the
     # packs aged in the machine, as in the reproduction.
@@ -689,10 +690,28 @@ async def short_dated(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         status = await staff.call("machine.status")
         check(status["stock"]["near_expiry"] == 2, f"machine.status stock {status['stock']}")
         await staff.call("order.cancel", {"order_id": "SL-2", "reason": "no stock that lasts"})
+        # The expiry sweep takes the short packs out, to a tote for destruction.
+        swept = await staff.call("stock.sweep", {"output": 1})
+        check(swept["swept"] == 2, f"stock.sweep took {swept['swept']} packs: {swept}")
+        tasks = [t["task_id"] for t in swept["tasks"]]
+
+        async def finished() -> bool:
+            states = [(await staff.call("task.get", {"task_id": t}))["state"] for t in tasks]
+            return all(s == "completed" for s in states)
+
+        await wait_for(finished, timeout=60, what="the destruction tote handed on")
+        ledger = await stack.sim.ledger()
+        totes = [sorted(p["serial"] for p in t["packs"]) for t in ledger["totes"]]
+        check(["SHORT-0", "SHORT-1"] in totes, f"the ledger's totes {totes}")
+        disposed = await list_all(staff, "stock.list", {"state": "disposed"}, "pack_id")
+        check(sorted(p["serial"] for p in disposed) == ["SHORT-0", "SHORT-1"],
+              f"disposed packs {[p['serial'] for p in disposed]}")
+        status = await staff.call("machine.status")
+        check(status["stock"]["near_expiry"] == 0, f"after the sweep: {status['stock']}")
         report = await stack.check_invariant(raise_on_problem=False)
         check(report.ok, f"invariant: {report.problems[:5]}")
         return {"dispensed": handed, "only_short": "held stock_short",
-                "near_expiry": status["stock"]["near_expiry"], "invariant": "holds"}
+                "near_expiry": 2, "swept": "2 disposed in one tote", "invariant": "holds"}
     finally:
         await stack.stop()
 
