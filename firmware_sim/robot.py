@@ -11,6 +11,13 @@ States (machine_state is derived, never stored)::
         any --jam/drop/door--> FAULT --cause cleared + RESET--> IDLE
         any --emergency stop--> ESTOP --released + RESET--> NOT_HOMED
         any --watchdog expired--> CONTROLLER_LOST --RESET--> IDLE
+
+Size: one machine with one state. Storage, the input point, the totes, the command queue,
+the protocol's non-volatile memory, faults and the watchdog are fields of one ``Robot`` that
+every command, fault and RESET reads and changes, and the diagram above is about all of them
+at once. Split (the executor, or the ledger and persistence, apart), the same object would
+be passed around and hide which fields a motion changes. The register view, the transports
+and the packs are already apart (``registers``, ``transport``, ``modbus``, ``packs``).
 """
 
 from __future__ import annotations

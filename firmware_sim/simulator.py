@@ -7,6 +7,12 @@ In-process use (the daemon's ``--simulate`` mode, tests)::
     port = sim.tcp_port
     ...
     await sim.stop()
+
+Size: just over the line, and one thing: the composition of a simulated machine (robot,
+printer, transports, control socket) and what the control socket's verbs act on (status,
+the input point, a slot's packs, replacing the board, injecting and clearing faults across
+robot, link and printer, saving and loading state). Loading state replaces the robot and
+the printer under the running listeners, so persistence stays with the composition.
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@
 - no module imports another that (at run time) imports it back, directly or not;
 - no test module imports another test module, and nothing inserts itself into
   ``sys.path``: what tests, campaigns and benchmarks share is ``dispenser.testing``, which
-  nothing of the daemon imports.
+  nothing of the daemon imports;
+- every module of the packages longer than 450 lines says why at its top: a paragraph of
+  its docstring starting ``Size:`` (what belongs together there, or what split would be
+  natural and why it is not done yet; issue 9).
 """
 
 from __future__ import annotations
@@ -149,3 +152,27 @@ def test_nothing_inserts_itself_into_sys_path() -> None:
                 for path in sorted((ROOT / folder).rglob("*.py"))
                 if any(e in path.read_text() for e in edits)]
     assert problems == []
+
+
+LONG_MODULE_LINES = 450
+
+
+def _package_files() -> list[Path]:
+    """Every module file of the packages, also those of a namespace package that
+    ``pkgutil`` does not walk (``dispenser/testing/campaigns``)."""
+    return sorted(path for package in PACKAGES for path in (ROOT / package).rglob("*.py"))
+
+
+def _says_why_it_is_long(path: Path) -> bool:
+    doc = ast.get_docstring(ast.parse(path.read_text(), str(path))) or ""
+    return any(paragraph.lstrip().startswith("Size:") for paragraph in doc.split("\n\n"))
+
+
+def test_every_long_module_says_why_at_its_top() -> None:
+    lacking = [f"{path.relative_to(ROOT)} ({lines} lines)" for path in _package_files()
+               if (lines := len(path.read_text().splitlines())) > LONG_MODULE_LINES
+               and not _says_why_it_is_long(path)]
+    assert lacking == [], (
+        f"modules over {LONG_MODULE_LINES} lines without a 'Size:' paragraph in their "
+        "docstring (why it is one module of that length, or what split would be natural): "
+        + ", ".join(lacking))

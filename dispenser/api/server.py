@@ -59,6 +59,15 @@ What callers may rely on:
   called (and awaited if it returns an awaitable) before the reply is queued. If the hook
   raises, the failure is logged and the reply is still sent: the action has already
   happened.
+
+Size: the docstring above is the socket API's whole contract for callers, kept next to the
+code that keeps it. The code is a connection (framing, the write queue, backpressure, one
+request at a time) and the server (listening, the connection limit, roles, dispatch, events,
+the audit hook); the promises cross that line (a reply backlog stops reading, a caller
+without a role is counted, not audited), so they are read together. What has rules of its
+own already lives beside it (``auth``, ``pacing``, ``protocol``, ``refusals``,
+``registry``). The listening sockets (systemd activation, binding the Unix socket, TLS, the
+backlog) are the part that could move out if the module grows.
 """
 
 from __future__ import annotations

@@ -6,6 +6,15 @@ pipe or a file. Every value from the daemon is wrapped in :class:`rich.text.Text
 in an order id or a message is shown as it is, never read as rich markup. Missing keys show
 as ``-``: the CLI keeps working when the daemon adds or omits a field. List views never show
 patient data (the API does not return it in lists either).
+
+Size: a catalogue, one short function per view of docs/api.md (orders, shipments, packs,
+tasks, discrepancies, faults, the machine's status, registers, self-test, stats), on top of
+the cell and error helpers every view uses (``text``, ``state``, ``when``, ``error_lines``):
+one place to check the rules above for all views at once. The patient's record is already
+apart (``patient_view``). It could be split like ``dispenser/cli/commands/`` (orders and
+shipments; stock, tasks and discrepancies; the machine and diagnostics) with the helpers in
+a module of their own; not yet done: each feature so far added its views here, and the
+command modules import them from this one name.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ A call either commits all it did or nothing. If it fails after it wrote (or its 
 fails), the transaction is rolled back and every part reloads its memory from the journal
 (the journal's ``on_rollback``), so memory and journal never disagree. Like the journal
 it is not thread-safe: call it from one thread.
+
+Size: the facade's length is the number of things the daemon may ask: one short method per
+call, each one transaction through ``_call``, in the order of the table above. Split, the
+list of what the daemon may ask would be in several places; the rules are in the parts.
 """
 
 from __future__ import annotations

@@ -26,6 +26,14 @@ transaction as the hand-on, so its packs are ``dispensed``, or ``disposed`` for
 (cancelled or failed; while picking it passes through ``aborting``: the picks under way
 finish and the packs already in the tote are handed on and reported). ``fire`` is the one
 place a task changes state, each change with its audit row.
+
+Size: output tasks are one piece. A line's bookkeeping (``reserved`` as counts on slots,
+``packs`` picked, ``short``) and the claims of packs asked for by id are changed by
+creating, reserving, losing a slot, pulling a pack from the tote, recording a pick and
+finishing; read together they show that every pack asked for ends reserved, picked or
+short, and that each claim is released. The request, record and view types at the top could
+move to a module of their own (as ``views`` holds the shipments'); not yet done, and it
+would move only names (the WWKS2 backend, the task methods and the task totes import them).
 """
 
 from __future__ import annotations

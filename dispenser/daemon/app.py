@@ -8,6 +8,15 @@ queue is aborted and the motion in progress finishes, every completion is applie
 tasks that end are reported to WWKS2 clients) -> printing stops -> WWKS2 server closed ->
 API closed -> links closed -> journal closed. Each step of the shutdown runs on its own so
 one failure hides no other.
+
+Size: the composition root (building every part, running them, the ordered shutdown) and
+the daemon-wide answers that need several parts at once: the audit of API calls (the hook,
+rows held while the journal takes no writes, refusal summaries, the audit-mismatch fault)
+and the status replies (``machine.status``, ``diag.stats``: the scheduler, the print desk,
+the WWKS2 server, the journal and the robot's traffic). Both could be modules of their own,
+given the parts they read; not yet done because the API methods call them on the ``Daemon``
+they are registered with (``write_api_audit``, ``mark_audited``, ``machine_status``,
+``stats``), so moving them changes the method modules too.
 """
 
 from __future__ import annotations

@@ -17,6 +17,13 @@ item (a manual line, confirmed by a simulated packing desk). A restart the same 
 only the orders and loads only the packs the journal does not have yet. The last order,
 ``DEMO-YYYYMMDD-LOAD``, is for a drug the demo does not stock: it waits (held,
 ``stock_short``) until a pack of it is loaded by hand (README, "Loading stock in the demo").
+
+Size: the demo in one place, as issue 9 asked, and the one module outside the tests that
+imports the simulator: what the demo generates (orders, the hospital feed, packs, all
+deterministic from the day) and what runs it (``SimulatedMachine``, stock put at the input
+point and loaded, the packing desk, submitting what the journal does not have yet) change
+together. The generated data needs no simulator and could move to a module of its own if it
+grows; the simulator import would stay here.
 """
 
 from __future__ import annotations

@@ -23,6 +23,16 @@ holds faults and printed labels in memory until a probe finds the journal writab
 
 Nothing here runs in a thread: the asyncio loop is the only caller of the robot, the
 dispensary and the controller machine.
+
+Size: what is left once the robot ledger, the tote planner, loading, faults, adoption and
+machine mode live in modules of their own (issue 9): the cycle, and the calls that change
+the cycle's own state between two cycles (reconciling after a start or a lost link, checking
+it is still the journal's robot and storage, the HOME and SCAN_SLOT waiters, adopting a
+robot and settling its counts, acknowledging a fault with its RESET, parking while the
+journal takes no writes and the labels printed meanwhile). They share the cycle's flags
+(``_need_reconcile``, ``unadopted``, the link-down time, the held prints), so they stay in
+the class that owns the loop. The adoption's side (``adopt``, ``adoption_status``, settling)
+is the part that could move next, if it grows.
 """
 
 from __future__ import annotations

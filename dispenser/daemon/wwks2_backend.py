@@ -16,6 +16,13 @@ scheduler (docs/wwks2.md, "Mapping to the machine").
 - **Input** (``input_mode = "wwks2"``): the backend is the loading desk's admission: a
   pack that passed the machine's checks is put to the pharmacy software (InputRequest)
   before it is queued for its STORE, and its InputMessage follows the STORE's outcome.
+
+Size: the one object the WWKS2 server calls (it implements ``Wwks2Backend``), in the
+sections listed above: status, stock, outputs, input. They share the readiness check and the
+article mapping (``Articles``), and in one place they show every answer the machine gives
+the pharmacy software. The stock reading (scope, the snapshot taken in chunks, articles
+built in a thread) is the part that could move to a module of its own, as the article
+mapping did (``wwks2_articles``).
 """
 
 from __future__ import annotations

@@ -24,6 +24,14 @@ on a writer thread (``dispenser.journal.checkpoint``). When the journal is opene
 is checked against the checkpoint (``tail_findings``), cheaply: the checkpointed row and the
 rows after it, not the whole chain. ``exclusive=True`` takes the journal's lock file
 (``dispenser.journal.lock``) for the life of the object.
+
+Size: one ``Journal`` around one connection: the migrations at open, transactions and
+savepoints, the unavailable state and its probe, and the keyed audit chain (epochs, the tail
+checked against the checkpoint). They share the chain's tail (the next audit id and the last
+hash), which every audit row advances and every rollback must reload, so "a failed commit
+leaves no gap" and "a doomed transaction cannot be half committed" are read in one class.
+Row hashing, the checkpoint file, the lock and the migrations themselves are apart
+(``audit``, ``checkpoint``, ``lock``, ``migrations``).
 """
 
 from __future__ import annotations

@@ -26,6 +26,12 @@ What callers may rely on (details in docs/wwks2.md):
   at most one message per ``stock_message_interval_s``.
 - **Never blocking the loop.** Messages over 64 KiB are parsed, and stock with many packs
   is turned into messages and encoded, in a worker thread.
+
+Size: just over the line. The server holds the connections, and each unsolicited message is
+a send over them with an ordering promise kept here (OutputMessages held while their task's
+response is made, stock changes coalesced, an InputRequest waiting for its answer). The
+per-connection protocol, the message handlers, framing and the messages themselves are
+already apart (``connection``, ``handlers``, ``framing``, ``model``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,13 @@ Link handling: after a connection loss, calls raise :class:`RobotLinkDown` at on
 next reconnect attempt is due; attempts are spaced by an exponential backoff between
 ``backoff_s`` bounds, and a successful call resets it. pymodbus' own retries and automatic
 reconnects are switched off so that these timeouts and this backoff are the ones in force.
+
+Size: the link and the calls are one piece. Every call goes through ``_transact``, which
+holds the one-request-at-a-time lock, the timeout, the RTU line's quiet time, the link state
+with its reconnect backoff and the traffic counters, and turns each failure into one
+``RobotError``; the public calls after it are short. The register layout and the wire
+formats are in ``codec``, the errors in ``errors``; the rest here is what ties the driver to
+pymodbus (its clients, two PDU classes that decode and encode in one struct call).
 """
 
 from __future__ import annotations

@@ -21,6 +21,14 @@ Stock: ``initial_packs`` covers a share of each drug's demand in batches of one 
 shipment waits for it. Packs carry serials unique over the whole day.
 
 No name, phone or address here belongs to anyone: they are built from the patient number.
+
+Size: two halves in one module. The day's plan, generated from a seed with no process
+running (``day_plan``, ``DayPlan``, ``Restocker``, ``stock_for``, ``hospital_feed``), and the
+people who act on a running stack with the plan's orders and ``Restocker`` (``Loader``,
+``restocking``, ``packing_desk``, ``fault_desk``, ``pharmacist_review``, ``OrderSystem``).
+They could be split into a plan module and a people module; not yet done, and the split
+would move only names: ``bench/bench_day.py``, ``bench/api_flood.py`` and
+``tests/e2e/test_robot_swap.py`` import from both halves.
 """
 
 from __future__ import annotations

@@ -19,6 +19,14 @@ raises ``CaseSkipped`` with the reason (never under ``CI=true``). One more case 
 
 The campaign prints one line per case (name, outcome, seconds, figures) and a summary;
 ``run`` returns the outcomes, ``main`` exits 1 when a case failed.
+
+Size: a catalogue of ten independent cases, one ``@case`` function each, after a page of
+helpers they share (``_ctl``, ``_until_state``, ``_audit_rows``, ``_tamper`` ...). Each case
+starts its own processes and reads alone, from its setup to its checks; the module grows by
+one function per case, as said above. Split by theme (the journal: a full disk, a second
+daemon; the floods; the audit trail's keys and tampering; data at the edges; the robot
+swap), with the registry and the helpers in a module of their own, would be the natural step
+if many more cases come.
 """
 
 from __future__ import annotations

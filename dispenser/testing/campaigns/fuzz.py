@@ -18,6 +18,14 @@ Prints the number of cases and outcomes per category, the watcher's latencies an
 failure with the exact bytes sent (all of them also go to ``--failures FILE`` as JSON lines;
 ``--replay FILE`` sends them again). The same ``--seed`` and ``--cases`` generate the same
 messages. Exit status: 0 when nothing failed, 1 otherwise.
+
+Size: long for no reason a reader needs. The sections (the docs it reads, valid calls and
+their fields, the oracle, reply checks, connections, generators, the target, the run) could
+be three modules: the oracle (``ApiDocs``, ``expect_line``, ``judge``: what docs/api.md
+promises, which ``tests/fuzz/test_oracle.py`` checks without a daemon), the generators (the
+hypothesis strategies and the hostile cases) and the runner (``Conn``, ``Watcher``,
+``Fuzzer``, ``run``, ``main``). Not yet done: it moved here whole from ``bench/`` when the
+test stack became one package (issue 9), and has not been split since.
 """
 
 from __future__ import annotations
