@@ -15,14 +15,14 @@ two digits (``A10XA-L01``), which cannot be taken for a WHO code.
 
 from __future__ import annotations
 
-import functools
-
 import csv
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 COLUMNS = ("drug_code", "name", "strength", "form", "pack_size", "price",
            "reimbursement_rate", "fridge", "manual", "manufacturer", "atc", "ingredients")
@@ -145,6 +145,11 @@ class Formulary(Mapping[str, Drug]):
 
     def __getitem__(self, code: str) -> Drug:
         return self._drugs[code]
+
+    def get(self, code: str, default: Any = None) -> Any:
+        # The dict's own get: Mapping.get goes through __getitem__ and an exception for
+        # every miss, and the checks ask several times per order.
+        return self._drugs.get(code, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._drugs)

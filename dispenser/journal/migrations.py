@@ -250,33 +250,4 @@ CREATE INDEX tasks_unreported ON tasks(purpose, request_key) WHERE reported_at I
 ALTER TABLE packs ADD COLUMN task_id TEXT;
 CREATE INDEX packs_task ON packs(task_id) WHERE task_id IS NOT NULL;
 """),
-    # The duplicate check reads a patient's records on every order. Kept by rowid, the ten
-    # records of a patient lie on ten pages of a table of a million rows, each read again
-    # from the disk cache once the journal outgrows SQLite's page cache; kept in the order
-    # of (patient, supply end) they share a page and are read in one descent. (Its own
-    # component, so that it takes no number the core's own changes may want.)
-    Migration("records", 1, "a patient's dispensing records kept together", """
-CREATE TABLE dispensing_records_by_patient (
-    patient_id TEXT NOT NULL,
-    supply_end TEXT NOT NULL,
-    source TEXT NOT NULL,
-    record_id TEXT NOT NULL,
-    content_hash TEXT NOT NULL,
-    source_name TEXT NOT NULL,
-    dispensed_on TEXT NOT NULL,
-    drug_code TEXT,
-    atc TEXT,
-    ingredients TEXT NOT NULL,
-    quantity INTEGER NOT NULL,
-    days_supply INTEGER NOT NULL,
-    imported_at TEXT NOT NULL,
-    PRIMARY KEY (patient_id, supply_end, source, record_id)
-) WITHOUT ROWID;
-INSERT INTO dispensing_records_by_patient SELECT patient_id, supply_end, source, record_id,
-    content_hash, source_name, dispensed_on, drug_code, atc, ingredients, quantity,
-    days_supply, imported_at FROM dispensing_records;
-DROP TABLE dispensing_records;
-ALTER TABLE dispensing_records_by_patient RENAME TO dispensing_records;
-CREATE UNIQUE INDEX dispensing_records_key ON dispensing_records(source, record_id);
-"""),
 )

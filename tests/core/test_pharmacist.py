@@ -434,34 +434,3 @@ def test_a_failed_shipment_gives_its_orders_fills_back(make: Factory) -> None:
     d.fail_shipment(sh.shipment_id, PHARMACIST, "tote dropped")
     assert d.get_order(v.order_id).state is OrderState.FAILED
     assert d.journal.query("SELECT filled FROM prescription_items") == [(0,)]
-
-
-# ---------------------------------------------------------------- records kept together
-
-
-def test_records_imported_before_they_were_kept_by_patient_survive(
-        make: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A journal written before migration records 1 (records by rowid) opens with its
-    records kept by patient: they still hold orders, are still idempotent, and the
-    check reads a patient's records through the table's own key."""
-    import dispenser.journal.db as db
-    from dispenser.journal import CORE_MIGRATIONS
-    older = tuple(m for m in CORE_MIGRATIONS if m.component != "records")
-    assert len(older) == len(CORE_MIGRATIONS) - 1
-    monkeypatch.setattr(db, "CORE_MIGRATIONS", older)
-    before = make(name="old.db")
-    before.import_records([record("H-1"), record("H-2", patient="P000999")], API)
-    before.journal.close()
-    monkeypatch.setattr(db, "CORE_MIGRATIONS", CORE_MIGRATIONS)
-    d = make(name="old.db")
-    applied = d.journal.query("SELECT component, number FROM schema_migrations")
-    assert ("records", 1) in [tuple(r) for r in applied]
-    assert d.journal.query_one("SELECT count(*) FROM dispensing_records")[0] == 2
-    v = d.submit(make_order([(ACARBOSE_SERVIER, 1)]), API)
-    assert codes(v) == ["duplicate_dispensing"]
-    out = d.import_records([record("H-1"), record("H-2", patient="P000999", days=60)], API)
-    assert [o.status for o in out] == ["unchanged", "conflict"]
-    plan = " ".join(str(r[-1]) for r in d.journal.query(
-        "EXPLAIN QUERY PLAN SELECT * FROM dispensing_records WHERE patient_id = ? "
-        "AND supply_end > ?", ("P000123", "2026-11-23")))
-    assert "USING PRIMARY KEY (patient_id=? AND supply_end>?)" in plan, plan
