@@ -16,11 +16,13 @@ two digits (``A10XA-L01``), which cannot be taken for a WHO code.
 from __future__ import annotations
 
 import csv
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 COLUMNS = ("drug_code", "name", "strength", "form", "pack_size", "price",
            "reimbursement_rate", "fridge", "manual", "manufacturer", "atc", "ingredients")
@@ -45,7 +47,10 @@ def gtin_check_digit(body: str) -> str:
     return str((10 - total % 10) % 10)
 
 
+@functools.lru_cache(maxsize=65536)
 def is_valid_gtin14(code: str) -> bool:
+    # Cached: a day's feed repeats the formulary's few hundred codes hundreds of thousands
+    # of times, and the check digit's loop was a fifth of a record's import.
     return len(code) == 14 and code.isdigit() and gtin_check_digit(code[:13]) == code[13]
 
 
@@ -140,6 +145,11 @@ class Formulary(Mapping[str, Drug]):
 
     def __getitem__(self, code: str) -> Drug:
         return self._drugs[code]
+
+    def get(self, code: str, default: Any = None) -> Any:
+        # The dict's own get: Mapping.get goes through __getitem__ and an exception for
+        # every miss, and the checks ask several times per order.
+        return self._drugs.get(code, default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._drugs)

@@ -15,6 +15,7 @@ id with other content is a conflict. Nothing is kept in memory per prescription.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -111,8 +112,10 @@ class Assessment:
     fills: list[tuple[int, int, int]]  # (prescription seq, item no, packs)
 
 
+@functools.lru_cache(maxsize=4096)
 def normal_name(text: str) -> str:
-    """Institution names and codes compared ignoring case and spacing."""
+    """Institution names and codes compared ignoring case and spacing (cached: a day's
+    orders name a few institutions and prescribers many times)."""
     return " ".join(text.split()).casefold()
 
 
@@ -303,9 +306,10 @@ class PrescriptionBook:
         drawn: dict[int, int] = {}
         for n, item in enumerate(order.items):
             wanted = ingredients_of(item.drug_code, self.formulary)
-            label = product_label(item.drug_code, self.formulary)
             same = [p for p in reg.items if p.ingredients == wanted]
+            # (The product's label only for a hold's message: most orders have none.)
             if not same:
+                label = product_label(item.drug_code, self.formulary)
                 prescribed = sorted({"+".join(p.ingredients) or f"ATC {p.atc}"
                                      for p in reg.items})
                 mismatch(f"items.{n}.drug_code", f"{label} ({'+'.join(wanted)}) is not "
@@ -315,6 +319,7 @@ class PrescriptionBook:
             best = max(same, key=lambda p: p.left - drawn.get(p.item_no, 0))
             left = best.left - drawn.get(best.item_no, 0)
             if item.quantity > left:
+                label = product_label(item.drug_code, self.formulary)
                 holds.append(Hold(
                     PRESCRIPTION_EXHAUSTED, f"{label}: prescription {reg.prescription_id} "
                     f"has {left} of {best.quantity} packs of {'+'.join(wanted)} left "
