@@ -55,7 +55,7 @@ def test_quarantine_and_discrepancies(machine: Machine) -> None:
     batch = pack(DRUG, "QR01", date.today() + timedelta(days=300), "CLI-QR-1")
     machine.sim_call("sim.put_input", {"packs": [batch]})
     assert machine.ctl("load", stdin=scan(batch) + "\n").code == 0
-    ran = machine.ctl("quarantine", "--gtin", DRUG, "--batch", "QR01", "--reason", "recall R-1")
+    ran = machine.ctl("quarantine", "--drug", DRUG, "--batch", "QR01", "--reason", "recall R-1")
     assert ran.code == 0, ran
     assert f"1 pack of {DRUG} batch QR01 quarantined" in ran.out
     listed = machine.ctl("stock", "--drug", DRUG, "--state", "quarantined")

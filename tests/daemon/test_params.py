@@ -54,7 +54,7 @@ def test_orders_with_broken_text_are_invalid_orders_naming_the_field() -> None:
 
 @pytest.mark.parametrize(("model", "params", "field"), [
     (pm.OrderAction, {"order_id": "A-1", "reason": "r" * 501}, "reason"),
-    (pm.Quarantine, {"gtin": "06900000010006", "batch": "B1", "reason": "r" * 501}, "reason"),
+    (pm.Quarantine, {"drug_code": "06900000010006", "batch": "B1", "reason": "r" * 501}, "reason"),
     (pm.Pause, {"reason": "r" * 501}, "reason"),
     (pm.FaultAck, {"fault_id": 1, "note": "n" * 501}, "note"),
     (pm.Load, {"scan": "s" * 501}, "scan"),
