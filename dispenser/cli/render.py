@@ -336,7 +336,7 @@ def shipment_detail(s: Mapping[str, Any]) -> RenderableType:
 # -- stock
 
 PACK_COLUMNS = (
-    Column("pack", justify="right"), Column("gtin"), Column("batch", drop=1),
+    Column("pack", justify="right"), Column("drug code"), Column("batch", drop=1),
     Column("expiry", "time"), Column("serial", drop=3), Column("slot", drop=2, justify="right"),
     Column("state", "state"),
 )
@@ -363,7 +363,7 @@ def pack_table(result: Any, title: str = "Packs", section: bool = False,
     columns = (*PACK_COLUMNS, SHELF_COLUMN) if shelf else PACK_COLUMNS
     sheet = _sheet(title, columns, result, section=section)
     for p in items:
-        cells = [text(p.get("pack_id")), text(p.get("gtin")), text(p.get("batch")),
+        cells = [text(p.get("pack_id")), text(p.get("drug_code")), text(p.get("batch")),
                  text(p.get("expiry")), text(p.get("serial")), text(p.get("slot")),
                  state(p.get("state"))]
         if shelf:

@@ -336,11 +336,11 @@ class Dispensary:
         with self._call():
             return self.loading.refuse_stored(pack_id, reason, actor)
 
-    def quarantine_batch(self, gtin: str, batch: str, actor: Actor, reason: str) -> int:
+    def quarantine_batch(self, drug_code: str, batch: str, actor: Actor, reason: str) -> int:
         """Recall a batch at once (see ``PackBook.quarantine_batch``); returns how many
         packs were quarantined."""
         with self._call():
-            return self.packs.quarantine_batch(gtin, batch, actor, reason)
+            return self.packs.quarantine_batch(drug_code, batch, actor, reason)
 
     def record_pack_lost(self, pack_id: int, state: PackState,
                          actor: Actor = SYSTEM) -> PackView:
@@ -368,13 +368,13 @@ class Dispensary:
     def list_discrepancies(self, limit: int = 1000) -> list[DiscrepancyView]:
         return self.packs.discrepancies(limit)
 
-    def list_stock(self, gtin: str | None = None, state: PackState | None = PackState.IN_STOCK,
-                   limit: int = 1000, after: int | None = None,
-                   near_expiry: bool | None = None) -> list[PackView]:
+    def list_stock(self, drug_code: str | None = None,
+                   state: PackState | None = PackState.IN_STOCK, limit: int = 1000,
+                   after: int | None = None, near_expiry: bool | None = None) -> list[PackView]:
         """Packs by pack id (``after`` = last pack id of the previous page). ``near_expiry``
         lists packs in stock only: True those near expiry or expired
         (``dispenser.core.expiry``), False the others."""
-        return self.packs.page(gtin, state, limit, after, near_expiry)
+        return self.packs.page(drug_code, state, limit, after, near_expiry)
 
     def stock_counts(self) -> StockCounts:
         """Packs in stock, near expiry, expired and quarantined, from memory (no scan of
@@ -399,9 +399,9 @@ class Dispensary:
         """(sweep id, its unfinished task ids) while a sweep is under way."""
         return self.sweeps.running()
 
-    def stock_level(self, gtin: str) -> int:
+    def stock_level(self, drug_code: str) -> int:
         """Packs of a drug that could be reserved now."""
-        return self.allocator.stock_level(gtin)
+        return self.allocator.stock_level(drug_code)
 
     def confirm_manual(self, shipment_id: str, scan: str, actor: Actor) -> PackView:
         """Staff confirm a fridge/manual pack for a shipment by scanning it."""

@@ -86,12 +86,12 @@ class Loading:
                               "is not stored in the robot")
         stock = self.packs.stock
         try:
-            slot = stock.choose_slot(ps.gtin, ps.batch, ps.expiry)
+            slot = stock.choose_slot(ps.drug_code, ps.batch, ps.expiry)
         except NoFreeSlot:
             raise LoadRefused("no_free_slot", "the robot has no free slot; dispense or "
                               "remove stock first") from None
         stock.slots[slot].incoming += 1
-        p = Pack(self.packs.new_id(), ps.gtin, ps.batch, ps.expiry, ps.serial,
+        p = Pack(self.packs.new_id(), ps.drug_code, ps.batch, ps.expiry, ps.serial,
                  PackState.LOADING, slot)
         self.packs.insert(p, actor, "pack.loading")
         return self.packs.view(p.pack_id)
@@ -109,12 +109,12 @@ class Loading:
         packs = self.packs
         p.store_seq = packs.next_store_seq
         packs.next_store_seq += 1
-        packs.stock.place(p.slot, p.gtin, p.batch, p.expiry, p.pack_id, incoming=True)
+        packs.stock.place(p.slot, p.drug_code, p.batch, p.expiry, p.pack_id, incoming=True)
         packs.fire(p, "store", actor)
-        if (p.gtin, p.batch) in packs.quarantined or packs.stock.slots[p.slot].blocked:
+        if (p.drug_code, p.batch) in packs.quarantined or packs.stock.slots[p.slot].blocked:
             packs.block_slot(p.slot, actor, "stored into a quarantined batch or slot")
         else:
-            self.allocator.retry_waiting([p.gtin])
+            self.allocator.retry_waiting([p.drug_code])
         return packs.view(p.pack_id)
 
     def refuse_stored(self, pack_id: int, reason: str, actor: Actor = SYSTEM) -> PackView:

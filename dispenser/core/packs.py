@@ -43,10 +43,10 @@ LOST_TRIGGER = {PackState.DROPPED: "drop", PackState.MISSING: "miss"}
 # Was this serial of this drug dispensed before? Looked up for every loading scan and
 # every manual pack. Without INDEXED BY, SQLite answers from the index on state alone (it
 # has no statistics to prefer the other), walking every dispensed pack: 10 ms per scan with
-# 57,000 dispensed packs, against 5 us through (gtin, serial).
+# 57,000 dispensed packs, against 5 us through (drug_code, serial).
 SERIAL_DISPENSED = ("SELECT 1 FROM packs INDEXED BY packs_serial "
-                    "WHERE gtin=? AND serial=? AND state='dispensed' LIMIT 1")
-_PACK_COLUMNS = ("pack_id, gtin, batch, expiry, serial, state, slot, shipment_id, order_id, "
+                    "WHERE drug_code=? AND serial=? AND state='dispensed' LIMIT 1")
+_PACK_COLUMNS = ("pack_id, drug_code, batch, expiry, serial, state, slot, shipment_id, order_id, "
                  "task_id")
 
 
@@ -82,10 +82,10 @@ class PackBook:
         self.serials: dict[tuple[str, str], int] = {}
         self.stock = StockIndex(self.geometry)
         self.quarantined = {(g, b) for g, b in j.query(
-            "SELECT gtin, batch FROM quarantined_batches")}
+            "SELECT drug_code, batch FROM quarantined_batches")}
         marks = ",".join("?" * len(_LIVE))
         for prow in j.iterate(
-                "SELECT pack_id, gtin, batch, expiry, serial, slot, store_seq, state, "
+                "SELECT pack_id, drug_code, batch, expiry, serial, slot, store_seq, state, "
                 f"shipment_id, order_id, task_id FROM packs WHERE state IN ({marks}) "
                 "ORDER BY store_seq IS NULL, store_seq, pack_id", _LIVE):
             p = Pack(prow[0], prow[1], prow[2], date.fromisoformat(prow[3]), prow[4],
@@ -93,15 +93,15 @@ class PackBook:
             self.live[p.pack_id] = p
             self.counts[p.state] += 1
             if p.serial is not None:
-                self.serials[(p.gtin, p.serial)] = p.pack_id
+                self.serials[(p.drug_code, p.serial)] = p.pack_id
             if p.slot is None:
                 continue
             if p.state is PackState.LOADING:
-                self.stock.add_incoming(p.slot, p.gtin, p.batch, p.expiry)
+                self.stock.add_incoming(p.slot, p.drug_code, p.batch, p.expiry)
             elif p.state is PackState.IN_STOCK or (
                     p.state is PackState.QUARANTINED and p.shipment_id is None
                     and p.task_id is None):
-                self.stock.place(p.slot, p.gtin, p.batch, p.expiry, p.pack_id, incoming=False)
+                self.stock.place(p.slot, p.drug_code, p.batch, p.expiry, p.pack_id, incoming=False)
         for (slot_no,) in j.query("SELECT slot FROM blocked_slots"):
             self._ensure_slot(slot_no)
             self.stock.block(slot_no)
@@ -139,8 +139,8 @@ class PackBook:
                          {"state": before.value}, after)
         if new in _GONE:
             self.live.pop(p.pack_id, None)
-            if p.serial is not None and self.serials.get((p.gtin, p.serial)) == p.pack_id:
-                del self.serials[(p.gtin, p.serial)]
+            if p.serial is not None and self.serials.get((p.drug_code, p.serial)) == p.pack_id:
+                del self.serials[(p.drug_code, p.serial)]
 
     def insert(self, p: Pack, actor: Actor, action: str) -> None:
         """A new pack (loading, or a manual pack scanned into a tote)."""
@@ -148,16 +148,16 @@ class PackBook:
             raise InvalidState(f"a pack is not created {p.state.value}")
         stamp = self.books.stamp()
         self.journal.write(
-            "INSERT INTO packs (pack_id, gtin, batch, expiry, serial, slot, store_seq, state, "
+            "INSERT INTO packs (pack_id, drug_code, batch, expiry, serial, slot, store_seq, state, "
             "shipment_id, order_id, loaded_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (p.pack_id, p.gtin, p.batch, p.expiry.isoformat(), p.serial, p.slot, p.store_seq,
+            (p.pack_id, p.drug_code, p.batch, p.expiry.isoformat(), p.serial, p.slot, p.store_seq,
              p.state.value, p.shipment_id, p.order_id, stamp, stamp))
         self.live[p.pack_id] = p
         self.counts[p.state] += 1
         if p.serial is not None:
-            self.serials[(p.gtin, p.serial)] = p.pack_id
+            self.serials[(p.drug_code, p.serial)] = p.pack_id
         self.books.audit(actor, action, f"pack:{p.pack_id}", None, {
-            "state": p.state.value, "gtin": p.gtin, "batch": p.batch,
+            "state": p.state.value, "drug_code": p.drug_code, "batch": p.batch,
             "expiry": p.expiry.isoformat(), "serial": p.serial, "slot": p.slot,
             "shipment_id": p.shipment_id, "order_id": p.order_id})
 
@@ -166,8 +166,8 @@ class PackBook:
         self.next_pack_id += 1
         return pid
 
-    def serial_dispensed(self, gtin: str, serial: str) -> bool:
-        return bool(self.journal.query_one(SERIAL_DISPENSED, (gtin, serial)))
+    def serial_dispensed(self, drug_code: str, serial: str) -> bool:
+        return bool(self.journal.query_one(SERIAL_DISPENSED, (drug_code, serial)))
 
     # ------------------------------------------------------------------ slots
     def block_slot(self, slot_no: int, actor: Actor, reason: str) -> None:
@@ -208,23 +208,23 @@ class PackBook:
         return did
 
     # ------------------------------------------------------------------ recalls and losses
-    def quarantine_batch(self, gtin: str, batch: str, actor: Actor, reason: str) -> int:
+    def quarantine_batch(self, drug_code: str, batch: str, actor: Actor, reason: str) -> int:
         """Recall/quarantine a batch at once: its slots are blocked, reservations on them
         are moved to other batches, its packs in open totes must be taken out (their lines
         are owed again). Returns how many packs were quarantined."""
-        self.quarantined.add((gtin, batch))
+        self.quarantined.add((drug_code, batch))
         self.journal.write("INSERT OR IGNORE INTO quarantined_batches VALUES (?,?,?,?,?)",
-                           (gtin, batch, self.books.stamp(), actor.name, reason))
+                           (drug_code, batch, self.books.stamp(), actor.name, reason))
         count = 0
-        for slot_no in sorted(self.stock.by_batch.get((gtin, batch), set())):
+        for slot_no in sorted(self.stock.by_batch.get((drug_code, batch), set())):
             count += len(self.stock.slots[slot_no].packs)
             self.block_slot(slot_no, actor, f"batch {batch} quarantined: {reason}")
-        in_totes = [p for p in self.live.values() if p.gtin == gtin and p.batch == batch
+        in_totes = [p for p in self.live.values() if p.drug_code == drug_code and p.batch == batch
                     and p.state is PackState.PICKED]
         for p in in_totes:
             count += 1
             self.pull_from_tote(p, "quarantine", actor, reason)
-        self.books.audit(actor, "batch.quarantined", f"batch:{gtin}/{batch}", None,
+        self.books.audit(actor, "batch.quarantined", f"batch:{drug_code}/{batch}", None,
                          {"reason": reason, "packs": count})
         return count
 
@@ -303,7 +303,7 @@ class PackBook:
     # ------------------------------------------------------------------ reading
     def _view(self, p: Pack, line: date, today: date) -> PackView:
         in_stock = p.state is PackState.IN_STOCK
-        return PackView(p.pack_id, p.gtin, p.batch, p.expiry, p.serial, p.state, p.slot,
+        return PackView(p.pack_id, p.drug_code, p.batch, p.expiry, p.serial, p.state, p.slot,
                         p.shipment_id, p.order_id, p.task_id, in_stock and p.expiry < line,
                         in_stock and expired(p.expiry, today))
 
@@ -317,7 +317,7 @@ class PackBook:
             raise NotFound(f"no pack {pack_id}")
         return pack_view_row(row)  # not live: never in stock
 
-    def page(self, gtin: str | None, state: PackState | None, limit: int,
+    def page(self, drug_code: str | None, state: PackState | None, limit: int,
              after: int | None, near_expiry: bool | None = None) -> list[PackView]:
         """Packs by pack id (``after`` = last pack id of the previous page). With
         ``near_expiry`` only packs in stock (whatever ``state`` says): True those near
@@ -326,16 +326,17 @@ class PackBook:
         if near_expiry:
             # From the slots in memory: few packs, found without walking the table.
             ids = sorted(p.pack_id for p in self.near_expiry()
-                         if p.pack_id > (after or 0) and (gtin is None or p.gtin == gtin))
+                         if p.pack_id > (after or 0)
+                         and (drug_code is None or p.drug_code == drug_code))
             return [self._view(self.live[pid], line, today) for pid in ids[:limit]]
-        # For one drug, through the (gtin, batch) index: left to itself SQLite walks every
-        # pack of the state (58,000 in stock on a day's load) to find a drug's few.
-        table = "packs INDEXED BY packs_batch" if gtin is not None else "packs"
+        # For one drug, through the (drug_code, batch) index: left to itself SQLite walks
+        # every pack of the state (58,000 in stock on a day's load) to find a drug's few.
+        table = "packs INDEXED BY packs_batch" if drug_code is not None else "packs"
         sql = f"SELECT {_PACK_COLUMNS} FROM {table} WHERE pack_id > ?"
         params: list[Any] = [after or 0]
-        if gtin is not None:
-            sql += " AND gtin=?"
-            params.append(gtin)
+        if drug_code is not None:
+            sql += " AND drug_code=?"
+            params.append(drug_code)
         if near_expiry is not None:
             state = PackState.IN_STOCK
             sql += " AND expiry >= ?"  # ISO dates compare as text

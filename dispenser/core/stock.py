@@ -57,7 +57,7 @@ class SlotGeometry:
 @dataclass(slots=True)
 class Pack:
     pack_id: int
-    gtin: str
+    drug_code: str
     batch: str
     expiry: date
     serial: str | None
@@ -72,7 +72,7 @@ class Pack:
 @dataclass(slots=True)
 class Slot:
     number: int
-    gtin: str
+    drug_code: str
     batch: str
     expiry: date
     packs: list[int] = field(default_factory=list)  # in_stock pack ids in store order
@@ -112,8 +112,8 @@ class StockIndex:
 
     def _occupy(self, slot: Slot) -> None:
         self.slots[slot.number] = slot
-        insort(self.by_drug.setdefault(slot.gtin, []), (slot.fefo_key(), slot.number))
-        self.by_batch.setdefault((slot.gtin, slot.batch), set()).add(slot.number)
+        insort(self.by_drug.setdefault(slot.drug_code, []), (slot.fefo_key(), slot.number))
+        self.by_batch.setdefault((slot.drug_code, slot.batch), set()).add(slot.number)
         insort(self.by_expiry, slot.fefo_key())
 
     def _maybe_free(self, slot: Slot) -> None:
@@ -122,16 +122,16 @@ class StockIndex:
         if self.slots.get(slot.number) is not slot:
             return
         del self.slots[slot.number]
-        self.by_drug[slot.gtin].remove((slot.fefo_key(), slot.number))
-        self.by_batch[(slot.gtin, slot.batch)].discard(slot.number)
+        self.by_drug[slot.drug_code].remove((slot.fefo_key(), slot.number))
+        self.by_batch[(slot.drug_code, slot.batch)].discard(slot.number)
         self.by_expiry.remove(slot.fefo_key())
         heapq.heappush(self._free, (self.travel[slot.number], slot.number))
 
-    def choose_slot(self, gtin: str, batch: str, expiry: date) -> int:
+    def choose_slot(self, drug_code: str, batch: str, expiry: date) -> int:
         """A slot of the same drug and batch with room, else the free slot nearest x=0."""
         cap = self.geometry.capacity
         best: Slot | None = None
-        for n in self.by_batch.get((gtin, batch), ()):
+        for n in self.by_batch.get((drug_code, batch), ()):
             s = self.slots[n]
             if not s.blocked and s.expiry == expiry and len(s.packs) + s.incoming < cap and (
                     best is None or s.number < best.number):
@@ -141,28 +141,28 @@ class StockIndex:
         while self._free:
             _, n = heapq.heappop(self._free)
             if n not in self.slots:
-                self._occupy(Slot(n, gtin, batch, expiry))
+                self._occupy(Slot(n, drug_code, batch, expiry))
                 return n
         raise NoFreeSlot
 
-    def add_incoming(self, slot_no: int, gtin: str, batch: str, expiry: date) -> None:
+    def add_incoming(self, slot_no: int, drug_code: str, batch: str, expiry: date) -> None:
         """Restore an assignment (used when loading state from the journal)."""
         slot = self.slots.get(slot_no)
         if slot is None:
-            slot = Slot(slot_no, gtin, batch, expiry)
+            slot = Slot(slot_no, drug_code, batch, expiry)
             self._occupy(slot)
         slot.incoming += 1
 
-    def place(self, slot_no: int, gtin: str, batch: str, expiry: date, pack_id: int,
+    def place(self, slot_no: int, drug_code: str, batch: str, expiry: date, pack_id: int,
               incoming: bool) -> None:
         slot = self.slots.get(slot_no)
         if slot is None:
-            slot = Slot(slot_no, gtin, batch, expiry)
+            slot = Slot(slot_no, drug_code, batch, expiry)
             self._occupy(slot)
         if incoming:
             slot.incoming -= 1
         slot.packs.append(pack_id)
-        self.touched.add(gtin)
+        self.touched.add(drug_code)
 
     def cancel_incoming(self, slot_no: int) -> None:
         slot = self.slots[slot_no]
@@ -173,21 +173,21 @@ class StockIndex:
         """Remove the first n packs stored (FIFO) and return their ids."""
         slot = self.slots[slot_no]
         taken, slot.packs = slot.packs[:n], slot.packs[n:]
-        self.touched.add(slot.gtin)
+        self.touched.add(slot.drug_code)
         self._maybe_free(slot)
         return taken
 
     def remove_pack(self, slot_no: int, pack_id: int) -> None:
         slot = self.slots[slot_no]
         slot.packs.remove(pack_id)
-        self.touched.add(slot.gtin)
+        self.touched.add(slot.drug_code)
         self._maybe_free(slot)
 
     def block(self, slot_no: int) -> None:
         slot = self.slots[slot_no]
         slot.blocked = True
-        if slot.gtin:
-            self.touched.add(slot.gtin)
+        if slot.drug_code:
+            self.touched.add(slot.drug_code)
 
     def unblock_if_empty(self, slot_no: int) -> None:
         slot = self.slots.get(slot_no)
@@ -195,7 +195,7 @@ class StockIndex:
             slot.blocked = False
             self._maybe_free(slot)
 
-    def allocate(self, gtin: str, quantity: int,
+    def allocate(self, drug_code: str, quantity: int,
                  earliest: date) -> tuple[list[tuple[int, int]], int]:
         """Reserve up to ``quantity`` packs FEFO among the slots whose expiry is on or after
         ``earliest`` (``dispenser.core.expiry.earliest_expiry``); returns ([(slot, count)],
@@ -204,7 +204,7 @@ class StockIndex:
         need = quantity
         # A drug has a few slots (3 on average with 20,000 packs): a plain walk in expiry
         # order is as fast as a bisection to the first that qualifies (docs/performance.md).
-        for (expiry, _), n in self.by_drug.get(gtin, ()):
+        for (expiry, _), n in self.by_drug.get(drug_code, ()):
             if need == 0:
                 break
             if expiry < earliest:
@@ -218,17 +218,17 @@ class StockIndex:
             picks.append((n, k))
             need -= k
         if picks:
-            self.touched.add(gtin)
+            self.touched.add(drug_code)
         return picks, need
 
-    def allocate_for_task(self, gtin: str, quantity: int, usable_from: date,
+    def allocate_for_task(self, drug_code: str, quantity: int, usable_from: date,
                           batch: str | None = None, single_batch: bool = False
                           ) -> tuple[list[tuple[int, int]], int]:
         """Reserve up to ``quantity`` packs FEFO for an output task, among slots whose
         packs expire on or after ``usable_from`` (and of ``batch`` when given); returns
         ([(slot, count)], shortfall). With ``single_batch`` every pack comes from one
         batch: the first (FEFO) that has them all, else the one with the most."""
-        usable = [n for (expiry, _), n in self.by_drug.get(gtin, ())
+        usable = [n for (expiry, _), n in self.by_drug.get(drug_code, ())
                   if expiry >= usable_from and self.slots[n].available > 0
                   and (batch is None or self.slots[n].batch == batch)]
         if single_batch:
@@ -256,7 +256,7 @@ class StockIndex:
             picks.append((n, k))
             need -= k
         if picks:
-            self.touched.add(gtin)
+            self.touched.add(drug_code)
         return picks, need
 
     def claim_head(self, slot_no: int, pack_ids: list[int]) -> bool:
@@ -270,20 +270,20 @@ class StockIndex:
             return False
         slot.reserved = k
         slot.claimed = True
-        self.touched.add(slot.gtin)
+        self.touched.add(slot.drug_code)
         return True
 
     def release_claim(self, slot_no: int) -> None:
         slot = self.slots.get(slot_no)
         if slot is not None and slot.claimed:
             slot.claimed = False
-            self.touched.add(slot.gtin)
+            self.touched.add(slot.drug_code)
             self._maybe_free(slot)
 
-    def available(self, gtin: str, earliest: date) -> int:
+    def available(self, drug_code: str, earliest: date) -> int:
         """Packs of a drug that could be reserved now with an expiry on or after
         ``earliest``."""
-        return sum(self.slots[n].available for (exp, _), n in self.by_drug.get(gtin, ())
+        return sum(self.slots[n].available for (exp, _), n in self.by_drug.get(drug_code, ())
                    if exp >= earliest and self.slots[n].available > 0)
 
     def expiring_before(self, day: date) -> list[Slot]:
@@ -295,6 +295,6 @@ class StockIndex:
         slot = self.slots.get(slot_no)
         if slot is not None:
             slot.reserved = max(0, slot.reserved - count)
-            if count and slot.gtin:
-                self.touched.add(slot.gtin)
+            if count and slot.drug_code:
+                self.touched.add(slot.drug_code)
             self._maybe_free(slot)

@@ -416,7 +416,7 @@ class TaskBook:
             for slot_no, n in ln.reserved:
                 slot = stock.slots.get(slot_no)
                 if slot is not None:
-                    freed.add(slot.gtin)
+                    freed.add(slot.drug_code)
                 if ln.pack_ids:
                     stock.release_claim(slot_no)
                 stock.unreserve(slot_no, n)
@@ -485,7 +485,7 @@ class TaskBook:
                                "were reserved; report at most the reserved count")
         stock = self.packs.stock
         claimed = any(ln.pack_ids for ln, _ in entries)
-        gtin = stock.slots[slot].gtin
+        drug_code = stock.slots[slot].drug_code
         if claimed:
             stock.release_claim(slot)
         stock.unreserve(slot, reserved)
@@ -518,7 +518,7 @@ class TaskBook:
             self._save(t)
         if claimed:
             # The rest of a slot claimed by pack id can serve shipments waiting for it.
-            self.allocator.retry_waiting([gtin])
+            self.allocator.retry_waiting([drug_code])
         return taken
 
     def finish(self, task_id: str, actor: Actor) -> Task:

@@ -49,7 +49,7 @@ class OrderView:
 @dataclass(frozen=True, slots=True)
 class PackView:
     pack_id: int
-    gtin: str
+    drug_code: str
     batch: str
     expiry: date
     serial: str | None
@@ -84,7 +84,7 @@ class StockCounts:
 class PackScan:
     """A scan that passed the loading checks."""
 
-    gtin: str
+    drug_code: str
     expiry: date
     batch: str
     serial: str | None

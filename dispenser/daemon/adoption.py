@@ -301,8 +301,8 @@ class Adoption:
         for i in unknown:
             if i.motion is Motion.STORE and i.pack_id is not None:
                 p = self.d.get_pack(i.pack_id)
-                if (p.gtin, p.batch, p.serial, p.expiry) == (data.gtin, data.batch,
-                                                             data.serial, data.expiry):
+                if (p.drug_code, p.batch, p.serial, p.expiry) == (data.gtin, data.batch,
+                                                                  data.serial, data.expiry):
                     return i.pack_id
         return None
 

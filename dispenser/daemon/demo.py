@@ -266,10 +266,10 @@ async def load_stock(daemon: Daemon, packs: list[dict[str, str]]) -> int:
             if exc.reason_code in ("serial_in_stock", "serial_dispensed"):
                 known += 1
             else:
-                log.warning("demo pack left out", gtin=pack["gtin"], reason=exc.reason_code)
+                log.warning("demo pack left out", drug_code=pack["gtin"], reason=exc.reason_code)
             continue
         except DispenserError as exc:
-            log.warning("demo pack left out", gtin=pack["gtin"], error=exc.message)
+            log.warning("demo pack left out", drug_code=pack["gtin"], error=exc.message)
             continue
         accepted.append(pack)
     if known:
@@ -282,7 +282,7 @@ async def load_stock(daemon: Daemon, packs: list[dict[str, str]]) -> int:
             await daemon.scheduler.request_load(scan_of(pack), LOADER, wait=True)
             loaded += 1
         except Exception as exc:
-            log.warning("demo pack not loaded", gtin=pack["gtin"], error=str(exc))
+            log.warning("demo pack not loaded", drug_code=pack["gtin"], error=str(exc))
     return loaded
 
 

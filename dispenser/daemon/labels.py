@@ -104,11 +104,11 @@ def packing_slip(view: ShipmentView, drugs: Mapping[str, Drug], copy: bool = Fal
     lines.append(("Orders: " + ", ".join(view.order_ids), 28))
     lines.append(("", 12))
     lines.append(("Packs in this tote:", 32))
-    by_batch = Counter((p.gtin, p.batch, p.expiry) for p in view.picked)
-    for (gtin, batch, expiry), n in sorted(by_batch.items()):
-        name, strength = _drug_text(drugs, gtin)
+    by_batch = Counter((p.drug_code, p.batch, p.expiry) for p in view.picked)
+    for (drug_code, batch, expiry), n in sorted(by_batch.items()):
+        name, strength = _drug_text(drugs, drug_code)
         lines.append((f"{n} x {name} {strength}", 28))
-        lines.append((f"    batch {batch}  exp {expiry:%Y-%m-%d}  GTIN {gtin}", 24))
+        lines.append((f"    batch {batch}  exp {expiry:%Y-%m-%d}  GTIN {drug_code}", 24))
     for p in view.picked:
         if p.serial:
             lines.append((f"    serial {p.serial} ({p.batch})", 20))

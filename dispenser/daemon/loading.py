@@ -210,7 +210,7 @@ class LoadDesk:
                                   "point; put the scanned pack there and scan it again")
             robot = parse_scan(seen.data)
             if (robot.gtin, robot.batch, robot.serial, robot.expiry) != (
-                    scan.gtin, scan.batch, scan.serial, scan.expiry):
+                    scan.drug_code, scan.batch, scan.serial, scan.expiry):
                 blocked = self._blocking(seen)
                 if blocked is not None:
                     raise LoadRefused("refused_pack_at_input", blocked["action"])
@@ -256,8 +256,8 @@ class LoadDesk:
         if seen.present:
             try:
                 d = parse_scan(seen.data)
-                here = (d.gtin, d.batch, d.serial, d.expiry) == (p.gtin, p.batch, p.serial,
-                                                                 p.expiry)
+                here = (d.gtin, d.batch, d.serial, d.expiry) == (p.drug_code, p.batch,
+                                                                 p.serial, p.expiry)
             except DispenserError:
                 here = False
         if not here:
@@ -305,7 +305,7 @@ class LoadDesk:
             view = self.d.confirm_stored(pid)
             self.counters.packs_stored += 1
             after.append(lambda: log.info("stored", pack_id=pid, slot=intent.slot))
-            after.append(lambda: self._check_low_stock(view.gtin))
+            after.append(lambda: self._check_low_stock(view.drug_code))
             after.append(functools.partial(self._conclude, ticket, view))
         elif c.outcome is Outcome.DROPPED:
             self.d.confirm_stored(pid)
@@ -335,7 +335,7 @@ class LoadDesk:
     # ------------------------------------------------------------------ the input point
     @staticmethod
     def _blocked_by(view: PackView, reason: str) -> dict[str, Any]:
-        return {"pack_id": view.pack_id, "drug_code": view.gtin, "batch": view.batch,
+        return {"pack_id": view.pack_id, "drug_code": view.drug_code, "batch": view.batch,
                 "serial": view.serial, "expiry": view.expiry.isoformat(), "reason": reason,
                 "action": f"the robot refused the pack at the input point ({reason}): take "
                           "the pack off the input point, then scan the next one"}

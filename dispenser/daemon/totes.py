@@ -325,7 +325,7 @@ class TotePlanner:
             else:
                 packs = self.d.record_pick(sid, intent.slot, moved)
             self.counters.packs_picked += len(packs)
-            drug = packs[0].gtin if packs else None
+            drug = packs[0].drug_code if packs else None
             if c.outcome is not Outcome.OK:
                 log.warning("pick short", shipment_id=sid, slot=intent.slot,
                             asked=intent.count, picked=moved, outcome=c.outcome.name)
@@ -374,13 +374,13 @@ class TotePlanner:
         # handed on but not completed.
         self.maybe_complete(sid)
 
-    def check_low_stock(self, gtin: str) -> None:
-        level = self.d.stock_level(gtin)
-        if level <= self.low_stock_packs and gtin not in self._low_stock:
-            self._low_stock.add(gtin)
-            self._event("stock", kind="low_stock", drug_code=gtin, in_stock=level)
+    def check_low_stock(self, drug_code: str) -> None:
+        level = self.d.stock_level(drug_code)
+        if level <= self.low_stock_packs and drug_code not in self._low_stock:
+            self._low_stock.add(drug_code)
+            self._event("stock", kind="low_stock", drug_code=drug_code, in_stock=level)
         elif level > self.low_stock_packs:
-            self._low_stock.discard(gtin)
+            self._low_stock.discard(drug_code)
 
     # ------------------------------------------------------------------ labelling
     def maybe_complete(self, shipment_id: str) -> bool:

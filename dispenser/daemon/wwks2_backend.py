@@ -311,10 +311,10 @@ class DaemonWwks2Backend:
                 if pid is None and named is not None:
                     pid = packs.serials.get((named, c.serial_number or ""))
                 pack = packs.live.get(pid or 0)
-                if pack is None or (named is not None and pack.gtin != named) or (
+                if pack is None or (named is not None and pack.drug_code != named) or (
                         c.serial_number is not None and pack.serial != c.serial_number):
                     pid = 0  # no such pack in the machine: that line is short
-                ref = c.article_id or (self.articles.article_of(pack.gtin) if pack
+                ref = c.article_id or (self.articles.article_of(pack.drug_code) if pack
                                        else str(c.pack_id or c.serial_number))
                 lines.append(TaskCriterion(ref, 1, pack_ids=(pid or 0,)))
                 continue
@@ -389,7 +389,7 @@ class DaemonWwks2Backend:
             DispensedPack(article_id=ln.ref, pack_id=p.pack_id, output_point=view.output,
                           batch_number=p.batch, expiry_date=p.expiry,
                           serial_number=p.serial,
-                          scan_code=scan_code(p.gtin, p.batch, p.expiry, p.serial),
+                          scan_code=scan_code(p.drug_code, p.batch, p.expiry, p.serial),
                           label_status="NotLabelled" if i in labelled else None)
             for i, ln in enumerate(view.lines) for p in ln.packs)
 

@@ -250,4 +250,13 @@ CREATE INDEX tasks_unreported ON tasks(purpose, request_key) WHERE reported_at I
 ALTER TABLE packs ADD COLUMN task_id TEXT;
 CREATE INDEX packs_task ON packs(task_id) WHERE task_id IS NOT NULL;
 """),
+    # One name for the machine's drug identifier (issue 9): the formulary, orders and the
+    # dispensing history already said ``drug_code``. RENAME COLUMN keeps the data and
+    # rewrites the indexes on the column (``packs_serial``, ``packs_batch``, the primary
+    # key of ``quarantined_batches``) under their own names; "GTIN" stays the GS1 term
+    # of a scan's (01) element (``dispenser.core.gs1``).
+    Migration("core", 5, "the drug identifier is drug_code", """
+ALTER TABLE packs RENAME COLUMN gtin TO drug_code;
+ALTER TABLE quarantined_batches RENAME COLUMN gtin TO drug_code;
+"""),
 )

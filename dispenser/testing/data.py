@@ -61,7 +61,10 @@ def scan(p: dict[str, str]) -> str:
 
 
 def pack_key(p: dict[str, Any]) -> tuple[str, str, str, str]:
-    return (p["gtin"], p["batch"], p["expiry"], p["serial"])
+    """(drug, batch, expiry, serial) of a pack from the API (its ``drug_code``) or from the
+    simulator (its ``gtin``, docs/simulator.md): the same 14 digits, so the two compare."""
+    drug = p["drug_code"] if "drug_code" in p else p["gtin"]
+    return (drug, p["batch"], p["expiry"], p["serial"])
 
 
 def order(order_id: str, patient: str, items: list[tuple[str, int]], *,

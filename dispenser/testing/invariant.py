@@ -117,7 +117,7 @@ async def _check(c: ApiClient, sim: Sim, require_final: bool) -> InvariantReport
     tasks = await list_all(c, "task.list", {}, "task_id")
     destruction = {t["task_id"] for t in tasks if t["purpose"] == "destruction"}
     ledger = await sim.ledger()
-    robot_gtins = {row["drug_code"] for row in formulary_rows()
+    robot_drugs = {row["drug_code"] for row in formulary_rows()
                    if row["fridge"] == "false" and row["manual"] == "false"}
 
     # Where the ledger has each serial (a serial is unique per pack in these campaigns).
@@ -148,11 +148,14 @@ async def _check(c: ApiClient, sim: Sim, require_final: bool) -> InvariantReport
     # not by serial, so from then on the journal names the vanished pack where the next one
     # of the same batch went. For those batches compare counts per place, not serials.
     removed = {p["serial"] for p in ledger["removed"]}
+    # The simulator's packs carry the GTIN printed on them (docs/simulator.md), the
+    # journal's the drug code: the same 14 digits.
     removed_batches = {(p["gtin"], p["batch"]) for p in ledger["removed"]}
     excused: set[str] = set()
     if removed_batches:
         _check_batches_by_count(r, packs, ledger, where, removed_batches, removed)
-        excused = {q["serial"] for q in packs if (q["gtin"], q["batch"]) in removed_batches}
+        excused = {q["serial"] for q in packs
+                   if (q["drug_code"], q["batch"]) in removed_batches}
         excused |= {p["serial"] for place in _physical_packs(ledger)
                     for p in place if (p["gtin"], p["batch"]) in removed_batches}
     stands_in: dict[str, str] = {}
@@ -172,7 +175,7 @@ async def _check(c: ApiClient, sim: Sim, require_final: bool) -> InvariantReport
         places = where.get(stands_in.get(serial, serial), [])
         kinds = {k for k, _ in places}
         state = p["state"]
-        if p["gtin"] not in robot_gtins and p["slot"] is None:
+        if p["drug_code"] not in robot_drugs and p["slot"] is None:
             # A fridge or manual pack scanned at the packing desk: never in the robot.
             if places:
                 bad(f"manual pack {p['pack_id']} ({serial}) is in the robot: {places}")
@@ -327,23 +330,24 @@ def _check_batches_by_count(r: InvariantReport, packs: list[dict[str, Any]],
     # The tote of each shipment (or output task), from its packs of other batches.
     tote_of: dict[str, Any] = {}
     for p in packs:
-        if (p["gtin"], p["batch"]) in batches or (p["shipment_id"] is None
+        if (p["drug_code"], p["batch"]) in batches or (p["shipment_id"] is None
                                                    and p["task_id"] is None):
             continue
         for kind, loc in where.get(p["serial"], []):
             if kind in ("released", "output"):
                 tote_of[_owner(p)] = (kind, loc)
-    for gtin, batch in sorted(batches):
-        mine = [p for p in packs if p["gtin"] == gtin and p["batch"] == batch]
+    for drug_code, batch in sorted(batches):
+        mine = [p for p in packs if p["drug_code"] == drug_code and p["batch"] == batch]
         vanished = sum(1 for p in ledger["removed"]
-                       if p["gtin"] == gtin and p["batch"] == batch)
+                       if p["gtin"] == drug_code and p["batch"] == batch)
         j_slot = Counter(p["slot"] for p in mine if p["state"] in ("in_stock", "quarantined"))
-        phys_slot = Counter({int(s): sum(1 for p in ps if (p["gtin"], p["batch"]) == (gtin, batch))
+        phys_slot = Counter({int(s): sum(1 for p in ps
+                                         if (p["gtin"], p["batch"]) == (drug_code, batch))
                              for s, ps in ledger["slots"].items()})
         for slot in set(j_slot) | {s for s, n in phys_slot.items() if n}:
             j, ph = j_slot.get(slot, 0), phys_slot.get(slot, 0)
             if ph > j or j - ph > vanished:
-                bad(f"batch {gtin}/{batch}: slot {slot} holds {ph} packs, journal {j} "
+                bad(f"batch {drug_code}/{batch}: slot {slot} holds {ph} packs, journal {j} "
                     f"({vanished} vanished unseen)")
             elif j > ph:
                 r.known["vanished_still_in_journal_stock"] += j - ph
@@ -355,7 +359,7 @@ def _check_batches_by_count(r: InvariantReport, packs: list[dict[str, Any]],
                       [{"tote": (int(o), t["tote"]), "packs": t["packs"]}
                        for o, t in ledger[key].items()])
             for t in places:
-                n = sum(1 for p in t["packs"] if (p["gtin"], p["batch"]) == (gtin, batch))
+                n = sum(1 for p in t["packs"] if (p["gtin"], p["batch"]) == (drug_code, batch))
                 if n:
                     phys_tote[(kind, t["tote"])] += n
         unmapped = 0
@@ -364,12 +368,12 @@ def _check_batches_by_count(r: InvariantReport, packs: list[dict[str, Any]],
             if tote is None:
                 unmapped += n
             elif phys_tote.get(tote, 0) != n:
-                bad(f"batch {gtin}/{batch}: {sid} got {n} per journal, its tote "
+                bad(f"batch {drug_code}/{batch}: {sid} got {n} per journal, its tote "
                     f"{tote} holds {phys_tote.get(tote, 0)}")
         known_totes = {tote_of[s] for s in j_ship if s in tote_of}
         others = sum(n for t, n in phys_tote.items() if t not in known_totes)
         if others != unmapped:
-            bad(f"batch {gtin}/{batch}: {others} packs in totes of shipments the journal "
+            bad(f"batch {drug_code}/{batch}: {others} packs in totes of shipments the journal "
                 f"does not give this batch to (expected {unmapped})")
         if any(p["serial"] in removed and p["state"] in ("dispensed", "picked") for p in mine):
             r.known["journal_names_vanished_pack_as_sent"] += sum(

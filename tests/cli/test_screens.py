@@ -154,7 +154,7 @@ def _ids(page: dict[str, Any], key: str) -> list[str]:
 
 @pytest.mark.parametrize(("command", "key"), [
     (("orders",), "order_id"), (("holds",), "order_id"), (("shipments",), "shipment_id"),
-    (("stock",), "serial"), (("stock",), "gtin"),
+    (("stock",), "serial"), (("stock",), "drug_code"),
 ])
 def test_ids_and_states_are_whole_at_80_columns(day: Machine, command: tuple[str, ...],
                                                 key: str) -> None:

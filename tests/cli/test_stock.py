@@ -55,10 +55,24 @@ def test_quarantine_and_discrepancies(machine: Machine) -> None:
     batch = pack(DRUG, "QR01", date.today() + timedelta(days=300), "CLI-QR-1")
     machine.sim_call("sim.put_input", {"packs": [batch]})
     assert machine.ctl("load", stdin=scan(batch) + "\n").code == 0
-    ran = machine.ctl("quarantine", "--gtin", DRUG, "--batch", "QR01", "--reason", "recall R-1")
+    ran = machine.ctl("quarantine", "--drug", DRUG, "--batch", "QR01", "--reason", "recall R-1")
     assert ran.code == 0, ran
     assert f"1 pack of {DRUG} batch QR01 quarantined" in ran.out
     listed = machine.ctl("stock", "--drug", DRUG, "--state", "quarantined")
     assert "CLI-QR-1" in listed.out and "quarantined" in listed.out
 
     assert machine.ctl("discrepancies").code == 0
+
+
+def test_quarantine_takes_the_old_spelling_gtin_hidden(machine: Machine) -> None:
+    batch = pack(DRUG, "QR02", date.today() + timedelta(days=300), "CLI-QR-2")
+    machine.sim_call("sim.put_input", {"packs": [batch]})
+    assert machine.ctl("load", stdin=scan(batch) + "\n").code == 0
+    shown = machine.ctl("quarantine", "--help").out
+    assert "--drug CODE" in shown and "--gtin" not in shown
+    both = machine.ctl("quarantine", "--drug", DRUG, "--gtin", DRUG, "--batch", "QR02",
+                       "--reason", "recall R-2")
+    assert both.code == 2, both
+    ran = machine.ctl("quarantine", "--gtin", DRUG, "--batch", "QR02", "--reason", "recall R-2")
+    assert ran.code == 0, ran
+    assert f"1 pack of {DRUG} batch QR02 quarantined" in ran.out

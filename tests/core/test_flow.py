@@ -204,7 +204,7 @@ def test_quarantine_batch_moves_reservations_and_pulls_totes(disp: Dispensary,
     assert {disp.get_pack(p).state for p in bad} == {PackState.QUARANTINED}
     v1 = disp.get_shipment(s1.shipment_id)  # type: ignore[attr-defined]
     v2 = disp.get_shipment(s2.shipment_id)  # type: ignore[attr-defined]
-    ok_slot = disp.list_stock(gtin=A)[0].slot
+    ok_slot = disp.list_stock(drug_code=A)[0].slot
     assert [p.slot for p in v1.robot_picks] == [ok_slot] and v1.picked == []
     assert [p.slot for p in v2.robot_picks] == [ok_slot]
     assert disp.stock_level(A) == 1

@@ -126,7 +126,7 @@ class CoreMachine(RuleBasedStateMachine):
             if n > before.get(slot_no, 0):  # reserved in this round
                 s = self.d.stock.slots[slot_no]
                 assert s.expiry >= earliest, "a pack that does not last the supply"
-                for other in self._slots_of(s.gtin):
+                for other in self._slots_of(s.drug_code):
                     if other.available > 0 and other.expiry >= earliest:
                         assert other.expiry >= s.expiry, "FEFO violated"
 
@@ -332,8 +332,8 @@ class CoreMachine(RuleBasedStateMachine):
                     out[slot_no] = out.get(slot_no, 0) + n
         return out
 
-    def _slots_of(self, gtin: str) -> list[object]:
-        return [self.d.stock.slots[n] for _, n in self.d.stock.by_drug.get(gtin, [])]
+    def _slots_of(self, drug_code: str) -> list[object]:
+        return [self.d.stock.slots[n] for _, n in self.d.stock.by_drug.get(drug_code, [])]
 
     def _shipments(self, state: ShipmentState) -> list[str]:
         return sorted(s for s, sh in self.d.shipments.live.items() if sh.state is state)

@@ -1,5 +1,5 @@
-"""The dispensed-serial check of every loading scan goes through the (gtin, serial) index,
-not through every dispensed pack (the index on state alone is what SQLite picks unaided)."""
+"""The dispensed-serial check of every loading scan goes through the (drug_code, serial)
+index, not through every dispensed pack (the index on state alone is what SQLite picks unaided)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_dispensed_serial_lookup_uses_the_serial_index(tmp_path: Path) -> None:
         journal.close()
     details = " ".join(str(row[-1]) for row in plan)
     assert "packs_serial" in details, details
-    assert "gtin=? AND serial=?" in details, details
+    assert "drug_code=? AND serial=?" in details, details
 
 
 def test_stock_of_one_drug_is_read_through_the_drug_index(tmp_path: Path) -> None:

@@ -173,14 +173,14 @@ def test_cancel_while_picking_aborts_with_the_packs_in_the_tote(disp: Dispensary
     load(disp, B, 1)
     t = disp.create_task(request("100/8", drug(A, 1), drug(B, 1)), IMS)
     disp.start_task(t.task_id)
-    slot_a = next(s for s, _ in t.picks if disp.stock.slots[s].gtin == A)
+    slot_a = next(s for s, _ in t.picks if disp.stock.slots[s].drug_code == A)
     disp.record_task_pick(t.task_id, slot_a, 1)
     assert disp.cancel_task(t.task_id, IMS, "stop").state is TaskState.ABORTING
     with pytest.raises(InvalidState):
         disp.cancel_task(t.task_id, IMS, "again")
     done = disp.finish_task(t.task_id)
     assert done.state is TaskState.ABORTED
-    assert [p.gtin for p in done.packs] == [A]
+    assert [p.drug_code for p in done.packs] == [A]
     assert disp.stock_level(B) == 1  # the rest given back
 
 
@@ -226,6 +226,6 @@ def test_restart_restores_tasks_reservations_and_claims(make: Factory) -> None:
     again = make()
     assert (again.stock_level(A), again.stock_level(B), again.get_task(t.task_id)) == before
     claimed = [s for s in again.stock.slots.values() if s.claimed]
-    assert [s.gtin for s in claimed] == [A]
+    assert [s.drug_code for s in claimed] == [A]
     pick_all(again, t.task_id)
     assert again.finish_task(t.task_id).state is TaskState.COMPLETED

@@ -24,8 +24,8 @@ PEN = Drug("06900000270028", "insulin glargine", "100 U/mL 3 mL", "prefilled pen
            Decimal("180.00"), Decimal("0.80"), True, False)
 
 
-def _pack(pid: int, serial: str, gtin: str = DRUG.drug_code) -> PackView:
-    return PackView(pid, gtin, "B2311", date(2027, 6, 30), serial, PackState.PICKED, 5203,
+def _pack(pid: int, serial: str, drug_code: str = DRUG.drug_code) -> PackView:
+    return PackView(pid, drug_code, "B2311", date(2027, 6, 30), serial, PackState.PICKED, 5203,
                     "SH-00000042", "ORD-1")
 
 

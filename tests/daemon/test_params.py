@@ -54,7 +54,7 @@ def test_orders_with_broken_text_are_invalid_orders_naming_the_field() -> None:
 
 @pytest.mark.parametrize(("model", "params", "field"), [
     (pm.OrderAction, {"order_id": "A-1", "reason": "r" * 501}, "reason"),
-    (pm.Quarantine, {"gtin": "06900000010006", "batch": "B1", "reason": "r" * 501}, "reason"),
+    (pm.Quarantine, {"drug_code": "06900000010006", "batch": "B1", "reason": "r" * 501}, "reason"),
     (pm.Pause, {"reason": "r" * 501}, "reason"),
     (pm.FaultAck, {"fault_id": 1, "note": "n" * 501}, "note"),
     (pm.Load, {"scan": "s" * 501}, "scan"),
@@ -91,7 +91,7 @@ def test_audit_summary_keeps_a_bounded_part_of_long_values_and_says_so() -> None
 # in an order's text (docs/orders.md).
 FREE_TEXT_FIELDS = [
     (pm.OrderAction, {"order_id": "A-1"}, "reason"),
-    (pm.Quarantine, {"gtin": "06900000010006", "batch": "B1"}, "reason"),
+    (pm.Quarantine, {"drug_code": "06900000010006", "batch": "B1"}, "reason"),
     (pm.Pause, {}, "reason"),
     (pm.FaultAck, {"fault_id": 1}, "note"),
     (pm.RobotAdopt, {}, "note"),
@@ -113,3 +113,38 @@ def test_control_characters_in_free_text_are_refused_naming_the_field(
                                    "is not allowed in text; remove it"}]
     assert char not in err.value.message
     parse_params(model, {**params, field: "jam at output 2 \u2014 cleared, Zo\u00eb"})
+
+
+QUARANTINE = {"batch": "B1", "reason": "recall R-1"}
+
+
+@pytest.mark.parametrize("given", [{"drug_code": "06900000010006"}, {"gtin": "06900000010006"},
+                                   {"drug_code": "06900000010006", "gtin": "06900000010006"}])
+def test_quarantine_takes_drug_code_and_its_old_name_gtin(given: dict[str, str]) -> None:
+    p = parse_params(pm.Quarantine, {**given, **QUARANTINE})
+    assert (p.drug_code, p.batch) == ("06900000010006", "B1")
+
+
+def test_quarantine_with_drug_code_and_gtin_differing_is_refused() -> None:
+    with pytest.raises(ApiError) as err:
+        parse_params(pm.Quarantine, {"drug_code": "06900000010006", "gtin": "06900000020005",
+                                     **QUARANTINE})
+    assert err.value.code == ErrorCode.INVALID_PARAMS
+    assert err.value.data["errors"] == [{"path": "(params)", "message": (
+        "drug_code and gtin differ: gtin is the old name of drug_code, give drug_code only")}]
+
+
+def test_quarantine_without_a_drug_code_names_drug_code() -> None:
+    with pytest.raises(ApiError) as err:
+        parse_params(pm.Quarantine, QUARANTINE)
+    assert [e["path"] for e in err.value.data["errors"]] == ["drug_code"]
+    with pytest.raises(ApiError) as err:
+        parse_params(pm.Quarantine, {"gtin": "0690000001000", **QUARANTINE})
+    assert [e["path"] for e in err.value.data["errors"]] == ["drug_code"]
+
+
+def test_audit_summary_keeps_the_drug_code_under_the_name_given() -> None:
+    assert audit_summary("stock.quarantine", {"drug_code": "06900000010006", **QUARANTINE}) == (
+        "06900000010006", {"drug_code": "06900000010006", **QUARANTINE})
+    assert audit_summary("stock.quarantine", {"gtin": "06900000010006", **QUARANTINE}) == (
+        "06900000010006", {"gtin": "06900000010006", **QUARANTINE})

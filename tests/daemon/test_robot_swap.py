@@ -209,7 +209,7 @@ async def test_counts_that_fit_no_order_of_events_leave_the_commands_unknown(
     picks = [i for i in sched.ledger.log.planned() if i.motion is Motion.PICK]
     slot = picks[0].slot
     [p] = [p for p in daemon.dispensary.list_stock(limit=100000) if p.slot == slot][:1]
-    sim.put_slot(slot, [{"gtin": p.gtin, "batch": p.batch, "expiry": p.expiry.isoformat(),
+    sim.put_slot(slot, [{"gtin": p.drug_code, "batch": p.batch, "expiry": p.expiry.isoformat(),
                          "serial": "BYHAND1"}])
     fault = sched.faults.log.page(active=True)[0]
     await sched.ack_fault(fault.fault_id, TECH, "new board fitted")

@@ -210,7 +210,7 @@ async def test_calls_without_a_role_cannot_flood_the_audit_trail(stack: Stack) -
     huge = "r" * 500_000
     calls = [{"jsonrpc": "2.0", "id": i, "method": method, "params": params}
              for i in range(100) for method, params in (
-                 ("stock.quarantine", {"gtin": "06900000010006", "batch": "B1",
+                 ("stock.quarantine", {"drug_code": "06900000010006", "batch": "B1",
                                        "reason": huge}),
                  ("order.cancel", {"order_id": f"O-{i}", "reason": huge}))]
     replies = await pipeline(stack, None, [json.dumps(c).encode() + b"\n" for c in calls])
@@ -244,7 +244,7 @@ async def test_a_refused_call_of_a_logged_in_caller_is_audited_in_bounded_form(
     await staff.call("machine.pause", {"reason": "a first audited action"})
     last = audit_rows(stack)[-1][0]
     huge = "r" * 500_000
-    for method, params in (("stock.quarantine", {"gtin": "06900000010006", "batch": "B1",
+    for method, params in (("stock.quarantine", {"drug_code": "06900000010006", "batch": "B1",
                                                  "reason": huge}),
                            ("order.cancel", {"order_id": "O-1", "reason": huge}),
                            ("fault.ack", {"fault_id": 1, "note": huge})):

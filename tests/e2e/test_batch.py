@@ -81,7 +81,7 @@ async def test_mixed_batch(daemon: Daemon, sim: Sim) -> None:
             await staff.call("stock.load", {"scan": scan(pack(x, "OLD", TODAY - timedelta(
                 days=1), "OLD1"))})
         assert err.value.code == ErrorCode.LOAD_REFUSED and err.value.data["reason"] == "expired"
-        assert (await staff.call("stock.quarantine", {"gtin": y, "batch": "RC",
+        assert (await staff.call("stock.quarantine", {"drug_code": y, "batch": "RC",
                                                       "reason": "recall R-1"}))[
             "quarantined"] == 4
 

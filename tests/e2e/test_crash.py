@@ -94,7 +94,7 @@ async def test_sigkill_mid_batch_then_restart_finishes_the_same(daemon: Daemon,
         for o in orders:
             got = await staff.call("order.get", {"order_id": o["order_id"]})
             sh = await staff.call("shipment.get", {"shipment_id": got["shipment_id"]})
-            mine = Counter(p["gtin"] for p in sh["packs"] if p["order_id"] == o["order_id"])
+            mine = Counter(p["drug_code"] for p in sh["packs"] if p["order_id"] == o["order_id"])
             assert mine == Counter({i["drug_code"]: i["quantity"] for i in o["items"]}), \
                 o["order_id"]
         await check_invariant(staff, sim, require_final=False)

@@ -54,7 +54,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser],
 
     p = sub.add_parser("quarantine", parents=[common],
                        help="quarantine every pack of a batch (recall, damage)")
-    p.add_argument("--gtin", required=True)
+    drug = p.add_mutually_exclusive_group(required=True)
+    drug.add_argument("--drug", metavar="CODE", help="the batch's drug code (GTIN-14)")
+    # The old spelling, hidden (dispenser 0.1.0 took --gtin).
+    drug.add_argument("--gtin", dest="drug", help=argparse.SUPPRESS)
     p.add_argument("--batch", required=True)
     p.add_argument("--reason", required=True)
     p.set_defaults(func=quarantine)
@@ -80,10 +83,10 @@ def stock(ctx: Context, args: argparse.Namespace) -> Exit:
 
 def quarantine(ctx: Context, args: argparse.Namespace) -> Exit:
     result = ctx.call("stock.quarantine",
-                      {"gtin": args.gtin, "batch": args.batch, "reason": args.reason})
+                      {"drug_code": args.drug, "batch": args.batch, "reason": args.reason})
     def shown(r: Mapping[str, Any]) -> Text:
         count = r.get("quarantined")
-        return Text(f"{count} pack{'' if count == 1 else 's'} of {args.gtin} batch "
+        return Text(f"{count} pack{'' if count == 1 else 's'} of {args.drug} batch "
                     f"{args.batch} quarantined")
 
     ctx.emit(result, shown)
@@ -134,7 +137,7 @@ def _load_one(ctx: Context, line: Line, wait: bool) -> dict[str, Any]:
 
 def _stored_text(row: dict[str, Any]) -> Text:
     pack = row["pack"]
-    return Text(f"line {row['line']}: pack {pack.get('pack_id')} {pack.get('gtin')} batch "
+    return Text(f"line {row['line']}: pack {pack.get('pack_id')} {pack.get('drug_code')} batch "
                 f"{pack.get('batch')} expiry {pack.get('expiry')} -> slot {pack.get('slot')} "
                 f"({pack.get('state')})", style="green")
 

@@ -11,8 +11,9 @@ from dispenser.daemon.methods.params import MAX_ID, MAX_TEXT
 __all__ = ["audit_summary", "outcome_dict", "storable"]
 
 # Params that may be copied into the API audit record (never patient data).
-_AUDIT_KEYS = ("order_id", "shipment_id", "fault_id", "gtin", "batch", "reason", "on",
-               "what", "slot", "address", "count", "note", "wait")
+# ``gtin`` is the old name of ``drug_code`` (accepted until 0.3.0): kept as given.
+_AUDIT_KEYS = ("order_id", "shipment_id", "fault_id", "drug_code", "gtin", "batch", "reason",
+               "on", "what", "slot", "address", "count", "note", "wait")
 
 
 def storable(value: Any) -> Any:
@@ -53,7 +54,7 @@ def audit_summary(method: str, params: dict[str, Any]) -> tuple[str, dict[str, A
         ids = [o.get("order_id") for o in orders if isinstance(o, dict)]
         safe["orders"] = len(orders)
         subject = f"{len(ids)} orders"
-    for key in ("order_id", "shipment_id", "fault_id", "gtin"):
+    for key in ("order_id", "shipment_id", "fault_id", "drug_code", "gtin"):
         if key in safe and not subject:
             subject = str(safe[key])
     if truncated:

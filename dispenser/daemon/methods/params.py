@@ -158,10 +158,31 @@ class Load(Params):
     wait: StrictBool = False
 
 
+def old_name(data: Any, name: str, old: str) -> Any:
+    """Params that give a field under its old name (``old``) as if they gave ``name``;
+    both at once must agree. The old names are accepted for one release (docs/api.md,
+    "Old names")."""
+    if not isinstance(data, dict) or old not in data:
+        return data
+    if name in data and data[name] != data[old]:
+        raise ValueError(f"{name} and {old} differ: {old} is the old name of {name}, give "
+                         f"{name} only")
+    data = dict(data)
+    value = data.pop(old)
+    data.setdefault(name, value)
+    return data
+
+
 class Quarantine(Params):
-    gtin: Annotated[Text, Field(pattern=r"^[0-9]{14}$")]
+    drug_code: Annotated[Text, Field(pattern=r"^[0-9]{14}$")]
     batch: Annotated[StrictStr, Field(min_length=1, max_length=20), AfterValidator(_unicode)]
     reason: RequiredReason
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gtin(cls, data: Any) -> Any:
+        # ``gtin`` was this param's name until 0.2.0; accepted until 0.3.0.
+        return old_name(data, "drug_code", "gtin")
 
 
 class Discrepancies(Page):

@@ -43,9 +43,9 @@ def register(api: Api) -> None:
     @method("stock.quarantine", STAFF, mutating=True)
     async def stock_quarantine(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(Quarantine, params)
-        n = await commit.run(lambda: d.quarantine_batch(p.gtin, p.batch, actor(caller),
+        n = await commit.run(lambda: d.quarantine_batch(p.drug_code, p.batch, actor(caller),
                                                         p.reason))
-        daemon.publish({"topic": "stock", "kind": "quarantine", "drug_code": p.gtin,
+        daemon.publish({"topic": "stock", "kind": "quarantine", "drug_code": p.drug_code,
                         "batch": p.batch, "packs": n})
         sched.wake()
         return {"quarantined": n}

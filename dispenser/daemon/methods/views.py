@@ -32,8 +32,8 @@ def order_json(view: OrderView) -> dict[str, Any]:
 
 
 def pack_json(p: PackView) -> dict[str, Any]:
-    return {"pack_id": p.pack_id, "gtin": p.gtin, "batch": p.batch, "expiry": iso(p.expiry),
-            "serial": p.serial, "state": p.state.value, "slot": p.slot,
+    return {"pack_id": p.pack_id, "drug_code": p.drug_code, "batch": p.batch,
+            "expiry": iso(p.expiry), "serial": p.serial, "state": p.state.value, "slot": p.slot,
             "shipment_id": p.shipment_id, "order_id": p.order_id, "task_id": p.task_id,
             "near_expiry": p.near_expiry, "expired": p.expired}
 

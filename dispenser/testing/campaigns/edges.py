@@ -436,7 +436,7 @@ async def unauth_flood(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         half = sizes.unauth_calls // 2
         calls = [{"jsonrpc": "2.0", "id": i, "method": method, "params": params}
                  for i in range(half) for method, params in (
-                     ("stock.quarantine", {"gtin": "06900000010006", "batch": "B1",
+                     ("stock.quarantine", {"drug_code": "06900000010006", "batch": "B1",
                                            "reason": huge}),
                      ("order.cancel", {"order_id": f"O-{i}", "reason": huge}))]
         for k, c in enumerate(calls):
@@ -453,7 +453,7 @@ async def unauth_flood(workdir: Path, sizes: Sizes) -> dict[str, Any]:
               f"diag.stats refused_without_role {counted}")
 
         # A logged-in caller: refused naming the field, audited with the text cut short.
-        err = await _call_error(tech, "stock.quarantine", {"gtin": "06900000010006",
+        err = await _call_error(tech, "stock.quarantine", {"drug_code": "06900000010006",
                                                            "batch": "B1", "reason": huge})
         check(err.code == ErrorCode.INVALID_PARAMS and [e["path"] for e in
                                                          err.data["errors"]] == ["reason"],
@@ -734,7 +734,7 @@ API_TEXT: tuple[tuple[str, dict[str, Any], str], ...] = (
     ("order.cancel", {"order_id": "ESC-OK"}, "reason"),
     ("order.release", {"order_id": "ESC-OK"}, "reason"),
     ("order.reject", {"order_id": "ESC-OK"}, "reason"),
-    ("stock.quarantine", {"gtin": "06900000010006", "batch": "B1"}, "reason"),
+    ("stock.quarantine", {"drug_code": "06900000010006", "batch": "B1"}, "reason"),
     ("machine.pause", {}, "reason"),
     ("fault.ack", {"fault_id": 1}, "note"),
     ("robot.adopt", {}, "note"),

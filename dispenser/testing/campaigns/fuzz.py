@@ -163,7 +163,7 @@ VALID_PARAMS: dict[str, dict[str, Any]] = {
     "shipment.confirm_manual": {"shipment_id": "SH-00000404", "scan": SCAN},
     "stock.list": {"drug_code": DRUGS[0], "state": None, "limit": 3},
     "stock.load": {"scan": SCAN.replace(DRUGS[0], "0" * 14)},
-    "stock.quarantine": {"gtin": "0" * 14, "batch": "FUZZ", "reason": "fuzz"},
+    "stock.quarantine": {"drug_code": "0" * 14, "batch": "FUZZ", "reason": "fuzz"},
     "stock.discrepancies": {"limit": 2},
     "stock.sweep": {"output": 1},
     "machine.pause": {"reason": "fuzz"},
@@ -211,7 +211,10 @@ FIELDS: dict[str, dict[str, tuple[str, bool]]] = {
     "stock.list": {"drug_code": ("str?", False), "state": ("enum?", False),
                    "slot": ("int?", False), "limit": ("int", False), "after": ("int?", False)},
     "stock.load": {"scan": ("str", True), "wait": ("bool", False)},
-    "stock.quarantine": {"gtin": ("str", True), "batch": ("str", True), "reason": ("str", True)},
+    # ``gtin``: the old name of ``drug_code`` (accepted until 0.3.0); any value other than
+    # the drug code beside it is refused.
+    "stock.quarantine": {"drug_code": ("str", True), "gtin": ("str", False),
+                         "batch": ("str", True), "reason": ("str", True)},
     "stock.discrepancies": {"limit": ("int", False), "after": ("int?", False)},
     "stock.sweep": {"output": ("int", True)},
     "machine.pause": {"reason": ("str", False)},

@@ -69,7 +69,7 @@ async def test_stock_outputs_and_what_every_client_hears(daemon: Wwks2Daemon,
         assert [c.get("Description") for c in status.lead.findall("Component")] == [
             "Robot", "Label printer", "Output 1", "Output 2", "Output 3", "Output 4"]
 
-        await staff.call("stock.quarantine", {"gtin": B, "batch": "BQ", "reason": "recall"})
+        await staff.call("stock.quarantine", {"drug_code": B, "batch": "BQ", "reason": "recall"})
         stock = await ims.request("StockInfoRequest", IncludePacks="True",
                                   IncludeArticleDetails="True")
         got = _articles(stock)
