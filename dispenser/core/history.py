@@ -49,8 +49,11 @@ def supplies_of(journal: Journal, orders: OrderBook, pid: str, threshold_day: da
     rx_drugs: set[str] = set()
 
     def offer(s: Supply) -> None:
+        # The supply that lasts longest; between two that end the same day, the one with
+        # the greater (source, ref): the hold names the same cause whatever order the
+        # records and orders arrived in.
         known = supplies.get(s.ingredient)
-        if known is None or s.end > known.end:
+        if known is None or (s.end, s.source, s.ref) > (known.end, known.source, known.ref):
             supplies[s.ingredient] = s
 
     for (kind, code, end, on, ref, used, atc, ingredients, source,
@@ -80,8 +83,6 @@ def supplies_of(journal: Journal, orders: OrderBook, pid: str, threshold_day: da
             if e <= threshold_day:
                 continue
             for ingredient in ingredients_of(code, drugs):
-                known = supplies.get(ingredient)
-                if known is None or e > known.end:
-                    supplies[ingredient] = Supply(ingredient, e, "order", oid, THIS_PHARMACY,
-                                                  THIS_PHARMACY, code, None, day)
+                offer(Supply(ingredient, e, "order", oid, THIS_PHARMACY, THIS_PHARMACY, code,
+                             None, day))
     return PatientHistory(supplies, rx_drugs)
