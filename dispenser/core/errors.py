@@ -75,8 +75,8 @@ class LoadRefused(DispenserError):
 
     code = "load_refused"
     REASONS = ("unknown_gtin", "no_expiry", "no_batch", "expired", "short_shelf_life",
-               "serial_in_stock", "serial_dispensed", "unreadable", "not_on_pick_list",
-               "quarantined", "no_free_slot")
+               "serial_in_stock", "serial_dispensed", "serial_disposed", "unreadable",
+               "not_on_pick_list", "quarantined", "no_free_slot")
 
     def __init__(self, reason_code: str, message: str) -> None:
         self.reason_code = reason_code

@@ -56,9 +56,14 @@ def identify(packs: PackBook, formulary: Formulary, scan: str, today: date, *,
             raise LoadRefused("serial_in_stock", f"serial {d.serial} is already in the "
                               "machine or a tote: this scan is a duplicate or the pack is "
                               "a copy")
-        if packs.serial_dispensed(d.gtin, d.serial):
+        gone = packs.serial_gone(d.gtin, d.serial)
+        if gone is PackState.DISPENSED:
             raise LoadRefused("serial_dispensed", f"serial {d.serial} was already "
                               "dispensed; quarantine the pack and report it")
+        if gone is PackState.DISPOSED:
+            raise LoadRefused("serial_disposed", f"serial {d.serial} left the machine for "
+                              "destruction (expiry sweep); put it back with the packs to "
+                              "destroy and report it")
     return d, drug
 
 

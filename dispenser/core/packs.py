@@ -44,8 +44,9 @@ LOST_TRIGGER = {PackState.DROPPED: "drop", PackState.MISSING: "miss"}
 # every manual pack. Without INDEXED BY, SQLite answers from the index on state alone (it
 # has no statistics to prefer the other), walking every dispensed pack: 10 ms per scan with
 # 57,000 dispensed packs, against 5 us through (drug_code, serial).
-SERIAL_DISPENSED = ("SELECT 1 FROM packs INDEXED BY packs_serial "
-                    "WHERE drug_code=? AND serial=? AND state='dispensed' LIMIT 1")
+SERIAL_DISPENSED = ("SELECT state FROM packs INDEXED BY packs_serial "
+                    "WHERE drug_code=? AND serial=? AND state IN ('dispensed', 'disposed') "
+                    "ORDER BY state = 'dispensed' DESC LIMIT 1")
 _PACK_COLUMNS = ("pack_id, drug_code, batch, expiry, serial, state, slot, shipment_id, order_id, "
                  "task_id")
 
@@ -166,8 +167,12 @@ class PackBook:
         self.next_pack_id += 1
         return pid
 
-    def serial_dispensed(self, drug_code: str, serial: str) -> bool:
-        return bool(self.journal.query_one(SERIAL_DISPENSED, (drug_code, serial)))
+    def serial_gone(self, drug_code: str, serial: str) -> PackState | None:
+        """``dispensed`` or ``disposed`` when a pack of this serial left the machine that
+        way (to a patient, or for destruction), else None: such a serial scanned again is
+        a copy or a pack that must not come back."""
+        row = self.journal.query_one(SERIAL_DISPENSED, (drug_code, serial))
+        return None if row is None else PackState(row[0])
 
     # ------------------------------------------------------------------ slots
     def block_slot(self, slot_no: int, actor: Actor, reason: str) -> None:

@@ -263,7 +263,7 @@ async def load_stock(daemon: Daemon, packs: list[dict[str, str]]) -> int:
         try:
             daemon.dispensary.check_scan(scan_of(pack))
         except LoadRefused as exc:
-            if exc.reason_code in ("serial_in_stock", "serial_dispensed"):
+            if exc.reason_code in ("serial_in_stock", "serial_dispensed", "serial_disposed"):
                 known += 1
             else:
                 log.warning("demo pack left out", drug_code=pack["gtin"], reason=exc.reason_code)

@@ -279,3 +279,23 @@ def test_wwks2_output_packs_are_still_dispensed(disp: Dispensary) -> None:
     work(disp, t.task_id)
     assert disp.get_pack(pid).state is PackState.DISPENSED
     assert disp.sweep_under_way() is None
+
+
+def test_a_disposed_serial_is_refused_when_scanned_again(make: Factory,
+                                                         clock: FakeClock) -> None:
+    # Orders of at least 60 days' supply: a pack with 45 days left serves none of them
+    # (near expiry) though loading (30 days) would still take it.
+    from dispenser.core.errors import LoadRefused
+    from dispenser.core.policy import Policy
+    from dispenser.testing.core import scan
+    d = make(Policy(min_days_supply=60))
+    p = d.begin_load(scan(DRUG, on_day(75), "OLD", "SW-1"), LOADER)
+    d.confirm_stored(p.pack_id)
+    age(clock, 30)
+    (task,) = d.sweep_stock(output=1, tote_capacity=40, actor=TECH).tasks
+    work(d, task.task_id)
+    assert d.get_pack(p.pack_id).state is PackState.DISPOSED
+    with pytest.raises(LoadRefused) as err:
+        d.begin_load(scan(DRUG, on_day(75), "OLD", "SW-1"), LOADER)
+    assert err.value.reason_code == "serial_disposed"
+    assert "destruction" in str(err.value)
