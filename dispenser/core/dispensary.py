@@ -68,6 +68,9 @@ from dispenser.journal import Journal, VerifyResult
 
 __all__ = ["Dispensary"]
 
+# First orders' patient and delivery kept for shipment views (``Dispensary._first_body``).
+_FIRST_BODIES = 256
+
 
 class Dispensary:
     """Orders, checks, merging, FEFO stock and the journal behind one facade."""
@@ -105,6 +108,12 @@ class Dispensary:
         self.records = RecordBook(self.books, formulary)
         self.prescriptions = PrescriptionBook(self.books, formulary, institutions or {})
         self.orders.prescriptions = self.prescriptions
+        # Patient and delivery of a shipment's first order, by order id: a shipment's view
+        # is built a dozen times on its way through the machine (queued, started, planned,
+        # labelled, printed, completed) and each time read and parsed its first order's
+        # body from the journal. Bodies never change once stored; the few shipments moving
+        # at any time fit in a small table (``_FIRST_BODIES`` entries, oldest dropped).
+        self._first_bodies: dict[str, dict[str, Any]] = {}
         with bulk():
             self._load()
         # The state just loaded holds no reference cycles and mostly lives as long as the
@@ -126,6 +135,8 @@ class Dispensary:
         self.prescriptions.load()
 
     def _reload(self) -> None:
+        # An order stored by the call rolled back is gone: so is what was kept of it.
+        self._first_bodies.clear()
         with bulk():
             self._load()
 
@@ -265,6 +276,13 @@ class Dispensary:
         """Queued shipments in schedule order: delivery window start, priority, arrival."""
         return [self._shipment_view(sh) for sh in self.shipments.next_due(limit)]
 
+    def iter_next_shipments(self, limit: int = 10) -> Iterator[ShipmentView]:
+        """The shipments of ``next_shipments``, chosen when called, each view built only
+        when the caller takes it (as the shipment stands then): the scheduler stops at the
+        first one that fills its last free output and builds no view for the others."""
+        for sh in self.shipments.next_due(limit):
+            yield self._shipment_view(sh)
+
     def start_picking(self, shipment_id: str, actor: Actor = SYSTEM) -> ShipmentView:
         """From now on the shipment's orders can no longer be cancelled. Its reservations
         are checked again first (shelf life today, blocked slots) and moved where needed;
@@ -308,12 +326,25 @@ class Dispensary:
 
     def _shipment_view(self, sh: Shipment, bodies: Mapping[str, str] | None = None
                        ) -> ShipmentView:
-        first = self.orders.body(sh.order_ids[0], bodies) if sh.order_ids else None
+        first = self._first_body(sh.order_ids[0], bodies) if sh.order_ids else None
         # Forming or held (nothing reserved yet): bill the orders' items as asked for.
         lines = sh.lines or self.shipments.lines_as_ordered(sh)
         return shipment_view(sh, lines=lines, first_body=first, formulary=self.formulary,
                              travel=self.packs.stock.travel, pack=self.packs.view,
                              priority=RANK_NAME[sh.priority_rank])
+
+    def _first_body(self, order_id: str, bodies: Mapping[str, str] | None
+                    ) -> dict[str, Any]:
+        """What a shipment's view takes from its first order's body (patient, delivery),
+        kept for the next view of the same shipment (see ``_first_bodies``)."""
+        kept = self._first_bodies.get(order_id)
+        if kept is None:
+            body = self.orders.body(order_id, bodies)
+            kept = {k: body[k] for k in ("patient", "delivery") if k in body}
+            if len(self._first_bodies) >= _FIRST_BODIES:
+                del self._first_bodies[next(iter(self._first_bodies))]
+            self._first_bodies[order_id] = kept
+        return kept
 
     # ================================================================== stock
     def check_scan(self, scan: str) -> PackScan:

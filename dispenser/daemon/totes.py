@@ -176,7 +176,9 @@ class TotePlanner:
         # that comes after it (priority, then due time), and shipments leave the outputs
         # tasks wait for to the last.
         heads = self.tasks.waiting(free)
-        for view in self.d.next_shipments(limit=len(free) + 4):
+        # Views one at a time: the loop mostly stops at the first shipment (one output
+        # freed), and the others' views would be built again next time.
+        for view in self.d.iter_next_shipments(limit=len(free) + 4):
             if heads:
                 self.tasks.start_before(heads, free, (RANK[view.priority],
                                                       view.window_start.timestamp()),
