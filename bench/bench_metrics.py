@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What a Prometheus scrape costs at a full machine; prints figures, asserts nothing.
 
-    .venv/bin/python bench/bench_metrics.py [--orders 20000] [--packs 20000] [--runs 50]
+    .venv/bin/python -m bench.bench_metrics [--orders 20000] [--packs 20000] [--runs 50]
 
 Fills a journal through the core (packs stored, orders accepted, shipments formed: many
 held stock_short, as at the start of a day), opens a daemon on it with ``[metrics]`` on
