@@ -41,12 +41,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from dispenser.api.client import ApiClient
 from dispenser.testing import TOKENS, DaemonOptions, Stack, say
+from dispenser.testing import flood as flood_client
 from dispenser.testing.campaigns.dayload import Loader, OrderSystem, day_plan, stock_for
 
 CASES = (("order_system", "machine.status"), ("staff", "machine.status"),
@@ -54,51 +54,6 @@ CASES = (("order_system", "machine.status"), ("staff", "machine.status"),
          ("none-ping", "system.ping"))
 P99_TARGET_MS = 20.0
 MAX_TARGET_MS = 100.0
-
-
-# ----------------------------------------------------------------- the flooding client
-async def flood(socket_path: str, role: str | None, method: str, n: int) -> dict[str, Any]:
-    """Log in (with a role), write ``n`` pipelined requests, read every reply."""
-    reader, writer = await asyncio.open_unix_connection(socket_path, limit=64 * 1024 * 1024)
-    if role is not None:
-        login = {"jsonrpc": "2.0", "id": "login", "method": "auth.login",
-                 "params": {"token": TOKENS[role]}}
-        writer.write(json.dumps(login).encode() + b"\n")
-        await writer.drain()
-        await reader.readline()
-    payload = b"".join(json.dumps({"jsonrpc": "2.0", "id": i, "method": method}).encode()
-                       + b"\n" for i in range(n))
-    outcomes: Counter[str] = Counter()
-    in_order = True
-    got = 0
-    t0 = time.perf_counter()
-
-    async def read() -> None:
-        nonlocal got, in_order
-        while got < n:
-            line = await reader.readline()
-            if not line:
-                return
-            message = json.loads(line)
-            if "id" not in message:
-                continue  # an event
-            in_order = in_order and message["id"] == got
-            got += 1
-            outcomes["result" if "result" in message else str(message["error"]["code"])] += 1
-
-    writer.write(payload)
-    await asyncio.gather(writer.drain(), read())
-    seconds = time.perf_counter() - t0
-    writer.close()
-    return {"replies": got, "in_order": in_order and got == n, "seconds": seconds,
-            "outcomes": dict(outcomes)}
-
-
-def flood_main(argv: list[str]) -> int:
-    socket_path, role, method, n = argv
-    result = asyncio.run(flood(socket_path, None if role == "none" else role, method, int(n)))
-    print(json.dumps(result))
-    return 0
 
 
 # ----------------------------------------------------------------- measuring
@@ -124,9 +79,10 @@ async def run_case(stack: Stack, name: str, method: str, n: int) -> dict[str, An
     ping_task = asyncio.create_task(pinger(client, stop, latencies))
     await asyncio.sleep(0.2)
     latencies.clear()  # only the pings during the flood count
+    # The flooding client of the edge campaign, as its own process from its file.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--flood-client", str(stack.daemon.socket), role or "none",
-        method, str(n), stdout=subprocess.PIPE)
+        sys.executable, str(flood_client.__file__), str(stack.daemon.socket),
+        TOKENS[role] if role else "none", method, str(n), stdout=subprocess.PIPE)
     out, _ = await proc.communicate()
     stop.set()
     await ping_task
@@ -227,8 +183,6 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "--flood-client":
-        return flood_main(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--speed", type=float, default=20.0,
