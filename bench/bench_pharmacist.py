@@ -176,7 +176,8 @@ def check_phase(path: Path, n: int, n_rx: int, runs: int, provenance: bool) -> N
         holds = {}
         for o in parsed:
             for r in run_checks(o, policy, TODAY,
-                                lambda order: patient_history(d.journal, d.orders, order),
+                                lambda order: patient_history(d.journal, d.orders, order,
+                                                              d.supplies),
                                 drugs=formulary,
                                 provenance=(action, rule) if action != "off" else None,
                                 now=NOW):

@@ -51,6 +51,7 @@ from dispenser.core.records import RecordBook, RecordOutcome
 from dispenser.core.shipments import Shipment, ShipmentBook, page_query
 from dispenser.core.states import OrderState, PackState, ShipmentState, TaskState
 from dispenser.core.stock import SlotGeometry, StockIndex
+from dispenser.core.supply_index import SupplyIndex
 from dispenser.core.sweep import ExpirySweep, SweepView
 from dispenser.core.tasks import TaskBook, TaskRequest, TaskView
 from dispenser.core.views import (
@@ -106,7 +107,13 @@ class Dispensary:
         # The pharmacist's desk (issue 10): other channels' dispensing records, registered
         # prescriptions (``institutions``: designated institution code -> name).
         self.records = RecordBook(self.books, formulary)
-        self.prescriptions = PrescriptionBook(self.books, formulary, institutions or {})
+        # Who still has a supply of what (the duplicate check reads the journal only for
+        # them): built once, it follows the dispenses and imports written.
+        self.supplies = SupplyIndex(journal, formulary, self.books.today())
+        self.records.supplies = self.orders.supplies = self.picking.supplies = self.supplies
+        # The index keeps what an order may still cite: prescriptions within the age limit.
+        self.prescriptions = PrescriptionBook(self.books, formulary, institutions or {},
+                                              policy.prescription_max_age_days + 1)
         self.orders.prescriptions = self.prescriptions
         # Patient and delivery of a shipment's first order, by order id: a shipment's view
         # is built a dozen times on its way through the machine (queued, started, planned,

@@ -125,10 +125,14 @@ class Formulary(Mapping[str, Drug]):
     def __init__(self, drugs: Iterable[Drug]) -> None:
         self._drugs: dict[str, Drug] = {}
         self.by_atc: dict[str, tuple[str, ...]] = {}
+        # drug_code -> its ingredients (the checks ask for every item of every order)
+        self.ingredients: dict[str, tuple[str, ...]] = {}
         for d in drugs:
             if d.drug_code in self._drugs:
                 raise FormularyError(f"drug_code {d.drug_code} appears twice")
             self._drugs[d.drug_code] = d
+            if d.ingredients:
+                self.ingredients[d.drug_code] = d.ingredients
             if d.atc:
                 self.by_atc.setdefault(d.atc, d.ingredients)
 

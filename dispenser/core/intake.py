@@ -33,6 +33,7 @@ from dispenser.core.views import SYSTEM, Actor, ItemView, OrderView
 if TYPE_CHECKING:
     from dispenser.core.prescriptions import Assessment, PrescriptionBook
     from dispenser.core.shipments import ShipmentBook
+    from dispenser.core.supply_index import SupplyIndex
 
 __all__ = ["RANK", "RANK_NAME", "LiveOrder", "OrderBook", "holds_from", "items_from"]
 
@@ -115,6 +116,7 @@ def holds_from(text: str) -> list[Hold]:
 class OrderBook:
     shipments: ShipmentBook  # wired by the Dispensary
     prescriptions: PrescriptionBook | None = None  # wired by the Dispensary
+    supplies: SupplyIndex | None = None  # wired by the Dispensary
 
     def __init__(self, books: Books, formulary: Formulary, policy: Policy) -> None:
         self.books = books
@@ -244,7 +246,8 @@ class OrderBook:
             return a.holds, a.registered
 
         results = run_checks(order, self.policy, now.date(),
-                             lambda o: patient_history(self.journal, self, o),
+                             lambda o: patient_history(self.journal, self, o,
+                                                       self.supplies),
                              drugs=self.formulary,
                              provenance=(action, provenance) if action != "off" else None,
                              now=now)
@@ -275,7 +278,7 @@ class OrderBook:
             "holds": [h.as_dict() for h in holds], "checks": [r.as_dict() for r in results]}
         if fills:
             assert rxs is not None
-            rxs.record_fills(o.order_id, fills)
+            rxs.record_fills(o.order_id, o.prescription_id, fills)
             received["prescription_fills"] = [list(f) for f in fills]
         self.books.audit(actor, "order.received", o.order_id, None, received)
         return o.view()

@@ -15,11 +15,13 @@ from datetime import timedelta
 
 from dispenser.core.allocation import Allocator
 from dispenser.core.books import Books
+from dispenser.core.checks import ingredients_of
 from dispenser.core.errors import InvalidState
 from dispenser.core.intake import OrderBook
 from dispenser.core.packs import PackBook
 from dispenser.core.shipments import ShipmentBook
 from dispenser.core.states import ShipmentState
+from dispenser.core.supply_index import SupplyIndex
 from dispenser.core.views import Actor, PackView
 
 __all__ = ["Picking"]
@@ -34,6 +36,7 @@ class Picking:
         self.shipments = shipments
         self.packs = packs
         self.allocator = allocator
+        self.supplies: SupplyIndex | None = None  # wired by the Dispensary
 
     def start_picking(self, shipment_id: str, actor: Actor) -> bool:
         """Start picking a queued shipment, after its reservations were checked again
@@ -107,6 +110,9 @@ class Picking:
                 rows.append((sh.patient_id, ln.drug_code, o.prescription_id, ln.order_id,
                              sh.shipment_id, len(ln.packs), ln.days_supply,
                              today.isoformat(), end.isoformat()))
+                if self.supplies is not None:
+                    self.supplies.add(sh.patient_id,
+                                      ingredients_of(ln.drug_code, self.orders.formulary), end)
         self.journal.write_many(
             "INSERT INTO history (patient_id, drug_code, prescription_id, order_id, "
             "shipment_id, quantity, days_supply, dispensed_on, supply_end) VALUES "

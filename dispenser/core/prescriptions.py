@@ -10,12 +10,13 @@ are accepted (held or received); a cancelled, rejected or failed order gives its
 back. Fills never exceed what was prescribed (the journal's CHECK guards it too).
 
 Registration is idempotent like orders: the same prescription again is harmless, the same
-id with other content is a conflict. Nothing is kept in memory per prescription.
+id with other content is a conflict. The prescriptions an order may still cite are also
+kept in memory in a compact form (``PrescriptionIndex``), so that the check of an order that
+passes reads nothing from the journal; every hold is worked out from the journal.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,7 @@ from dispenser.core.errors import Conflict, FieldError, InvalidOrder
 from dispenser.core.formulary import Formulary, is_valid_gtin14
 from dispenser.core.orders import DrugCode, Icd10, Ident, IsoDate, Order, Text
 from dispenser.core.policy import Policy
+from dispenser.core.prescription_index import PrescriptionIndex, normal_name
 from dispenser.core.records import Atc, _Strict, field_errors
 from dispenser.core.views import Actor
 
@@ -112,13 +114,6 @@ class Assessment:
     fills: list[tuple[int, int, int]]  # (prescription seq, item no, packs)
 
 
-@functools.lru_cache(maxsize=4096)
-def normal_name(text: str) -> str:
-    """Institution names and codes compared ignoring case and spacing (cached: a day's
-    orders name a few institutions and prescribers many times)."""
-    return " ".join(text.split()).casefold()
-
-
 _FIND = (
     "SELECT p.seq, p.institution, p.prescriber, p.patient_id, p.issued_on, p.diagnoses, "
     "i.item_no, i.drug_code, i.atc, i.ingredients, i.quantity, i.days_supply, i.filled "
@@ -130,11 +125,14 @@ class PrescriptionBook:
     """Prescriptions registered by the institutions, and the fills orders draw."""
 
     def __init__(self, books: Books, formulary: Formulary,
-                 institutions: Mapping[str, str]) -> None:
+                 institutions: Mapping[str, str], keep_days: int = 91) -> None:
         self.books = books
         self.journal = books.journal
         self.formulary = formulary
         self.institutions = dict(institutions)
+        # Built once: it follows the journal by itself, rollbacks included.
+        self.index = PrescriptionIndex(self.journal, formulary, self.institutions, keep_days,
+                                       books.today())
         self.load()
 
     def load(self) -> None:
@@ -198,12 +196,16 @@ class PrescriptionBook:
             (rx.id, digest, rx.institution, rx.prescriber, rx.patient_id,
              rx.issued_on.isoformat(), ",".join(rx.diagnoses), self.books.stamp()))
         seq = cur.lastrowid
+        assert seq is not None
+        ingredients = [self.formulary.ingredients_of(i.drug_code, i.atc) for i in rx.items]
         self.journal.write_many(
             "INSERT INTO prescription_items (prescription_seq, item_no, drug_code, atc, "
             "ingredients, quantity, days_supply) VALUES (?,?,?,?,?,?,?)",
-            [(seq, n, i.drug_code, i.atc,
-              ";".join(self.formulary.ingredients_of(i.drug_code, i.atc)), i.quantity,
+            [(seq, n, i.drug_code, i.atc, ";".join(ingredients[n]), i.quantity,
               i.days_supply) for n, i in enumerate(rx.items)])
+        self.index.add(rx.id, seq, rx.institution, rx.prescriber, rx.patient_id, rx.issued_on,
+                       rx.diagnoses, [(";".join(ingredients[n]), i.quantity)
+                                      for n, i in enumerate(rx.items)])
         self.books.audit(actor, "prescription.registered", rx.id, None, {
             "patient_id": rx.patient_id, "institution": rx.institution,
             "issued_on": rx.issued_on.isoformat(), "items": len(rx.items)})
@@ -262,6 +264,15 @@ class PrescriptionBook:
     def assess(self, order: Order) -> Assessment:
         """The provenance check's holds for an order (one query) and the fills it would
         draw."""
+        self.index.forget_older(self.books.today())
+        passed = self.index.passes(order)
+        if passed is not None:
+            return Assessment([], True, passed)
+        return self.assess_in_journal(order)
+
+    def assess_in_journal(self, order: Order) -> Assessment:
+        """``assess`` from the journal alone: every hold and its wording comes from here
+        (the index only passes orders this would pass, with the same fills)."""
         ordered = order.prescription
         reg = self.find(ordered.id)
         if reg is None:
@@ -332,8 +343,11 @@ class PrescriptionBook:
         return Assessment(holds, True, fills)
 
     # ------------------------------------------------------------------ fills
-    def record_fills(self, order_id: str, fills: list[tuple[int, int, int]]) -> None:
-        """The accepted order draws its fills (inside the order's transaction)."""
+    def record_fills(self, order_id: str, prescription_id: str,
+                     fills: list[tuple[int, int, int]]) -> None:
+        """The accepted order draws its fills from its prescription (inside the order's
+        transaction)."""
+        self.index.fill(prescription_id, [(n, q) for _, n, q in fills])
         self.journal.write_many(
             "UPDATE prescription_items SET filled = filled + ? WHERE prescription_seq = ? "
             "AND item_no = ?", [(q, seq, n) for seq, n, q in fills])
@@ -346,10 +360,14 @@ class PrescriptionBook:
         """An order that will not be dispensed gives its fills back; returns them as
         ``[prescription seq, item no, packs]``."""
         rows = self.journal.query(
-            "SELECT prescription_seq, item_no, quantity FROM prescription_fills "
-            "WHERE order_id = ?", (order_id,))
+            "SELECT f.prescription_seq, f.item_no, f.quantity, p.prescription_id "
+            "FROM prescription_fills f JOIN prescriptions p ON p.seq = f.prescription_seq "
+            "WHERE f.order_id = ?", (order_id,))
         if not rows:
             return []
+        for rx_id in {r[3] for r in rows}:
+            self.index.fill(rx_id, [(n, -q) for _, n, q, i in rows if i == rx_id])
+        rows = [r[:3] for r in rows]
         self.journal.write_many(
             "UPDATE prescription_items SET filled = filled - ? WHERE prescription_seq = ? "
             "AND item_no = ?", [(q, seq, n) for seq, n, q in rows])

@@ -27,6 +27,7 @@ from dispenser.core.books import Books
 from dispenser.core.errors import FieldError
 from dispenser.core.formulary import Formulary, is_valid_gtin14
 from dispenser.core.orders import DrugCode, Ident, IsoDate, Text
+from dispenser.core.supply_index import SupplyIndex
 from dispenser.core.views import Actor
 
 __all__ = ["MAX_BATCH", "Atc", "RecordBook", "RecordOutcome", "field_errors"]
@@ -114,6 +115,7 @@ class RecordBook:
         self.books = books
         self.journal = books.journal
         self.formulary = formulary
+        self.supplies: SupplyIndex | None = None  # wired by the Dispensary
 
     def _check(self, rec: DispensingRecord, today: date) -> list[FieldError]:
         errors = []
@@ -187,6 +189,8 @@ class RecordBook:
                          rec.patient_id, rec.dispensed_on.isoformat(), rec.drug_code,
                          rec.atc, ";".join(ingredients), rec.quantity, rec.days_supply,
                          end.isoformat(), stamp))
+            if self.supplies is not None:
+                self.supplies.add(rec.patient_id, ingredients, end)
             batch_digest.update(f"{rec.source.code}/{rec.record_id}:{digest}\n".encode())
         if rows:
             self.journal.write_many(_INSERT, rows)

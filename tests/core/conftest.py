@@ -51,12 +51,14 @@ def make_dispensary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factor
     counter = itertools.count()
 
     def factory(policy: Policy | None = None, geometry: SlotGeometry | None = None,
-                clock: FakeClock | None = None) -> Dispensary:
+                clock: FakeClock | None = None,
+                institutions: dict[str, str] | None = None) -> Dispensary:
         path = tmp_path_factory.mktemp("hyp") / f"j{next(counter)}.db"
         j = Journal(path)
         journals.append(j)
         return Dispensary(j, DEMO_FORMULARY, policy or Policy(),
-                          geometry or SlotGeometry(1, 3, 10, 4), clock or FakeClock())
+                          geometry or SlotGeometry(1, 3, 10, 4), clock or FakeClock(),
+                          institutions)
 
     yield factory
     for j in journals:

@@ -100,8 +100,8 @@ OPS = st.lists(st.one_of(
 @given(quantity=st.integers(min_value=1, max_value=8), ops=OPS)
 def test_fills_never_exceed_the_prescribed_quantity(make_dispensary: Factory, quantity: int,
                                                     ops: list[tuple[str, int]]) -> None:
-    d = make_dispensary(Policy(duplicate_dispensing="off", quantity_limit="off"))
-    d.prescriptions.institutions = dict(INSTITUTIONS)
+    d = make_dispensary(Policy(duplicate_dispensing="off", quantity_limit="off"),
+                        institutions=INSTITUTIONS)
     d.register_prescriptions([prescription(
         "RX-1", [{"atc": "A10BF01", "quantity": quantity, "days_supply": 90}])], API)
     code = BY_INGREDIENT["acarbose"][0]
@@ -150,8 +150,7 @@ def test_the_answer_does_not_depend_on_the_order_of_arrival(make_dispensary: Fac
         st.lists(st.sampled_from(codes), min_size=1, max_size=3, unique=True))]
 
     def answer(arrival: list[tuple[str, Any]]) -> list[dict[str, object]]:
-        d = make_dispensary()
-        d.prescriptions.institutions = dict(INSTITUTIONS)
+        d = make_dispensary(institutions=INSTITUTIONS)
         for kind, body in arrival:
             if kind == "record":
                 d.import_records([body], API)

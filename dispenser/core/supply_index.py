@@ -1,0 +1,91 @@
+"""Which ingredients each patient still has a supply of, from the journal (this pharmacy's
+dispenses and the imported dispensing records), kept in memory so that the duplicate check
+of an order without an overlap reads nothing from the journal.
+
+The index answers one question: "may this patient have a supply of one of these
+ingredients that lasts beyond that day?". When it may, the journal is read
+(``dispenser.core.history.supplies_of``) and gives the supply and its wording; when it says
+no, there is none. Per patient it keeps, for each ingredient, the last day a supply of it
+lasts, for supplies that last beyond the day it was built: a few tuples per patient with a
+current supply (docs/performance.md). Once a day the supplies that ran out are dropped.
+
+Supplies are added in the transaction that writes them. A rollback leaves them in memory,
+which errs on the safe side: the index says "may" and the journal, asked, says no. So the
+index never says "no" where the journal says "yes".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+
+from dispenser.core.checks import ingredients_of
+from dispenser.core.formulary import Formulary
+from dispenser.journal import Journal
+
+__all__ = ["SupplyIndex"]
+
+
+Pair = tuple[str, int]  # (ingredient, last day of its supply as a date ordinal)
+
+
+class SupplyIndex:
+    def __init__(self, journal: Journal, formulary: Formulary, today: date) -> None:
+        self.journal = journal
+        self.formulary = formulary
+        # patient -> (ingredient, last day of supply); the pairs are shared (a few
+        # thousand distinct ones serve every patient).
+        self._ends: dict[str, tuple[Pair, ...]] = {}
+        self._pairs: dict[Pair, Pair] = {}
+        self._floor = today.toordinal()
+        after = today.isoformat()
+        for pid, code, end in journal.iterate(
+                "SELECT patient_id, drug_code, supply_end FROM history WHERE supply_end > ?",
+                (after,)):
+            self.add(pid, ingredients_of(code, formulary), date.fromisoformat(end))
+        for pid, ingredients, end in journal.iterate(
+                "SELECT patient_id, ingredients, supply_end FROM dispensing_records "
+                "WHERE supply_end > ?", (after,)):
+            if ingredients:
+                self.add(pid, ingredients.split(";"), date.fromisoformat(end))
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def add(self, patient_id: str, ingredients: Iterable[str], end: date) -> None:
+        """A supply written in the open transaction: ``ingredients`` until ``end``."""
+        day = end.toordinal()
+        if day <= self._floor:
+            return
+        ends = dict(self._ends.get(patient_id, ()))
+        for name in ingredients:
+            if day > ends.get(name, 0):
+                ends[name] = day
+        shared = self._pairs.setdefault
+        self._ends[patient_id] = tuple(shared(pair, pair) for pair in ends.items())
+
+    def may_overlap(self, patient_id: str, ingredients: Iterable[str], after: date) -> bool:
+        """Whether the patient may have a supply of one of ``ingredients`` that lasts
+        beyond ``after`` (``False`` is sure; ``True`` means: ask the journal)."""
+        day = after.toordinal()
+        if day < self._floor:
+            return True  # (supplies ending before the floor are not kept)
+        ends = self._ends.get(patient_id)
+        if not ends:
+            return False
+        wanted = set(ingredients)
+        return any(name in wanted and end > day for name, end in ends)
+
+    def forget_ended(self, today: date) -> None:
+        """Drop the supplies that ran out by ``today`` (once a day)."""
+        floor = today.toordinal()
+        if floor <= self._floor:
+            return
+        self._floor = floor
+        kept: dict[str, tuple[Pair, ...]] = {}
+        for pid, ends in self._ends.items():
+            left = tuple(pair for pair in ends if pair[1] > floor)
+            if left:
+                kept[pid] = left
+        self._ends = kept
+        self._pairs = {pair: pair for pair in self._pairs if pair[1] > floor}
