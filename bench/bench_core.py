@@ -120,7 +120,8 @@ def main() -> int:
             t = time.process_time()
             for o in parsed:
                 run_checks(o, d.policy, clock().date(),
-                           lambda order: patient_history(d.journal, d.orders, order),
+                           lambda order: patient_history(d.journal, d.orders, order,
+                                                         d.supplies),
                            drugs=d.formulary, now=clock())
             checks_runs.append(time.process_time() - t)
         t_checks = statistics.median(checks_runs)

@@ -38,16 +38,18 @@ def patient_history(journal: Journal, orders: OrderBook, order: Order,
     have such a supply of an ingredient the order holds (the supplies of other ingredients
     cannot make this order a duplicate) and the drugs already filled on the order's
     prescription only when asked."""
-    threshold = orders.books.today() + timedelta(days=orders.policy.refill_grace_days)
+    today = orders.books.today()
+    threshold = today + timedelta(days=orders.policy.refill_grace_days)
     pid, rx = order.patient.id, order.prescription.id
     if index is not None:
-        index.forget_ended(orders.books.today())
+        index.forget_ended(today)
         drugs = orders.formulary
         wanted = [i for item in order.items for i in ingredients_of(item.drug_code, drugs)]
         if not index.may_overlap(pid, wanted, threshold):
             supplies: dict[str, Supply] = {}
             rx_drugs: set[str] = set()
-            _on_order(orders, pid, threshold, rx, order.order_id, supplies, rx_drugs)
+            if pid in orders.by_patient:
+                _on_order(orders, pid, threshold, rx, order.order_id, supplies, rx_drugs)
 
             def filled() -> set[str]:
                 return rx_drugs | {code for (code,) in journal.iterate(

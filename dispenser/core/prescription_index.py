@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from typing import TYPE_CHECKING
 
-from dispenser.core.checks import ingredients_of
+from dispenser.core.books import bulk
 from dispenser.journal import Journal
 
 if TYPE_CHECKING:
@@ -42,6 +42,13 @@ __all__ = ["PrescriptionIndex", "normal_name"]
 # per item (a prescribed quantity is at most 1,000 packs).
 _HEAD = struct.Struct("<IqIII")
 _AMBIGUOUS = ""  # two designated institutions share a name or code: never the fast path
+
+
+
+@functools.lru_cache(maxsize=64)
+def _fills_of(items: int) -> struct.Struct:
+    return struct.Struct(f"<{items}H")
+
 
 # (ingredients, prescribed quantity) per item, in item order
 Items = tuple[tuple[tuple[str, ...], int], ...]
@@ -77,7 +84,8 @@ class PrescriptionIndex:
         self._oldest = 0  # issue day (ordinal) of the oldest prescription kept
         journal.on_commit.append(self._committed)
         journal.on_rollback.append(self._rolled_back)
-        self._load(today)
+        with bulk():  # (a few hundred thousand rows at start)
+            self._load(today)
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -127,7 +135,7 @@ class PrescriptionIndex:
         self._kept[prescription_id] = (
             _HEAD.pack(seq, mark, day, self._shared_diagnoses(diagnoses),
                        self._shared_items(items))
-            + struct.pack(f"<{len(items)}H", *filled))
+            + _fills_of(len(items)).pack(*filled))
 
     def _shared_item(self, ingredients: str, quantity: int) -> tuple[tuple[str, ...], int]:
         key = (ingredients, quantity)
@@ -171,10 +179,11 @@ class PrescriptionIndex:
                 return None
         items = self._items[items_id]
         left = [q - f for (_, q), f in zip(
-            items, struct.unpack_from(f"<{len(items)}H", kept, _HEAD.size), strict=True)]
+            items, _fills_of(len(items)).unpack_from(kept, _HEAD.size), strict=True)]
         fills = []
+        by_code = self.formulary.ingredients
         for item in order.items:
-            wanted = ingredients_of(item.drug_code, self.formulary)
+            wanted = by_code.get(item.drug_code) or (item.drug_code,)  # (ingredients_of)
             best = -1
             for n, (ingredients, _) in enumerate(items):
                 # The item with the most left; the first of equals (as max() picks).
@@ -195,13 +204,13 @@ class PrescriptionIndex:
             return
         self._touched.add(prescription_id)
         n = (len(kept) - _HEAD.size) // 2
-        filled = list(struct.unpack_from(f"<{n}H", kept, _HEAD.size))
+        filled = list(_fills_of(n).unpack_from(kept, _HEAD.size))
         for item_no, packs in changes:
             filled[item_no] += packs
         if min(filled) < 0:  # the journal disagrees: let it answer from now on
             del self._kept[prescription_id]
             return
-        self._kept[prescription_id] = kept[:_HEAD.size] + struct.pack(f"<{n}H", *filled)
+        self._kept[prescription_id] = kept[:_HEAD.size] + _fills_of(n).pack(*filled)
 
     # ------------------------------------------------------------------ the journal
     def _committed(self, _took: float) -> None:
