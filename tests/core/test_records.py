@@ -6,12 +6,17 @@ hold records."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from dispenser.core import Dispensary
+from dispenser.core.records import DispensingRecord, _fields_of, _plain, _Shared
 from dispenser.testing.core import API, HOSPITAL, Factory
 
 CRANE = "06900000010006"  # acarbose 50 mg, Beijing Double-Crane (ATC A10BF01)
@@ -217,3 +222,129 @@ def test_a_record_imported_before_is_unchanged_when_sent_again(disp: Dispensary)
              Record(rec()), rec(quantity=2)]
     assert [o.status for o in disp.import_records(again, API)] == [
         "unchanged", "unchanged", "unchanged", "conflict"]
+
+
+# ---------------------------------------------------------------- the plain reading
+# Well-formed records are read by a plain function (``_plain``) instead of the pydantic
+# model, for speed; anything it does not take is answered by the model. So it must never
+# take a record the model refuses, and must read exactly the values the model gives.
+
+GOOD_TEXT = st.text(st.characters(exclude_categories=["Cc", "Cs"]), max_size=202)
+IDENTS = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", fullmatch=True)
+
+
+@st.composite
+def good_records(draw: st.DrawFn) -> dict[str, Any]:
+    """Records the model takes (nearly all), of the right types and shapes."""
+    raw: dict[str, Any] = {
+        "record_id": draw(IDENTS), "patient_id": draw(IDENTS),
+        "source": {"code": draw(IDENTS), "name": draw(st.one_of(GOOD_TEXT, st.sampled_from(
+            [HOSPITAL["name"], "天津医科大学总医院", " Heping ", "\u3000Heping\u2028",
+             "x" * 200, " " + "x" * 200])).filter(str.strip))},
+        "dispensed_on": draw(st.dates()).isoformat(),
+        "quantity": draw(st.integers(min_value=1, max_value=1000)),
+        "days_supply": draw(st.integers(min_value=1, max_value=3650))}
+    if draw(st.booleans()):
+        raw["drug_code"] = draw(st.one_of(st.none(), st.just(CRANE), st.from_regex(
+            r"[0-9]{14}", fullmatch=True)))
+    if draw(st.booleans()):
+        raw["atc"] = draw(st.one_of(st.none(), st.from_regex(
+            r"[A-Z][0-9]{2}[A-Z]{2}(?:[0-9]{2}|-L[0-9]{2})", fullmatch=True)))
+    return raw
+
+
+# Values of the right type the model may still refuse: out of range, blank, too long.
+EDGE_BY_FIELD: dict[str, st.SearchStrategy[Any]] = {
+    "quantity": st.sampled_from([0, 1, 1000, 1001]),
+    "days_supply": st.sampled_from([0, 1, 3650, 3651]),
+    "dispensed_on": st.from_regex(r"[0-9]{4}-[01][0-9]-[0-3][0-9]", fullmatch=True),
+    "source.name": st.one_of(GOOD_TEXT, st.text(" \t\u3000\u2028\u00a0x", max_size=4),
+                             st.sampled_from(["x" * 201, " " + "x" * 200 + " "])),
+}
+
+
+@st.composite
+def typed_records(draw: st.DrawFn) -> dict[str, Any]:
+    """Good records, some with a value at or past an edge."""
+    raw = draw(good_records())
+    for name in draw(st.lists(st.sampled_from(sorted(EDGE_BY_FIELD)), max_size=2)):
+        value = draw(EDGE_BY_FIELD[name])
+        if name == "source.name":
+            raw["source"]["name"] = value
+        else:
+            raw[name] = value
+    return raw
+
+
+class Str(str):
+    pass
+
+
+# Values of each field of the wrong type or form.
+ODD = st.one_of(st.none(), st.integers(), st.booleans(), st.floats(), st.text(max_size=70),
+                st.text(max_size=3).map(Str), st.lists(st.integers(), max_size=1),
+                st.dictionaries(st.text(max_size=4), st.integers(), max_size=1))
+ODD_BY_FIELD: dict[str, st.SearchStrategy[Any]] = {
+    "record_id": ODD, "patient_id": ODD, "source.code": ODD,
+    "source.name": st.one_of(ODD, st.text(max_size=205)),
+    "dispensed_on": st.one_of(ODD, st.datetimes().map(datetime.isoformat), st.from_regex(
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}\n?", fullmatch=True)),
+    "drug_code": st.one_of(ODD, st.from_regex(r"[0-9]{13,15}", fullmatch=True),
+                           st.text("0123456789 \n", min_size=14, max_size=15)),
+    "atc": st.one_of(ODD, st.from_regex(r"[A-Za-z0-9-]{5,10}\n?", fullmatch=True)),
+    "quantity": st.one_of(ODD, st.integers(min_value=-2, max_value=4000)),
+    "days_supply": st.one_of(ODD, st.integers(min_value=-2, max_value=4000)),
+    "source": st.one_of(ODD, st.just(MappingProxyType({"code": "TMUGH", "name": "H"}))),
+}
+
+
+@st.composite
+def raw_records(draw: st.DrawFn) -> dict[Any, Any]:
+    """Typed records with one field (sometimes two) odd or missing, or a field too many."""
+    raw: dict[Any, Any] = draw(good_records())
+    changes = draw(st.lists(st.sampled_from([*ODD_BY_FIELD, "extra"]), min_size=1,
+                            max_size=2))
+    for name in changes:
+        src = raw.get("source")
+        where, key = (src, name[7:]) if name.startswith("source.") and \
+            isinstance(src, dict) else (raw, name)
+        if name == "extra":
+            where = src if isinstance(src, dict) and draw(st.booleans()) else raw
+            where[draw(st.sampled_from(["colour", "Source", 1]))] = draw(st.integers())
+        elif draw(st.integers(min_value=0, max_value=4)) == 0:
+            where.pop(key, None)
+        else:
+            where[key] = draw(ODD_BY_FIELD[name])
+    return raw
+
+
+def model_reading(raw: dict[Any, Any]) -> tuple[Any, ...] | None:
+    try:
+        return _fields_of(DispensingRecord.model_validate(dict(raw)))
+    except ValidationError:
+        return None
+
+
+@settings(max_examples=600, deadline=None)
+@given(raw=typed_records())
+def test_the_plain_reading_takes_every_typed_record_the_model_takes(
+        raw: dict[str, Any]) -> None:
+    assert _plain(raw, _Shared()) == model_reading(raw)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(raw=raw_records())
+def test_the_plain_reading_takes_only_what_the_model_takes_and_reads_it_alike(
+        raw: dict[Any, Any]) -> None:
+    plain = _plain(raw, _Shared())
+    if plain is not None:
+        assert plain == model_reading(raw)
+
+
+def test_the_plain_reading_reads_a_feeds_records() -> None:
+    # What a feed sends: each of these must take the fast way (the model is not asked).
+    shared = _Shared()
+    for raw in (rec(), rec(drug_code=None, atc="A10BF01"), rec(atc="A10XA-L01"),
+                rec(source=source(" Heping ")), rec(source=source("天津医科大学总医院")),
+                rec(record_id="a" * 64, quantity=1000, days_supply=3650)):
+        assert _plain(raw, shared) == model_reading(raw), raw
