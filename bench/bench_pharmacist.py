@@ -93,6 +93,15 @@ def prescription_of(p: int, k: int, atcs: list[str]) -> dict[str, Any]:
             "items": [{"atc": a, "quantity": 6, "days_supply": 90} for a in items]}
 
 
+def record_of(i: int, rng: random.Random, codes: list[str]) -> dict[str, Any]:
+    """The i-th dispensing record of the feed (patient i mod 100,000, three sources, a day
+    of the last year and a robot product drawn from ``rng``)."""
+    return {"record_id": f"R{i:08d}", "source": SOURCES[i % 3],
+            "patient_id": f"P{i % PATIENTS:06d}",
+            "dispensed_on": (TODAY - timedelta(days=rng.randrange(365))).isoformat(),
+            "drug_code": rng.choice(codes), "quantity": 1 + i % 3, "days_supply": 30}
+
+
 def build(path: Path, n_records: int, n_rx: int, formulary: Formulary) -> None:
     d = open_dispensary(path, formulary)
     rng = random.Random(10)
@@ -100,12 +109,7 @@ def build(path: Path, n_records: int, n_rx: int, formulary: Formulary) -> None:
     t, c = time.perf_counter(), time.process_time()
     batch: list[dict[str, Any]] = []
     for i in range(n_records):
-        p = i % PATIENTS
-        batch.append({"record_id": f"R{i:08d}", "source": SOURCES[i % 3],
-                      "patient_id": f"P{p:06d}",
-                      "dispensed_on": (TODAY - timedelta(days=rng.randrange(365))).isoformat(),
-                      "drug_code": rng.choice(codes), "quantity": 1 + i % 3,
-                      "days_supply": 30})
+        batch.append(record_of(i, rng, codes))
         if len(batch) == 1000:
             d.import_records(batch, ACTOR)
             batch = []

@@ -9,19 +9,29 @@ Imported records count in the duplicate check exactly like this pharmacy's own d
 ``RecordBook.import_records`` takes a batch and answers each record on its own:
 ``imported``, ``unchanged`` (the same record again: harmless), ``conflict`` (the same
 ``(source, record_id)`` with other content: nothing changes) or ``refused`` (with the path
-of each bad field); one bad record does not affect the others. Records live in the journal
-only: nothing is kept in memory per record.
+of each bad field); one bad record does not affect the others. Records live in the journal;
+memory keeps only, per patient, the last day of each ingredient's current supply
+(``dispenser.core.supply_index``), for the duplicate check.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 from dispenser.core.books import Books
 from dispenser.core.errors import FieldError
@@ -56,6 +66,98 @@ class DispensingRecord(_Strict):
     atc: Atc | None = None
     quantity: StrictInt = Field(ge=1, le=1000, description="packs")
     days_supply: StrictInt = Field(ge=1, le=3650)
+
+
+# -- the plain reading of a well-formed record ---------------------------------------------
+# A feed sends hundreds of thousands of records a day, nearly all of them well formed, and
+# the model's validation was the largest part of a record's import. A plain function reads
+# a record when every field is plainly right (exact types and shapes) and hands everything
+# else to the model, which then gives the answer, refusal or not: a sender is told exactly
+# what the model says. Values a batch repeats (the source's name, the day) are validated
+# by the model's own field types, once per distinct value; the identifiers and codes (one
+# per record) by the patterns of the model's types; the bounds are the model's.
+def _whole(kind: Any) -> Callable[[str], re.Match[str] | None]:
+    """The pattern of a constrained text type, matched against the whole text."""
+    (pattern,) = [m.pattern for m in kind.__metadata__ if isinstance(m, StringConstraints)]
+    assert isinstance(pattern, str)
+    return re.compile(pattern).fullmatch
+
+
+_FIELDS = frozenset(DispensingRecord.model_fields)
+_REQUIRED = frozenset(n for n, f in DispensingRecord.model_fields.items() if f.is_required())
+_SOURCE_FIELDS = frozenset(Source.model_fields)
+_IDENT, _DRUG_CODE, _ATC = _whole(Ident), _whole(DrugCode), _whole(Atc)
+_TEXT: TypeAdapter[str] = TypeAdapter(Text)
+_DAY: TypeAdapter[date] = TypeAdapter(IsoDate)
+
+# A record as read: (source code, source name, record_id, patient_id, dispensed_on and its
+# ISO text, drug_code, atc, quantity, days_supply).
+_Fields = tuple[str, str, str, str, date, str, str | None, str | None, int, int]
+
+
+class _Shared:
+    """The values a batch's records repeat, each validated once: source names (as stored,
+    or None when the model must answer) and days (date and ISO text, or None)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, str | None] = {}
+        self.days: dict[str, tuple[date, str] | None] = {}
+
+    def name(self, text: str) -> str | None:
+        try:
+            return self.names[text]
+        except KeyError:
+            try:
+                out: str | None = _TEXT.validate_python(text)
+            except ValidationError:
+                out = None
+            self.names[text] = out
+            return out
+
+    def day(self, text: str) -> tuple[date, str] | None:
+        try:
+            return self.days[text]
+        except KeyError:
+            try:
+                on = _DAY.validate_python(text)
+                out: tuple[date, str] | None = (on, on.isoformat())
+            except ValidationError:
+                out = None
+            self.days[text] = out
+            return out
+
+
+def _plain(raw: dict[Any, Any], shared: _Shared) -> _Fields | None:
+    """The fields of the record as the model would give them, when it is plainly well
+    formed; None for anything else (a mistake, or a form the model takes but converts: a
+    source that is a mapping but no dict, a subclass of str or int)."""
+    keys = raw.keys()
+    if not (keys <= _FIELDS and keys >= _REQUIRED):
+        return None
+    src, rid, pid = raw["source"], raw["record_id"], raw["patient_id"]
+    quantity, days = raw["quantity"], raw["days_supply"]
+    drug, atc = raw.get("drug_code"), raw.get("atc")
+    if type(src) is not dict or src.keys() != _SOURCE_FIELDS:
+        return None
+    code, name, on = src["code"], src["name"], raw["dispensed_on"]
+    if not (type(rid) is str and type(pid) is str and type(code) is str
+            and type(name) is str and type(on) is str
+            and type(quantity) is int and type(days) is int
+            and 1 <= quantity <= 1000 and 1 <= days <= 3650  # DispensingRecord's bounds
+            and _IDENT(rid) and _IDENT(pid) and _IDENT(code)
+            and (drug is None or (type(drug) is str and _DRUG_CODE(drug)))
+            and (atc is None or (type(atc) is str and _ATC(atc)))):
+        return None
+    stored_name, day = shared.name(name), shared.day(on)
+    if stored_name is None or day is None:
+        return None
+    return (code, stored_name, rid, pid, day[0], day[1], drug, atc, quantity, days)
+
+
+def _fields_of(rec: DispensingRecord) -> _Fields:
+    return (rec.source.code, rec.source.name, rec.record_id, rec.patient_id,
+            rec.dispensed_on, rec.dispensed_on.isoformat(), rec.drug_code, rec.atc,
+            rec.quantity, rec.days_supply)
 
 
 def field_errors(exc: ValidationError, prefix: str = "") -> list[FieldError]:
@@ -117,23 +219,22 @@ class RecordBook:
         self.formulary = formulary
         self.supplies: SupplyIndex | None = None  # wired by the Dispensary
 
-    def _check(self, rec: DispensingRecord, today: date) -> list[FieldError]:
+    def _check_product(self, drug_code: str | None, atc: str | None) -> list[FieldError]:
+        """What is wrong with the product of a record (drug code, ATC code or both)."""
         errors = []
         drug = None
-        if rec.drug_code is None and rec.atc is None:
+        if drug_code is None and atc is None:
             errors.append(FieldError("drug_code", "give drug_code (GTIN-14) or atc"))
-        if rec.drug_code is not None:
-            drug = self.formulary.get(rec.drug_code)
-            if not is_valid_gtin14(rec.drug_code):
+        if drug_code is not None:
+            drug = self.formulary.get(drug_code)
+            if not is_valid_gtin14(drug_code):
                 errors.append(FieldError("drug_code", "not a valid GTIN-14 (check digit)"))
-            elif drug is None and rec.atc is None:
+            elif drug is None and atc is None:
                 errors.append(FieldError("drug_code", "not in the formulary; send the "
                                          "product's atc code with it (or instead)"))
-        if drug is not None and rec.atc is not None and drug.atc != rec.atc:
+        if drug is not None and atc is not None and drug.atc != atc:
             errors.append(FieldError("atc", f"does not match drug_code {drug.drug_code} "
                                      f"({drug.name}, {drug.atc})"))
-        if rec.dispensed_on > today:
-            errors.append(FieldError("dispensed_on", "is in the future"))
         return errors
 
     def import_records(self, raws: Sequence[object], actor: Actor) -> list[RecordOutcome]:
@@ -142,35 +243,64 @@ class RecordBook:
         sources and a digest of what was imported) are written together."""
         today = self.books.today()
         stamp = self.books.stamp()
+        shared = _Shared()
+        # By product (drug code, ATC code): what is wrong with it, or its ingredients as
+        # stored. A batch names a few hundred products at most.
+        products: dict[tuple[str | None, str | None], list[FieldError] | str] = {}
         outcomes: list[RecordOutcome] = []
-        good: list[tuple[int, DispensingRecord, str]] = []
+        # (index of the outcome, the row to insert: source, record_id, content_hash, ...)
+        good: list[tuple[int, tuple[Any, ...]]] = []
+        ends: dict[int, date] = {}  # supply end of each good record, by its place
         for raw in raws:
-            src, rid = _key_of(raw)
-            if not isinstance(raw, Mapping):
+            if type(raw) is not dict and not isinstance(raw, Mapping):
+                src, rid = _key_of(raw)
                 outcomes.append(RecordOutcome("refused", rid, src, [FieldError(
                     "(record)", "a record must be a JSON object")]))
                 continue
-            try:
-                rec = DispensingRecord.model_validate(dict(raw))
-            except ValidationError as exc:
-                outcomes.append(RecordOutcome("refused", rid, src, field_errors(exc)))
-                continue
-            errors = self._check(rec, today)
-            if errors:
+            fields = _plain(raw, shared) if type(raw) is dict else None
+            if fields is None:
+                src, rid = _key_of(raw)
+                try:
+                    fields = _fields_of(DispensingRecord.model_validate(dict(raw)))
+                except ValidationError as exc:
+                    outcomes.append(RecordOutcome("refused", rid, src, field_errors(exc)))
+                    continue
+            else:
+                src, rid = fields[0], fields[2]
+            code, name, record_id, patient_id, on, on_text, drug_code, atc, quantity, \
+                days = fields
+            product = products.get((drug_code, atc))
+            if product is None:
+                errors = self._check_product(drug_code, atc)
+                product = products[drug_code, atc] = errors or ";".join(
+                    self.formulary.ingredients_of(drug_code, atc))
+            if isinstance(product, list):
+                errors = list(product)
+                if on > today:
+                    errors.append(FieldError("dispensed_on", "is in the future"))
                 outcomes.append(RecordOutcome("refused", rid, src, errors))
                 continue
+            if on > today:
+                outcomes.append(RecordOutcome("refused", rid, src, [
+                    FieldError("dispensed_on", "is in the future")]))
+                continue
+            # The content hash as journals hold it: a record sent again must hash the same.
             digest = hashlib.sha256("|".join((
-                rec.source.name, rec.patient_id, rec.dispensed_on.isoformat(),
-                rec.drug_code or "", rec.atc or "", str(rec.quantity),
-                str(rec.days_supply))).encode()).hexdigest()[:32]
-            good.append((len(outcomes), rec, digest))
+                name, patient_id, on_text, drug_code or "", atc or "", str(quantity),
+                str(days))).encode()).hexdigest()[:32]
+            end = on + timedelta(days=days)
+            ends[len(outcomes)] = end
+            good.append((len(outcomes), (
+                code, record_id, digest, name, patient_id, on_text, drug_code, atc, product,
+                quantity, days, end.isoformat(), stamp)))
             outcomes.append(RecordOutcome("imported", rid, src))
 
-        known = self._known([(rec.source.code, rec.record_id) for _, rec, _ in good])
+        known = self._known([(row[0], row[1]) for _, row in good])
         rows = []
         batch_digest = hashlib.sha256()
-        for i, rec, digest in good:
-            key = (rec.source.code, rec.record_id)
+        for i, row in good:
+            code, record_id, digest = row[0], row[1], row[2]
+            key = (code, record_id)
             seen = known.get(key)
             if seen is not None:
                 if seen == digest:
@@ -178,20 +308,15 @@ class RecordBook:
                 else:
                     outcomes[i].status = "conflict"
                     outcomes[i].message = (
-                        f"record {rec.record_id} of {rec.source.code} was already imported "
+                        f"record {record_id} of {code} was already imported "
                         "with different content; nothing changed (send a correction under "
                         "a new record_id)")
                 continue
             known[key] = digest
-            end = rec.dispensed_on + timedelta(days=rec.days_supply)
-            ingredients = self.formulary.ingredients_of(rec.drug_code, rec.atc)
-            rows.append((rec.source.code, rec.record_id, digest, rec.source.name,
-                         rec.patient_id, rec.dispensed_on.isoformat(), rec.drug_code,
-                         rec.atc, ";".join(ingredients), rec.quantity, rec.days_supply,
-                         end.isoformat(), stamp))
-            if self.supplies is not None:
-                self.supplies.add(rec.patient_id, ingredients, end)
-            batch_digest.update(f"{rec.source.code}/{rec.record_id}:{digest}\n".encode())
+            rows.append(row)
+            if self.supplies is not None and row[8]:
+                self.supplies.add(row[4], row[8].split(";"), ends[i])
+            batch_digest.update(f"{code}/{record_id}:{digest}\n".encode())
         if rows:
             self.journal.write_many(_INSERT, rows)
         counts = {s: 0 for s in ("imported", "unchanged", "conflict", "refused")}
