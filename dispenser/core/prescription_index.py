@@ -41,6 +41,7 @@ __all__ = ["PrescriptionIndex", "normal_name"]
 # seq, fingerprint, issue day (ordinal), diagnoses id, items id; then one u16 of fills
 # per item (a prescribed quantity is at most 1,000 packs).
 _HEAD = struct.Struct("<IqIII")
+SWEEP = 2000  # prescriptions looked at per call when the day has changed
 _AMBIGUOUS = ""  # two designated institutions share a name or code: never the fast path
 
 
@@ -82,6 +83,7 @@ class PrescriptionIndex:
         self._item_parts: dict[tuple[str, int], tuple[tuple[str, ...], int]] = {}
         self._touched: set[str] = set()
         self._oldest = 0  # issue day (ordinal) of the oldest prescription kept
+        self._sweep: list[str] = []  # ids still to look at since the day changed
         journal.on_commit.append(self._committed)
         journal.on_rollback.append(self._rolled_back)
         with bulk():  # (a few hundred thousand rows at start)
@@ -222,11 +224,20 @@ class PrescriptionIndex:
         self._touched.clear()
 
     def forget_older(self, today: date) -> None:
-        """Drop prescriptions issued more than ``keep_days`` before ``today`` (once a day:
-        they can no longer be filled under the age limit)."""
+        """Drop prescriptions issued more than ``keep_days`` before ``today``: they can no
+        longer be filled under the age limit. When the day changes the kept ones are
+        walked a slice per call (``SWEEP`` entries), so that no call holds the event loop
+        for the whole index; one not dropped yet is still a right answer (the index does not
+        judge age), only memory."""
         oldest = (today - timedelta(days=self.keep_days)).toordinal()
-        if oldest <= self._oldest:
+        if oldest > self._oldest:
+            self._oldest = oldest
+            self._sweep = list(self._kept)
+        if not self._sweep:
             return
-        self._oldest = oldest
-        self._kept = {k: v for k, v in self._kept.items()
-                      if _HEAD.unpack_from(v)[2] >= oldest}
+        kept = self._kept
+        for prescription_id in self._sweep[-SWEEP:]:
+            packed = kept.get(prescription_id)
+            if packed is not None and _HEAD.unpack_from(packed)[2] < self._oldest:
+                del kept[prescription_id]
+        del self._sweep[-SWEEP:]

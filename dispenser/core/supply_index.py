@@ -27,6 +27,7 @@ from dispenser.journal import Journal
 __all__ = ["SupplyIndex"]
 
 
+SWEEP = 2000  # patients looked at per call when the day has changed
 Pair = tuple[str, int]  # (ingredient, last day of its supply as a date ordinal)
 
 
@@ -39,6 +40,7 @@ class SupplyIndex:
         self._ends: dict[str, tuple[Pair, ...]] = {}
         self._pairs: dict[Pair, Pair] = {}
         self._floor = today.toordinal()
+        self._sweep: list[str] = []  # patients still to look at since the day changed
         after = today.isoformat()
         with bulk():  # (every current supply, at start)
             for pid, code, end in journal.iterate(
@@ -82,15 +84,26 @@ class SupplyIndex:
         return False
 
     def forget_ended(self, today: date) -> None:
-        """Drop the supplies that ran out by ``today`` (once a day)."""
+        """Drop the supplies that ran out by ``today``. When the day changes the patients
+        are walked a slice per call (``SWEEP`` of them), so that no call holds the event
+        loop for the whole index; a supply not dropped yet cannot count (it ends before
+        any day asked about), it only takes memory."""
         floor = today.toordinal()
-        if floor <= self._floor:
+        if floor > self._floor:
+            self._floor = floor
+            self._sweep = list(self._ends)
+        if not self._sweep:
             return
-        self._floor = floor
-        kept: dict[str, tuple[Pair, ...]] = {}
-        for pid, ends in self._ends.items():
+        ends_of = self._ends
+        for pid in self._sweep[-SWEEP:]:
+            ends = ends_of.get(pid)
+            if ends is None:
+                continue
             left = tuple(pair for pair in ends if pair[1] > floor)
             if left:
-                kept[pid] = left
-        self._ends = kept
-        self._pairs = {pair: pair for pair in self._pairs if pair[1] > floor}
+                ends_of[pid] = left
+            else:
+                del ends_of[pid]
+        del self._sweep[-SWEEP:]
+        if not self._sweep:  # the pairs no patient can hold any more
+            self._pairs = {pair: pair for pair in self._pairs if pair[1] > self._floor}

@@ -4,6 +4,7 @@ the journal's answer would pass it too, with the same fills; it passes the commo
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -144,3 +145,22 @@ def test_prescriptions_past_the_age_limit_are_not_kept(make: Factory,
     assert len(again.prescriptions.index) == 0
     clock.advance(-86400 * 120)
     assert len(make(Policy(), institutions=INSTITUTIONS).prescriptions.index) == 1
+
+
+def test_old_prescriptions_are_dropped_a_slice_at_a_time(make: Factory, clock: FakeClock,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import dispenser.core.prescription_index as prescription_index
+
+    d = make(Policy(), institutions=INSTITUTIONS)
+    d.register_prescriptions([prescription(f"RX-{n}", ITEMS[:1], issued_on=f"2026-11-0{n + 1}")
+                              for n in range(5)], API)
+    assert len(d.prescriptions.index) == 5
+    monkeypatch.setattr(prescription_index, "SWEEP", 2)
+    # 91 days after 2026-11-03: RX-0, RX-1 and RX-2 are past the age limit.
+    later = date(2026, 11, 3) + timedelta(days=92)
+    sizes = []
+    for _ in range(4):
+        d.prescriptions.index.forget_older(later)
+        sizes.append(len(d.prescriptions.index))
+    assert sizes[0] > sizes[-1] == 2
+    assert set(d.prescriptions.index._kept) == {"RX-3", "RX-4"}

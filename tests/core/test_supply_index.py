@@ -114,3 +114,23 @@ def test_a_patient_without_a_current_supply_needs_no_journal_read(make: Factory,
     again.supplies.forget_ended(clock.now.date())
     assert len(again.supplies) == 0
     assert not again.supplies.may_overlap("P1", acarbose, clock.now.date())
+
+
+def test_ended_supplies_are_dropped_a_slice_at_a_time(make: Factory, clock: FakeClock,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import dispenser.core.supply_index as supply_index
+
+    d = make()
+    today = clock.now.date()
+    d.import_records([_record(f"R-{n}", CODES[0], f"P{n}", today.isoformat(), 10 + n)
+                      for n in range(5)], API)  # P0 runs out in 10 days, P4 in 14
+    monkeypatch.setattr(supply_index, "SWEEP", 2)
+    later = today + timedelta(days=12)  # P0, P1, P2 have run out
+    sizes = []
+    for _ in range(4):
+        d.supplies.forget_ended(later)
+        sizes.append(len(d.supplies))
+        # Whatever is not dropped yet, the answers are right meanwhile.
+        assert [d.supplies.may_overlap(f"P{n}", ["acarbose"], later) for n in range(5)] == [
+            False, False, False, True, True]
+    assert sizes[0] > sizes[-1] == 2  # two calls of two patients, and one of one
