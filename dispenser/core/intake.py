@@ -27,6 +27,7 @@ from dispenser.core.history import patient_history
 from dispenser.core.lifecycles import ORDER_LIFECYCLE
 from dispenser.core.orders import Priority, parse_order
 from dispenser.core.policy import Policy
+from dispenser.core.shared import shared_datetime, shared_item, shared_moment, with_shared_zone
 from dispenser.core.states import ORDER_CANCELLABLE, ORDER_FINAL, OrderState
 from dispenser.core.views import SYSTEM, Actor, ItemView, OrderView
 
@@ -57,7 +58,6 @@ class LiveOrder:
 
     seq: int
     order_id: str
-    content_hash: str
     patient_id: str
     prescription_id: str
     address_key: str
@@ -81,11 +81,7 @@ def items_text(items: list[tuple[str, int, int]]) -> str:
 
 
 def items_from(text: str) -> list[tuple[str, int, int]]:
-    out = []
-    for part in text.split(","):
-        c, q, d = part.split("*")
-        out.append((c, int(q), int(d)))
-    return out
+    return [shared_item(part) for part in text.split(",")]
 
 
 # Built once (``json.dumps`` with options builds an encoder per call); holds are never
@@ -133,14 +129,14 @@ class OrderBook:
         self.by_patient: dict[str, list[str]] = {}  # live order ids per patient
         marks = ",".join("?" * len(_LIVE))
         for row in self.journal.iterate(
-                "SELECT seq, order_id, content_hash, patient_id, prescription_id, address_key, "
+                "SELECT seq, order_id, patient_id, prescription_id, address_key, "
                 "priority, window_start, items, received_at, state, holds, shipment_id "
                 f"FROM orders WHERE state IN ({marks}) ORDER BY seq", _LIVE):
             self._index(LiveOrder(
-                row[0], row[1], row[2], row[3], row[4], row[5], RANK[row[6]],
-                datetime.fromisoformat(row[7]), items_from(row[8]),
-                datetime.fromisoformat(row[9]), OrderState(row[10]), holds_from(row[11]),
-                row[12]))
+                row[0], row[1], row[2], row[3], row[4], RANK[row[5]],
+                shared_datetime(row[6]), items_from(row[7]),
+                with_shared_zone(datetime.fromisoformat(row[8])), OrderState(row[9]),
+                holds_from(row[10]), row[11]))
         self.next_seq = (self.journal.query_one("SELECT max(seq) FROM orders")[0] or 0) + 1
 
     def _index(self, o: LiveOrder) -> None:
@@ -219,12 +215,10 @@ class OrderBook:
         order = parse_order(raw)
         canon = order.canonical_json()
         digest = hashlib.sha256(canon.encode()).hexdigest()
-        live = self.live.get(order.order_id)
-        known = live.content_hash if live else None
-        if live is None:
-            row = self.journal.query_one("SELECT content_hash FROM orders WHERE order_id=?",
-                                         (order.order_id,))
-            known = row[0] if row else None
+        # (Not kept in memory: the journal holds it, and a new order asks it anyway.)
+        row = self.journal.query_one("SELECT content_hash FROM orders WHERE order_id=?",
+                                     (order.order_id,))
+        known = row[0] if row else None
         if known is not None:
             if known == digest:
                 return self.view(order.order_id)
@@ -254,10 +248,11 @@ class OrderBook:
         verdict, holds = outcome(results)
         state = _VERDICT[verdict]
         fills = assessed[0].fills if assessed and state is not OrderState.REJECTED else []
-        o = LiveOrder(self.next_seq, order.order_id, digest, order.patient.id,
+        o = LiveOrder(self.next_seq, order.order_id, order.patient.id,
                       order.prescription.id, order.address_key(), order.priority.rank,
-                      order.delivery.window_start,
-                      [(i.drug_code, i.quantity, i.days_supply) for i in order.items],
+                      shared_moment(order.delivery.window_start),
+                      [shared_item(f"{i.drug_code}*{i.quantity}*{i.days_supply}")
+                       for i in order.items],
                       now, state, holds, None)
         self.next_seq += 1
         if state is not OrderState.REJECTED:

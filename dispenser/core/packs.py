@@ -22,6 +22,7 @@ from dispenser.core.errors import InvalidState, NotFound
 from dispenser.core.expiry import expired, near_expiry_before
 from dispenser.core.lifecycles import PACK_LIFECYCLE
 from dispenser.core.policy import Policy
+from dispenser.core.shared import shared_date, shared_text
 from dispenser.core.states import PackState
 from dispenser.core.stock import Pack, SlotGeometry, StockIndex
 from dispenser.core.views import Actor, DiscrepancyView, PackView, StockCounts
@@ -89,7 +90,8 @@ class PackBook:
                 "SELECT pack_id, drug_code, batch, expiry, serial, slot, store_seq, state, "
                 f"shipment_id, order_id, task_id FROM packs WHERE state IN ({marks}) "
                 "ORDER BY store_seq IS NULL, store_seq, pack_id", _LIVE):
-            p = Pack(prow[0], prow[1], prow[2], date.fromisoformat(prow[3]), prow[4],
+            p = Pack(prow[0], shared_text(prow[1]), shared_text(prow[2]), shared_date(prow[3]),
+                     prow[4],
                      PackState(prow[7]), prow[5], prow[6], prow[8], prow[9], prow[10])
             self.live[p.pack_id] = p
             self.counts[p.state] += 1

@@ -22,6 +22,7 @@ from dispenser.core.errors import InvalidState, NotFound
 from dispenser.core.formulary import Formulary
 from dispenser.core.lifecycles import SHIPMENT_LIFECYCLE
 from dispenser.core.policy import Policy
+from dispenser.core.shared import shared_datetime, shared_text, with_shared_zone
 from dispenser.core.states import SHIPMENT_FINAL, OrderState, ShipmentState
 from dispenser.core.views import SYSTEM, Actor
 
@@ -76,7 +77,7 @@ class Line:
 
     @classmethod
     def from_json(cls, v: list[Any]) -> Line:
-        return cls(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8])
+        return cls(v[0], shared_text(v[1]), v[2], v[3], v[4], v[5], v[6], v[7], v[8])
 
 
 @dataclass(slots=True)
@@ -133,9 +134,10 @@ class Shipment:
         it comes with none."""
         d = json.loads(data)
         return cls(shipment_id, seq, patient_id, address_key, ShipmentState(state),
-                   datetime.fromisoformat(created_at), datetime.fromisoformat(d["close_at"]),
-                   datetime.fromisoformat(d["window_start"]), d["priority_rank"], d["arrival"],
-                   d["order_ids"], [Line.from_json(v) for v in d["lines"] or ()],
+                   with_shared_zone(datetime.fromisoformat(created_at)),
+                   shared_datetime(d["close_at"]), shared_datetime(d["window_start"]),
+                   d["priority_rank"], d["arrival"], d["order_ids"],
+                   [Line.from_json(v) for v in d["lines"] or ()],
                    [Hold(*h) for h in d["holds"]])
 
     def slots_reserved(self) -> set[int]:
@@ -173,10 +175,19 @@ class ShipmentBook:
         # meets it. None: built again on the next call.
         self.schedule: list[tuple[tuple[float, int, int], str]] | None = None
         marks = ",".join("?" * len(_LIVE))
+        orders = self.orders.live  # (loaded first)
         for row in self.journal.iterate(
                 f"SELECT {_COLUMNS} FROM shipments WHERE state IN ({marks}) ORDER BY seq",
                 _LIVE):
             sh = Shipment.from_row(*row)
+            # The ids and keys its live orders hold already: one string each, not two.
+            first = orders.get(sh.order_ids[0]) if sh.order_ids else None
+            if first is not None:
+                sh.patient_id, sh.address_key = first.patient_id, first.address_key
+            sh.order_ids = [o.order_id if (o := orders.get(i)) else i for i in sh.order_ids]
+            for ln in sh.lines:
+                if (o := orders.get(ln.order_id)) is not None:
+                    ln.order_id = o.order_id
             self.live[sh.shipment_id] = sh
             if sh.state is ShipmentState.FORMING:
                 self.forming[(sh.patient_id, sh.address_key)] = sh.shipment_id
