@@ -78,7 +78,8 @@ class Dispensary:
 
     def __init__(self, journal: Journal, formulary: Formulary, policy: Policy,
                  geometry: SlotGeometry, clock: Callable[[], datetime],
-                 institutions: Mapping[str, str] | None = None) -> None:
+                 institutions: Mapping[str, str] | None = None,
+                 warm_indexes: bool = True) -> None:
         self.journal = journal
         self.formulary = formulary
         self.policy = policy
@@ -109,11 +110,12 @@ class Dispensary:
         self.records = RecordBook(self.books, formulary)
         # Who still has a supply of what (the duplicate check reads the journal only for
         # them): built once, it follows the dispenses and imports written.
-        self.supplies = SupplyIndex(journal, formulary, self.books.today())
+        self.supplies = SupplyIndex(journal, formulary, self.books.today(), warm_indexes)
         self.records.supplies = self.orders.supplies = self.picking.supplies = self.supplies
         # The index keeps what an order may still cite: prescriptions within the age limit.
         self.prescriptions = PrescriptionBook(self.books, formulary, institutions or {},
-                                              policy.prescription_max_age_days + 1)
+                                              policy.prescription_max_age_days + 1,
+                                              warm_indexes)
         self.orders.prescriptions = self.prescriptions
         # Patient and delivery of a shipment's first order, by order id: a shipment's view
         # is built a dozen times on its way through the machine (queued, started, planned,
@@ -146,6 +148,15 @@ class Dispensary:
         self._first_bodies.clear()
         with bulk():
             self._load()
+
+    def warm_indexes(self) -> bool:
+        """One step of building the checks' indexes from the journal (a few thousand rows);
+        ``True`` once both are built. Built with ``warm_indexes=False``, the Dispensary
+        answers every check from the journal until then: a service calls this between
+        other work instead of reading a large journal before it starts."""
+        if not self.supplies.warm_step():
+            return False  # (one slice per call: the supplies, then the prescriptions)
+        return self.prescriptions.index.warm_step()
 
     @property
     def stock(self) -> StockIndex:

@@ -17,8 +17,10 @@ process's own keyed hash (``hash``, SipHash with a per-process random key), so a
 by accident is a 2^-64 event no sender can aim at.
 
 Memory follows the journal: changes are made in the same transaction as the journal's,
-and a rollback forgets every prescription the transaction touched (those are then read
-from the journal again, as any prescription not kept here).
+and a rollback forgets every prescription the transaction touched, to be read again from
+the journal once no transaction is open. The index is built from the journal at once, or
+(``warm=False``, as the daemon does) a slice per ``warm_step`` call after the start; a
+prescription not read yet is answered by the journal.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ __all__ = ["PrescriptionIndex", "normal_name"]
 # per item (a prescribed quantity is at most 1,000 packs).
 _HEAD = struct.Struct("<IqIII")
 SWEEP = 2000  # prescriptions looked at per call when the day has changed
+WARM = 1000  # prescriptions read per step while the index is being built
 _AMBIGUOUS = ""  # two designated institutions share a name or code: never the fast path
 
 
@@ -64,7 +67,8 @@ def normal_name(text: str) -> str:
 
 class PrescriptionIndex:
     def __init__(self, journal: Journal, formulary: Formulary,
-                 institutions: Mapping[str, str], keep_days: int, today: date) -> None:
+                 institutions: Mapping[str, str], keep_days: int, today: date,
+                 warm: bool = True) -> None:
         self.journal = journal
         self.formulary = formulary
         self.institutions = dict(institutions)
@@ -82,19 +86,48 @@ class PrescriptionIndex:
         self._item_ids: dict[Items, int] = {}
         self._item_parts: dict[tuple[str, int], tuple[tuple[str, ...], int]] = {}
         self._touched: set[str] = set()
-        self._oldest = 0  # issue day (ordinal) of the oldest prescription kept
+        self._again: set[str] = set()  # forgotten by a rollback, to read again
+        self._oldest = (today - timedelta(days=keep_days)).toordinal()
         self._sweep: list[str] = []  # ids still to look at since the day changed
+        self._read_to = 0  # the journal's prescriptions up to this seq have been read
+        self.ready = False
         journal.on_commit.append(self._committed)
         journal.on_rollback.append(self._rolled_back)
-        with bulk():  # (a few hundred thousand rows at start)
-            self._load(today)
+        if warm:
+            with bulk():  # (a few hundred thousand rows at start)
+                while not self.warm_step():
+                    pass
 
     def __len__(self) -> int:
         return len(self._kept)
 
     # ------------------------------------------------------------------ building
-    def _load(self, today: date) -> None:
-        self._oldest = (today - timedelta(days=self.keep_days)).toordinal()
+    def warm_step(self, prescriptions: int | None = None) -> bool:
+        """Read the next ``WARM`` prescriptions of the journal into the index; ``True``
+        once all are read. Until then a prescription not read yet is answered by the
+        journal, as any prescription not kept. Inside a transaction it reads nothing (what
+        it read could still be undone). It also reads again what a rollback made the index
+        forget."""
+        if self.journal.in_transaction:
+            return self.ready
+        self._read_again()
+        if self.ready:
+            return True
+        limit = prescriptions or WARM
+        seqs = [seq for (seq,) in self.journal.iterate(
+            "SELECT seq FROM prescriptions WHERE seq > ? ORDER BY seq LIMIT ?",
+            (self._read_to, limit))]
+        if not seqs:
+            self.ready = True
+            return True
+        self._read("p.seq BETWEEN ? AND ?", (seqs[0], seqs[-1]))
+        self._read_to = seqs[-1]
+        if len(seqs) < limit:
+            self.ready = True
+        return self.ready
+
+    def _read(self, where: str, params: Sequence[object]) -> None:
+        """Keep the prescriptions ``where`` selects, as the journal has them now."""
         oldest = date.fromordinal(self._oldest).isoformat()
         current: str | None = None
         head: tuple[int, str, str, str, date, tuple[str, ...]] | None = None
@@ -105,7 +138,8 @@ class PrescriptionIndex:
                 "SELECT p.prescription_id, p.seq, p.institution, p.prescriber, p.patient_id, "
                 "p.issued_on, p.diagnoses, i.ingredients, i.quantity, i.filled "
                 "FROM prescriptions p JOIN prescription_items i ON i.prescription_seq = p.seq "
-                "WHERE p.issued_on >= ? ORDER BY p.seq, i.item_no", (oldest,)):
+                f"WHERE {where} AND p.issued_on >= ? ORDER BY p.seq, i.item_no",
+                (*params, oldest)):
             if rx_id != current:
                 if current is not None and head is not None:
                     self._keep(current, *head, tuple(items), filled)
@@ -217,11 +251,24 @@ class PrescriptionIndex:
     # ------------------------------------------------------------------ the journal
     def _committed(self, _took: float) -> None:
         self._touched.clear()
+        self._read_again()
 
     def _rolled_back(self) -> None:
         for prescription_id in self._touched:
             self._kept.pop(prescription_id, None)
+        self._again |= self._touched
         self._touched.clear()
+        self._read_again()
+
+    def _read_again(self) -> None:
+        """Read from the journal the prescriptions a rollback made the index forget, once
+        no transaction is open (inside one, what is read could still be undone)."""
+        if not self._again or self.journal.in_transaction:
+            return
+        again, self._again = sorted(self._again), set()
+        for n in range(0, len(again), 500):
+            chunk = again[n:n + 500]
+            self._read(f"p.prescription_id IN ({','.join('?' * len(chunk))})", chunk)
 
     def forget_older(self, today: date) -> None:
         """Drop prescriptions issued more than ``keep_days`` before ``today``: they can no

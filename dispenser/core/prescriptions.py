@@ -125,14 +125,15 @@ class PrescriptionBook:
     """Prescriptions registered by the institutions, and the fills orders draw."""
 
     def __init__(self, books: Books, formulary: Formulary,
-                 institutions: Mapping[str, str], keep_days: int = 91) -> None:
+                 institutions: Mapping[str, str], keep_days: int = 91,
+                 warm: bool = True) -> None:
         self.books = books
         self.journal = books.journal
         self.formulary = formulary
         self.institutions = dict(institutions)
         # Built once: it follows the journal by itself, rollbacks included.
         self.index = PrescriptionIndex(self.journal, formulary, self.institutions, keep_days,
-                                       books.today())
+                                       books.today(), warm)
         self.load()
 
     def load(self) -> None:

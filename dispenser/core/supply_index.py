@@ -11,7 +11,8 @@ current supply (docs/performance.md). Once a day the supplies that ran out are d
 
 Supplies are added in the transaction that writes them. A rollback leaves them in memory,
 which errs on the safe side: the index says "may" and the journal, asked, says no. So the
-index never says "no" where the journal says "yes".
+index never says "no" where the journal says "yes". Built a slice per ``warm_step`` call
+(``warm=False``, as the daemon does), it says "may" for everyone until it is complete.
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ __all__ = ["SupplyIndex"]
 
 
 SWEEP = 2000  # patients looked at per call when the day has changed
+WARM = 4000  # rows of the journal read per step while the index is being built
 Pair = tuple[str, int]  # (ingredient, last day of its supply as a date ordinal)
 
 
 class SupplyIndex:
-    def __init__(self, journal: Journal, formulary: Formulary, today: date) -> None:
+    def __init__(self, journal: Journal, formulary: Formulary, today: date,
+                 warm: bool = True) -> None:
         self.journal = journal
         self.formulary = formulary
         # patient -> (ingredient, last day of supply); the pairs are shared (a few
@@ -41,17 +44,46 @@ class SupplyIndex:
         self._pairs: dict[Pair, Pair] = {}
         self._floor = today.toordinal()
         self._sweep: list[str] = []  # patients still to look at since the day changed
-        after = today.isoformat()
-        with bulk():  # (every current supply, at start)
-            for pid, code, end in journal.iterate(
-                    "SELECT patient_id, drug_code, supply_end FROM history "
-                    "WHERE supply_end > ?", (after,)):
-                self.add(pid, ingredients_of(code, formulary), date.fromisoformat(end))
-            for pid, ingredients, end in journal.iterate(
-                    "SELECT patient_id, ingredients, supply_end FROM dispensing_records "
-                    "WHERE supply_end > ?", (after,)):
-                if ingredients:
-                    self.add(pid, ingredients.split(";"), date.fromisoformat(end))
+        # How far the journal's tables have been read (rowid), in this order.
+        self._to_read = ["history", "dispensing_records"]
+        self._read_to = 0
+        self.ready = False
+        if warm:
+            with bulk():  # (every current supply, at start)
+                while not self.warm_step():
+                    pass
+
+    def warm_step(self, rows: int | None = None) -> bool:
+        """Read the next ``WARM`` rows of the journal's dispenses and records; ``True``
+        once all are read. Until then the index answers "may" for every patient (the
+        journal is asked), so it is right at every step."""
+        if self.ready:
+            return True
+        limit = rows or WARM
+        table = self._to_read[0]
+        after = date.fromordinal(self._floor).isoformat()
+        formulary = self.formulary
+        last = self._read_to
+        n = 0
+        for rowid, pid, what, end in self.journal.iterate(
+                "SELECT rowid, patient_id, drug_code, supply_end FROM history "
+                "WHERE rowid > ? ORDER BY rowid LIMIT ?" if table == "history" else
+                "SELECT rowid, patient_id, ingredients, supply_end FROM dispensing_records "
+                "WHERE rowid > ? ORDER BY rowid LIMIT ?", (self._read_to, limit)):
+            n += 1
+            last = rowid
+            if end <= after:
+                continue
+            if table == "history":
+                self.add(pid, ingredients_of(what, formulary), date.fromisoformat(end))
+            elif what:
+                self.add(pid, what.split(";"), date.fromisoformat(end))
+        self._read_to = last
+        if n < limit:
+            self._to_read.pop(0)
+            self._read_to = 0
+            self.ready = not self._to_read
+        return self.ready
 
     def __len__(self) -> int:
         return len(self._ends)
@@ -72,7 +104,7 @@ class SupplyIndex:
         """Whether the patient may have a supply of one of ``ingredients`` that lasts
         beyond ``after`` (``False`` is sure; ``True`` means: ask the journal)."""
         day = after.toordinal()
-        if day < self._floor:
+        if day < self._floor or not self.ready:
             return True  # (supplies ending before the floor are not kept)
         ends = self._ends.get(patient_id)
         if not ends:

@@ -142,9 +142,13 @@ class Daemon:
         self.formulary = load_formulary(config.formulary.path)
         s = config.stock
         self.geometry = SlotGeometry(s.sides, s.levels, s.columns, s.slot_capacity)
+        # The checks' indexes are built by a task once the daemon runs (``_warm_indexes``):
+        # a journal of a million dispensing records takes seconds to read, and until then
+        # the checks ask the journal.
         self.dispensary = Dispensary(self.journal, self.formulary, config.policy,
                                      self.geometry, clock,
-                                     {i.code: i.name for i in config.institutions})
+                                     {i.code: i.name for i in config.institutions},
+                                     warm_indexes=False)
         self.robot: Robot = ModbusRobot.from_config(config.robot)
         p = config.printer
         self.printer = Printer.serial(p.url, baudrate=p.baudrate, timeout_s=p.timeout_s)
@@ -504,6 +508,7 @@ class Daemon:
                  asyncio.create_task(self.desk.run(), name="printdesk")]
         extra = [asyncio.create_task(fn(self), name="extra") for fn in self.extra_tasks]
         extra.append(asyncio.create_task(self._summarize_refusals(), name="refusals"))
+        extra.append(asyncio.create_task(self._warm_indexes(), name="indexes"))
         if self.wwks2_backend is not None:
             extra.append(asyncio.create_task(self.wwks2_backend.pump_stock_changes(),
                                              name="wwks2-stock"))
@@ -516,6 +521,17 @@ class Daemon:
                 self.exit_code = 1
         await self.shutdown(tasks, extra, stop_wait)
         return self.exit_code
+
+    async def _warm_indexes(self) -> None:
+        """Build the checks' indexes a few thousand journal rows at a time, giving the
+        loop back between steps (each step stays well under the loop's 50 ms)."""
+        began, steps = time.monotonic(), 0
+        d = self.dispensary
+        while not d.warm_indexes():
+            steps += 1
+            await asyncio.sleep(0)
+        log.info("check indexes built", steps=steps, seconds=round(time.monotonic() - began, 2),
+                 prescriptions=len(d.prescriptions.index), patients_with_supply=len(d.supplies))
 
     async def shutdown(self, tasks: list[asyncio.Task[None]], extra: list[asyncio.Task[None]],
                        stop_wait: asyncio.Task[Any]) -> None:

@@ -32,11 +32,12 @@ def make(tmp_path: Path, clock: FakeClock) -> Iterator[Factory]:
 
     def factory(policy: Policy | None = None, geometry: SlotGeometry | None = None,
                 name: str = "journal.db",
-                institutions: dict[str, str] | None = None) -> Dispensary:
+                institutions: dict[str, str] | None = None,
+                warm_indexes: bool = True) -> Dispensary:
         j = Journal(tmp_path / name)
         journals.append(j)
         return Dispensary(j, DEMO_FORMULARY, policy or Policy(), geometry or SlotGeometry(
-            2, 5, 20, 10), clock, institutions)
+            2, 5, 20, 10), clock, institutions, warm_indexes)
 
     yield factory
     for j in journals:
@@ -52,13 +53,14 @@ def make_dispensary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Factor
 
     def factory(policy: Policy | None = None, geometry: SlotGeometry | None = None,
                 clock: FakeClock | None = None,
-                institutions: dict[str, str] | None = None) -> Dispensary:
+                institutions: dict[str, str] | None = None,
+                warm_indexes: bool = True) -> Dispensary:
         path = tmp_path_factory.mktemp("hyp") / f"j{next(counter)}.db"
         j = Journal(path)
         journals.append(j)
         return Dispensary(j, DEMO_FORMULARY, policy or Policy(),
                           geometry or SlotGeometry(1, 3, 10, 4), clock or FakeClock(),
-                          institutions)
+                          institutions, warm_indexes)
 
     yield factory
     for j in journals:

@@ -164,3 +164,55 @@ def test_old_prescriptions_are_dropped_a_slice_at_a_time(make: Factory, clock: F
         sizes.append(len(d.prescriptions.index))
     assert sizes[0] > sizes[-1] == 2
     assert set(d.prescriptions.index._kept) == {"RX-3", "RX-4"}
+
+
+_NAMES = iter(range(10**9))
+
+
+@SETTINGS
+@given(data=st.data())
+def test_while_it_is_built_the_index_passes_only_what_the_journal_passes(
+        make: Factory, data: st.DataObject, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dispenser.core.prescription_index as prescription_index
+
+    monkeypatch.setattr(prescription_index, "WARM", 1)  # one prescription per step
+    policy = Policy(duplicate_dispensing="off", quantity_limit="off")
+    name = f"warm-{next(_NAMES)}.db"
+    d = make(policy, name=name, institutions=INSTITUTIONS)
+    d.register_prescriptions([prescription(f"RX-{k}", ITEMS) for k in range(3)], API)
+    for k in range(data.draw(st.integers(min_value=0, max_value=4), label="filled before")):
+        d.submit(rx_order(f"RX-{k % 3}", [(ACARBOSE, 1 + k % 2)], order_id=f"PRE-{k}"), API)
+    d.journal.close()
+    d = make(policy, name=name, institutions=INSTITUTIONS, warm_indexes=False)
+    book = d.prescriptions
+    probes = [parse_order(rx_order(f"RX-{k}", [(code, q)], order_id=f"PROBE-{k}-{q}"))
+              for k in range(3) for code in (ACARBOSE, METFORMIN) for q in (1, 2, 4)]
+
+    def agree(complete: bool) -> None:
+        for probe in probes:
+            journal = book.assess_in_journal(probe)
+            fast = book.index.passes(probe)
+            if fast is not None:
+                assert journal.holds == [] and journal.fills == fast
+            elif complete:
+                assert journal.holds, "a passing order was sent to the journal"
+
+    placed: list[str] = []
+    for n in range(data.draw(st.integers(min_value=1, max_value=10), label="steps")):
+        step = data.draw(st.sampled_from(["warm", "warm", "order", "cancel", "rolled back"]))
+        if step == "warm":
+            d.warm_indexes()
+        elif step == "order":
+            k = data.draw(st.integers(min_value=0, max_value=2))
+            placed.append(d.submit(rx_order(f"RX-{k}", [(ACARBOSE, 1)], order_id=f"SO-{n}"),
+                                   API).order_id)
+        elif step == "cancel" and placed:
+            d.cancel(placed.pop(), PHARMACIST, "property test")
+        elif step == "rolled back":
+            with pytest.raises(ZeroDivisionError), d.journal.transaction():
+                d.submit(rx_order("RX-0", [(ACARBOSE, 1)], order_id=f"GONE-{n}"), API)
+                1 / 0  # noqa: B018 (the call fails after it wrote: all rolled back)
+        agree(complete=False)
+    while not d.warm_indexes():
+        pass
+    agree(complete=True)

@@ -3,7 +3,7 @@ unchanged, offsets included."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 from dispenser.core.shared import (
     shared_date,
@@ -29,7 +29,7 @@ def test_one_object_per_value() -> None:
 def test_a_moment_keeps_its_offset() -> None:
     cst = timezone(timedelta(hours=8))
     at_cst = datetime(2026, 11, 24, 9, 0, tzinfo=cst)
-    at_utc = datetime(2026, 11, 24, 1, 0, tzinfo=timezone.utc)
+    at_utc = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
     assert at_cst == at_utc
     first = shared_moment(at_cst)
     assert shared_moment(datetime(2026, 11, 24, 9, 0, tzinfo=timezone(timedelta(hours=8)))) \

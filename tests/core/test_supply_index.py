@@ -134,3 +134,47 @@ def test_ended_supplies_are_dropped_a_slice_at_a_time(make: Factory, clock: Fake
         assert [d.supplies.may_overlap(f"P{n}", ["acarbose"], later) for n in range(5)] == [
             False, False, False, True, True]
     assert sizes[0] > sizes[-1] == 2  # two calls of two patients, and one of one
+
+
+_NAMES = iter(range(10**9))
+
+
+@SETTINGS
+@given(data=st.data())
+def test_while_it_is_built_the_checks_agree_with_the_journal(
+        make: Factory, clock: FakeClock, data: st.DataObject,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import dispenser.core.supply_index as supply_index
+
+    monkeypatch.setattr(supply_index, "WARM", 1)  # one row per step
+    policy = Policy(quantity_limit="off", prescription_provenance="off")
+    name = f"warm-{next(_NAMES)}.db"
+    today = clock.now.date()
+
+    def record(n: int) -> dict[str, Any]:
+        days = data.draw(st.sampled_from([7, 30, 90]))
+        back = data.draw(st.sampled_from([0, 20, days - 8, days - 7, days - 6, 100]))
+        on = today - timedelta(days=max(back, 0))
+        return _record(f"R-{n}", data.draw(st.sampled_from(CODES)),
+                       data.draw(st.sampled_from(["P1", "P2"])), on.isoformat(), days)
+
+    d = make(policy, name=name)
+    d.import_records([record(n) for n in range(data.draw(st.integers(0, 5)))], API)
+    d.journal.close()
+    d = make(policy, name=name, warm_indexes=False)
+    probes = [make_order([(c, 1)], patient=p, rx="RX-1", order_id=f"PROBE-{p}-{i}")
+              for p in ("P1", "P2") for i, c in enumerate(CODES)]
+    for n in range(data.draw(st.integers(min_value=1, max_value=8), label="steps")):
+        if data.draw(st.booleans(), label="warm or import"):
+            d.warm_indexes()
+        else:
+            d.import_records([record(100 + n)], API)
+        for probe in probes:
+            with_index, journal_only = _answers(d, probe)
+            assert with_index == journal_only
+    while not d.warm_indexes():
+        pass
+    assert d.supplies.ready
+    for probe in probes:
+        with_index, journal_only = _answers(d, probe)
+        assert with_index == journal_only
