@@ -3,6 +3,7 @@ and a records feed, driven through its socket API and through dispenserctl."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sqlite3
@@ -192,3 +193,43 @@ async def test_feeds_checks_and_the_patients_record(feed: FeedDaemon) -> None:
         reads = db.execute("SELECT actor, role, subject FROM audit "
                            "WHERE action = 'patient.read'").fetchall()
     assert reads == [("staff-test", "staff", "P1")] * 3
+
+
+async def test_after_a_restart_the_checks_answer_while_the_indexes_are_built(
+        feed: FeedDaemon) -> None:
+    feed.start()
+    records = await ApiClient.connect(str(feed.socket), token=RECORDS_TOKEN)
+    try:
+        last_week = (date.today() - timedelta(days=7)).isoformat()
+        await records.call("records.import", {"records": [
+            {"record_id": "H-1", "source": HOSPITAL, "patient_id": "P1",
+             "dispensed_on": last_week, "drug_code": ACARBOSE_CRANE, "quantity": 1,
+             "days_supply": 30}]})
+        await records.call("prescriptions.register", {"prescriptions": [
+            rx("RX-1", "P1", "A10BF01"), rx("RX-2", "P2", "A10BF01")]})
+    finally:
+        await records.close()
+    assert feed.stop() == 0, feed.log_tail()
+    feed.start()
+    shop = await feed.client("order_system")
+    try:
+        # At once after the start, built or not: the same answers as before the restart.
+        v = await shop.call("order.submit", {"order": citing("O-1", "P1", [
+            (ACARBOSE_SERVIER, 1)], "RX-1")})
+        assert [h["code"] for h in v["hold_reasons"]] == ["duplicate_dispensing"]
+        v = await shop.call("order.submit", {"order": citing("O-2", "P2", [
+            (ACARBOSE_SERVIER, 1)], "RX-2")})
+        assert v["hold_reasons"] == []
+    finally:
+        await shop.close()
+    # The indexes were built after the start, from the journal.
+    logged = feed.log_path.read_text()
+    for _ in range(100):
+        if "check indexes built" in logged:
+            break
+        await asyncio.sleep(0.1)
+        logged = feed.log_path.read_text()
+    built = [line for line in logged.splitlines() if "check indexes built" in line]
+    assert len(built) == 2, logged[-2000:]  # once per start
+    last = json.loads(built[-1])
+    assert (last["prescriptions"], last["patients_with_supply"]) == (2, 1)
