@@ -93,7 +93,7 @@ class PrescriptionIndex:
         self.ready = False
         journal.on_commit.append(self._committed)
         journal.on_rollback.append(self._rolled_back)
-        if warm:
+        if warm and not journal.in_transaction:  # (inside one it would read nothing)
             with bulk():  # (a few hundred thousand rows at start)
                 while not self.warm_step():
                     pass
