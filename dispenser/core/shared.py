@@ -66,9 +66,9 @@ def shared_moment(moment: datetime) -> datetime:
 
 @lru_cache(maxsize=8192)
 def shared_datetime(text: str) -> datetime:
-    """The moment of an ISO text, one object per distinct text: for moments many rows
-    repeat (a delivery window's start)."""
-    return with_shared_zone(datetime.fromisoformat(text))
+    """``shared_moment`` of an ISO text (the parse itself kept per distinct text): the
+    window starts read from the journal and those of new orders are the same objects."""
+    return shared_moment(datetime.fromisoformat(text))
 
 
 @lru_cache(maxsize=16384)
