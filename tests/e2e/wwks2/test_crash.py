@@ -23,7 +23,7 @@ from dispenser.testing import (
     pack,
     wait_for,
 )
-from dispenser.testing.ims_client import E, Received
+from dispenser.testing.ims_client import E, ImsClient, Received
 from dispenser.testing.wwks2 import (
     Wwks2Daemon,
     check_stock_matches_slots,
@@ -53,6 +53,14 @@ def _outcomes(frames: list[Received]) -> dict[str, list[Received]]:
         if f.tag == "OutputMessage":
             found.setdefault(f.id or "", []).append(f)
     return found
+
+
+async def _until_ready(ims: ImsClient) -> None:
+    """As the pharmacy software does after it reconnects: StatusRequest until Ready (a
+    restarted dispenserd rejects outputs until its robot link is up again)."""
+    async def ready() -> bool:
+        return (await ims.request("StatusRequest")).lead.get("State") == "Ready"
+    await wait_for(ready, 60, interval=0.05, what="WWKS2 status Ready after the restart")
 
 
 async def test_sigkill_between_output_and_output_message(daemon: Wwks2Daemon,
@@ -90,6 +98,7 @@ async def test_sigkill_between_output_and_output_message(daemon: Wwks2Daemon,
         await ims.close()
         daemon.start()
         ims = await daemon.ims(100)  # the reconnecting pharmacy software
+        await _until_ready(ims)
 
     staff = await daemon.client("staff")
     try:
