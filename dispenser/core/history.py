@@ -43,8 +43,9 @@ def patient_history(journal: Journal, orders: OrderBook, order: Order,
     pid, rx = order.patient.id, order.prescription.id
     if index is not None:
         index.forget_ended(today)
-        drugs = orders.formulary
-        wanted = [i for item in order.items for i in ingredients_of(item.drug_code, drugs)]
+        by_code = orders.formulary.ingredients
+        wanted = [i for item in order.items
+                  for i in by_code.get(item.drug_code) or (item.drug_code,)]  # ingredients_of
         if not index.may_overlap(pid, wanted, threshold):
             supplies: dict[str, Supply] = {}
             rx_drugs: set[str] = set()

@@ -59,6 +59,7 @@ Items = tuple[tuple[tuple[str, ...], int], ...]
 
 
 @functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=8192)
 def normal_name(text: str) -> str:
     """Institution names and codes compared ignoring case and spacing (cached: a day's
     orders name a few institutions and prescribers many times)."""
