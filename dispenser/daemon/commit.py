@@ -1,17 +1,21 @@
 """Group commit: journal work of concurrent API calls shares one transaction (one fsync).
 
 Each call hands a function to ``run``. Under load the first call of a batch waits
-``gather_s`` for others (a lone call is committed at once); then every queued function
-runs inside one ``Dispensary.batch()``. Each function must be atomic on its own (the
-core's calls are savepoints), so a refused order undoes only itself. The callers' futures
-are resolved after the commit: no caller is told "accepted" before its order is on disk.
-When the journal cannot be written (``JournalUnavailable``) the whole batch is rolled back
-and every caller of the batch gets that error: none of their work is kept.
+``gather_s`` for others (a lone call is committed at once); then the queued functions
+run inside one ``Dispensary.batch()``, until ``budget_s`` of the loop's time is spent:
+the rest go into the next transaction, after the loop has served whatever else waits
+(the robot's cycle, other API calls), so that no commit holds the event loop long. Each
+function must be atomic on its own (the core's calls are savepoints), so a refused order
+undoes only itself. The callers' futures are resolved after the commit: no caller is told
+"accepted" before its order is on disk. When the journal cannot be written
+(``JournalUnavailable``) the whole transaction is rolled back and every caller in it gets
+that error: none of their work is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -28,9 +32,12 @@ __all__ = ["GroupCommit"]
 
 class GroupCommit:
     def __init__(self, dispensary: Dispensary, max_batch: int = 2000,
-                 gather_s: float = 0.001) -> None:
+                 gather_s: float = 0.001, budget_s: float = 0.02) -> None:
         self.d = dispensary
         self.max_batch = max_batch
+        # The loop's time one transaction may take before the rest waits for the next
+        # (a call is never split: the budget is checked between calls).
+        self.budget_s = budget_s
         # How long the first call of a batch waits for others to join it: a millisecond
         # turns a burst of single submissions into one commit instead of many.
         self.gather_s = gather_s
@@ -59,15 +66,13 @@ class GroupCommit:
     def _flush(self) -> None:
         self._scheduled = False
         batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
-        if self._pending:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
         if not batch:
             return
         outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        began = time.perf_counter()
         try:
             with self.d.batch():
-                for fn, fut in batch:
+                for n, (fn, fut) in enumerate(batch):
                     # Each function is atomic on its own (the core's calls are savepoints);
                     # a refusal is handed to that caller only.
                     try:
@@ -76,17 +81,25 @@ class GroupCommit:
                         raise  # the transaction is lost: the whole batch is refused
                     except Exception as exc:
                         outcomes.append((fut, False, exc))
+                    if n + 1 < len(batch) and time.perf_counter() - began >= self.budget_s:
+                        # The rest go first into the next transaction.
+                        self._pending[:0] = batch[n + 1:]
+                        batch = batch[:n + 1]
+                        break
         except JournalUnavailable as exc:
+            self._again()
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc.again())
             return
         except Exception as exc:
+            self._again()
             log.exception("group commit failed", calls=len(batch))
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        self._again()
         self.batches += 1
         self.calls += len(batch)
         self.largest = max(self.largest, len(batch))
@@ -98,3 +111,9 @@ class GroupCommit:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+    def _again(self) -> None:
+        """Another transaction for the calls still waiting, after the loop's other work."""
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
