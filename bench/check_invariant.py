@@ -8,6 +8,7 @@ Usage: bench/check_invariant.py DIR   (exit status 0 when the invariant holds)
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -29,8 +30,15 @@ async def recheck(workdir: Path) -> int:
     return 0 if report.ok else 1
 
 
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("workdir", type=Path, help="a kept campaign or benchmark directory "
+                    "(its journal and the simulator's state)")
+    args = ap.parse_args()
+    if not args.workdir.is_dir():
+        ap.error(f"{args.workdir} is not a directory")
+    return asyncio.run(recheck(args.workdir))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        print(__doc__, file=sys.stderr)
-        sys.exit(2)
-    sys.exit(asyncio.run(recheck(Path(sys.argv[1]))))
+    sys.exit(main())
