@@ -47,6 +47,7 @@ from dispenser.daemon.commit import GroupCommit
 from dispenser.daemon.controller import ControllerMachine, ControllerState
 from dispenser.daemon.faults import FaultRecord
 from dispenser.daemon.holdcounts import HOLD_COUNT_MIGRATIONS
+from dispenser.daemon.looplag import LoopLag
 from dispenser.daemon.methods import audit_summary, outcome_dict, register_methods
 from dispenser.daemon.metrics import Metrics, MetricsServer, MetricsStartError
 from dispenser.daemon.modbus_robot import ModbusRobot
@@ -176,12 +177,14 @@ class Daemon:
             self.wwks2 = Wwks2Server(config.wwks2, self.wwks2_backend)
             self.wwks2_backend.events = self.wwks2
         register_methods(self.registry, self)
+        self.loop_lag = LoopLag()
         self.metrics_server: MetricsServer | None = None
         address = config.metrics.address
         if address is not None:  # off unless configured: then nothing is observed
             metrics = Metrics(self, config.metrics, VERSION)
             self.server.on_request = metrics.on_request
             self.journal.on_commit.append(metrics.on_commit)
+            self.loop_lag.on_sample = metrics.on_loop_lag
             self.metrics_server = MetricsServer(metrics, *address)
         if config.policy.audit_mismatch == "continue":
             self.scheduler.faults.nonstop_kinds = frozenset({"audit"})
@@ -467,6 +470,7 @@ class Daemon:
             "group_commit": {"batches": self.commit.batches, "calls": self.commit.calls,
                              "largest": self.commit.largest},
             "api": self.server.stats(),
+            "loop": self.loop_lag.snapshot(),
             "tasks": {**state_counts(self.journal)["tasks"],
                       "finished_since_start": sched_tasks.tasks_finished},
             **({"wwks2": self.wwks2.snapshot()} if self.wwks2 is not None else {}),
@@ -509,6 +513,7 @@ class Daemon:
         extra = [asyncio.create_task(fn(self), name="extra") for fn in self.extra_tasks]
         extra.append(asyncio.create_task(self._summarize_refusals(), name="refusals"))
         extra.append(asyncio.create_task(self._warm_indexes(), name="indexes"))
+        extra.append(asyncio.create_task(self.loop_lag.run(), name="loop-lag"))
         if self.wwks2_backend is not None:
             extra.append(asyncio.create_task(self.wwks2_backend.pump_stock_changes(),
                                              name="wwks2-stock"))

@@ -62,6 +62,8 @@ MACHINE_PACK_STATES = (PackState.LOADING, PackState.IN_STOCK, PackState.PICKED,
 API_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                5.0, 10.0, 30.0)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# The loop's steps are meant to stay under ~50 ms; the watchdog of the robot expires at 2 s.
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 # A scrape's request head is small; anything larger or slower is not a scraper.
 MAX_REQUEST_BYTES = 8192
 REQUEST_TIMEOUT_S = 10.0
@@ -91,7 +93,7 @@ def _counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> CounterMetric
 
 
 class Metrics:
-    """The daemon's metrics registry: two observed histograms and the API counter, plus a
+    """The daemon's metrics registry: three observed histograms and the API counter, plus a
     collector that reads the daemon's state at scrape time (on the event loop)."""
 
     def __init__(self, daemon: Daemon, config: MetricsConfig, version: str) -> None:
@@ -113,6 +115,10 @@ class Metrics:
             "dispenser_journal_commit_duration_seconds", "Time of each journal COMMIT "
             "(the fsync of synchronous=FULL).", buckets=COMMIT_BUCKETS,
             registry=self.registry)
+        self.loop_lag = Histogram(
+            "dispenser_event_loop_lag_seconds", "How late the event loop woke up from a "
+            "20 ms sleep: the step that held it meanwhile.", buckets=LAG_BUCKETS,
+            registry=self.registry)
         self.last_collect_s = 0.0
         self._failed: set[str] = set()
         self.registry.register(_StateCollector(self))
@@ -126,6 +132,9 @@ class Metrics:
 
     def on_commit(self, seconds: float) -> None:
         self.commit_duration.observe(seconds)
+
+    def on_loop_lag(self, seconds: float) -> None:
+        self.loop_lag.observe(seconds)
 
     def exposition(self, accept: str) -> tuple[bytes, str]:
         """The metrics in the format the scraper asked for (``Accept``), and its type."""

@@ -161,6 +161,8 @@ async def test_metrics_move_as_the_machine_works(mdaemon: MetricsDaemon,
         assert value(after, "dispenser_journal_commit_duration_seconds_count") > value(
             before, "dispenser_journal_commit_duration_seconds_count")
         assert value(after, "dispenser_faults_latched", kind="door_open") == 0
+        assert value(after, "dispenser_event_loop_lag_seconds_count") > value(
+            before, "dispenser_event_loop_lag_seconds_count")
 
         # A fault: latched now, and counted.
         await slow_sim.call("sim.inject", {"fault": "door_open"})
