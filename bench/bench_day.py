@@ -228,6 +228,7 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
     rss_paced = stack.daemon.rss_kib()
     burst_s = await submit_burst(clients, burst, lat_burst, errors, args.batch)
     submitted_s = time.perf_counter() - t0
+    s_burst = await tech.call("diag.stats")
     rss_submitted = stack.daemon.rss_kib()
     say(f"  submitted in {submitted_s:.1f} s; waiting for the machine ...")
     counts = await settle(staff, quiet_s=args.quiet, timeout=args.timeout)
@@ -284,6 +285,7 @@ async def run_day(stack: Stack, plan: DayPlan, args: argparse.Namespace,
         "packs_taken_off_the_input_point": len(loader.taken_off),
         "machine_state_at_end": (await staff.call("machine.status"))["state"],
         "group_commit": s1["group_commit"], "modbus_errors": s1["errors"],
+        "event_loop": loop_lag(s0, s_burst, s1),
     }
     say(f"  {json.dumps(fig['day'], indent=1)}")
 
@@ -394,12 +396,27 @@ async def utilization(stack: Stack, plan: DayPlan, args: argparse.Namespace,
         say(f"  {p}")
 
 
+def loop_lag(s0: dict[str, Any], s_burst: dict[str, Any],
+             s1: dict[str, Any]) -> dict[str, Any] | None:
+    """How late the daemon's event loop woke up (``diag.stats`` ``loop``): wake-ups later
+    than 50 ms in the paced submits and the burst and in the whole day, the longest in the
+    last minute when the burst ended, the longest in the day so far."""
+    if "loop" not in s1:
+        return None  # (a daemon from before the probe)
+    late = "late_over_50ms"
+    return {"late_over_50ms_submits": s_burst["loop"][late] - s0["loop"][late],
+            "late_over_50ms_day": s1["loop"][late] - s0["loop"][late],
+            "max_ms_last_minute_at_burst_end": s_burst["loop"]["recent"]["max"],
+            "p99_ms_last_minute_at_burst_end": s_burst["loop"]["recent"]["p99"],
+            "max_ms_since_start": s1["loop"]["max_ms"]}
+
+
 def table(fig: dict[str, Any]) -> list[str]:
     """The figures of issue 12's table, from this run."""
     day, stock = fig.get("day", {}), fig.get("stock", {})
     if not day:
         return []
-    paced, burst = day["submit_paced"], day["submit_burst"]
+    paced, burst, lag = day["submit_paced"], day["submit_burst"], day.get("event_loop")
     how = "order.submit" if burst["batch"] == 1 else f"order.submit_batch of {burst['batch']}"
     return [
         f"whole day, first order to every order final: {day['wall_s']} s "
@@ -413,6 +430,10 @@ def table(fig: dict[str, Any]) -> list[str]:
         f"order.submit at {paced['rate']}/s: p50 {paced['p50_ms']} / p99 {paced['p99_ms']} / "
         f"max {paced['max_ms']} ms",
         f"burst, {burst['clients']} connections, {how}: {burst['orders_per_s']} orders/s",
+        f"event loop held > 50 ms: {lag['late_over_50ms_submits']} times in the submits, "
+        f"{lag['late_over_50ms_day']} in the day; longest in the minute before the burst's "
+        f"end {lag['max_ms_last_minute_at_burst_end']} ms (p99 "
+        f"{lag['p99_ms_last_minute_at_burst_end']})" if lag else "event loop: not measured",
         f"stock.load: {stock.get('packs_per_s')} packs/s "
         f"({stock.get('cpu_ms_per_pack')} ms daemon CPU per pack)",
         f"daemon RSS: peak {day['peak_rss_mib']} MiB; before the orders "
