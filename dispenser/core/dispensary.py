@@ -279,10 +279,11 @@ class Dispensary:
                                            self.policy.prescription_max_age_days, limit, after)
 
     # ================================================================== shipments
-    def form_shipments(self) -> list[ShipmentView]:
+    def form_shipments(self, limit: int | None = None) -> list[ShipmentView]:
         """Close merge windows that are over (urgent shipments at once), reserve stock
-        FEFO, hold shipments that are short. Returns the shipments formed now."""
-        due = self.shipments.close_merge_windows()
+        FEFO, hold shipments that are short. Returns the shipments formed now: with
+        ``limit``, at most that many, the first in schedule order (the rest next call)."""
+        due = self.shipments.close_merge_windows(limit)
         bodies = self.orders.bodies([sh.order_ids[0] for sh in due if sh.order_ids])
         return [self._shipment_view(sh, bodies) for sh in due]
 

@@ -323,15 +323,19 @@ class ShipmentBook:
                 self.allocator.try_allocate(sh)
         self.allocator.retry_waiting(freed)
 
-    def close_merge_windows(self) -> list[Shipment]:
+    def close_merge_windows(self, limit: int | None = None) -> list[Shipment]:
         """Close merge windows that are over (urgent shipments at once) and give each
-        shipment stock (``Allocator.try_allocate``). Returns the shipments formed now."""
+        shipment stock (``Allocator.try_allocate``), in schedule order; with ``limit``, at
+        most that many (the first in schedule order; the rest stay due for the next call).
+        Returns the shipments formed now."""
         now = self.books.now()
         due = [sh for sh in (self.live[s] for s in self.forming.values())
                if sh.close_at <= now or sh.urgent]
         if not due:
             return []
         due.sort(key=Shipment.schedule_key)
+        if limit is not None:
+            del due[limit:]
         # Row updates of orders and shipments are collected and written once each.
         with bulk(), self.books.tx(), self.books.round(now.isoformat()), \
                 self.orders.collecting(), self.collecting():

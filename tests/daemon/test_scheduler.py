@@ -109,3 +109,30 @@ async def test_a_shipment_larger_than_a_tote_is_refused_before_any_pick(
     in_totes = [p for t in ledger["outputs"].values() for p in t["packs"]]
     assert len(in_totes) == 2  # only SMALL's packs moved
     await close(daemon)
+
+
+async def test_a_burst_of_orders_is_formed_a_slice_per_cycle(
+        tmp_path: Path, sim: Simulator) -> None:
+    """250 orders whose merge windows are over: one cycle forms at most FORM_PER_CYCLE
+    shipments (the first in schedule order), the next cycles the rest, so that no cycle
+    holds the event loop for the whole round."""
+    from dispenser.daemon.scheduler import FORM_PER_CYCLE
+    from dispenser.testing import drugs, order
+    from dispenser.testing.inprocess import OSYS
+
+    daemon = Daemon(config_for(tmp_path, sim))
+    await run_cycles(daemon, lambda: daemon.machine.state is ControllerState.READY)
+    code = drugs()["robot"][0]["drug_code"]
+    d = daemon.dispensary
+    d.submit_many([order(f"FB{i:03d}", f"PFB{i:03d}", [(code, 1)]) for i in range(250)],
+                  OSYS)
+    forming = d.shipments.forming
+    assert len(forming) == 250
+    expected = sorted((d.shipments.live[s] for s in forming.values()),
+                      key=lambda sh: sh.schedule_key())
+    await daemon.scheduler.cycle()
+    assert len(forming) == 250 - FORM_PER_CYCLE
+    formed_first = {sh.shipment_id for sh in expected[:FORM_PER_CYCLE]}
+    assert formed_first.isdisjoint(forming.values())  # the first in schedule order
+    await run_cycles(daemon, lambda: not forming, limit=5)
+    await close(daemon)
