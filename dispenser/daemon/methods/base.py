@@ -3,8 +3,9 @@ declaration of a method, and how refusals become API errors."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from dispenser.api.protocol import ApiError, ErrorCode
 from dispenser.api.server import Caller, MethodRegistry
@@ -28,6 +29,8 @@ from dispenser.daemon.robot import Robot, RobotRefused, RobotUnavailable
 from dispenser.daemon.scheduler import Scheduler
 from dispenser.journal import Journal, JournalUnavailable, VerifyResult
 from drivers.printer.status import PrinterError
+
+V = TypeVar("V")
 
 __all__ = ["ALL", "STAFF", "TECHNICIAN", "Api", "Services", "api_error", "page"]
 
@@ -92,6 +95,29 @@ def api_error(exc: Exception) -> ApiError:
     if isinstance(exc, HardwareError | RobotUnavailable | PrinterError):
         return ApiError(ErrorCode.HARDWARE, str(exc))
     raise exc
+
+
+# Items of a list page read and shown together: a page of 1,000 shipment views built at
+# once held the event loop 100-150 ms; a slice of 100 stays under ~15 ms.
+LIST_SLICE = 100
+
+
+async def in_slices(fetch: Callable[[int, str | None], list[V]], limit: int,
+                    after: str | None, show: Callable[[V], dict[str, Any]],
+                    key: str) -> list[dict[str, Any]]:
+    """Up to ``limit`` items after the cursor ``after``, as ``show`` shows them, read
+    ``LIST_SLICE`` at a time through the same cursor, the loop given back between slices
+    (the same items as one read of ``limit``: pages are in key order)."""
+    out: list[dict[str, Any]] = []
+    while len(out) < limit:
+        want = min(LIST_SLICE, limit - len(out))
+        got = [show(v) for v in fetch(want, after)]
+        out += got
+        if len(got) < want:
+            break
+        after = got[-1][key]
+        await asyncio.sleep(0)
+    return out
 
 
 def page(items: list[dict[str, Any]], limit: int, key: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from dispenser.api.server import Caller
 from dispenser.core.errors import DispenserError
 from dispenser.core.views import Actor, OrderView
 from dispenser.daemon.methods.audit import storable
-from dispenser.daemon.methods.base import ALL, STAFF, Api, api_error, page
+from dispenser.daemon.methods.base import ALL, STAFF, Api, api_error, in_slices, page
 from dispenser.daemon.methods.params import (
     Empty,
     OrderAction,
@@ -157,6 +157,7 @@ def register(api: Api) -> None:
     @method("order.list", ALL)
     async def order_list(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(OrderList, params)
-        views = d.list_orders(p.state, p.limit, p.after)
-        return page([order_json(v) for v in views], p.limit, "order_id")
+        items = await in_slices(lambda n, after: d.list_orders(p.state, n, after),
+                                p.limit, p.after, order_json, "order_id")
+        return page(items, p.limit, "order_id")
 

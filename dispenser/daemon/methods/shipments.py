@@ -7,7 +7,7 @@ from typing import Any
 from dispenser.api.protocol import ApiError, ErrorCode, parse_params
 from dispenser.api.server import Caller
 from dispenser.core.states import ShipmentState
-from dispenser.daemon.methods.base import ALL, STAFF, Api, page
+from dispenser.daemon.methods.base import ALL, STAFF, Api, in_slices, page
 from dispenser.daemon.methods.params import ConfirmManual, Reprint, ShipmentId, ShipmentList
 from dispenser.daemon.methods.views import shipment_json
 
@@ -31,9 +31,11 @@ def register(api: Api) -> None:
     @method("shipment.list", ALL)
     async def shipment_list(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(ShipmentList, params)
-        views = d.list_shipments(p.state, p.limit, p.after)
-        return page([shipment_json(v, output_of(v.shipment_id)) for v in views], p.limit,
-                     "shipment_id")
+        items = await in_slices(lambda n, after: d.list_shipments(p.state, n, after),
+                                p.limit, p.after,
+                                lambda v: shipment_json(v, output_of(v.shipment_id)),
+                                "shipment_id")
+        return page(items, p.limit, "shipment_id")
 
     @method("shipment.confirm_manual", STAFF, mutating=True)
     async def shipment_confirm_manual(params: dict[str, Any], caller: Caller) -> Any:

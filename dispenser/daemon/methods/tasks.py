@@ -9,7 +9,7 @@ from dispenser.api.protocol import parse_params
 from dispenser.api.server import Caller
 from dispenser.core.states import TaskState
 from dispenser.core.tasks import TaskView
-from dispenser.daemon.methods.base import ALL, Api, page
+from dispenser.daemon.methods.base import ALL, Api, in_slices, page
 from dispenser.daemon.methods.params import Ident, Page, Params
 from dispenser.daemon.methods.views import iso, pack_json
 
@@ -62,5 +62,6 @@ def register(api: Api) -> None:
     @method("task.list", ALL)
     async def task_list(params: dict[str, Any], caller: Caller) -> Any:
         p = parse_params(TaskList, params)
-        views = d.list_tasks(p.state, p.purpose, p.limit, p.after)
-        return page([task_json(v) for v in views], p.limit, "task_id")
+        items = await in_slices(lambda n, after: d.list_tasks(p.state, p.purpose, n, after),
+                                p.limit, p.after, task_json, "task_id")
+        return page(items, p.limit, "task_id")
